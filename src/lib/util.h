@@ -1,0 +1,80 @@
+/* Small helpers shared by the library's .c files (not installed). */
+#ifndef CLIP_UTIL_H
+#define CLIP_UTIL_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static inline void clip_freep(void *p)
+{
+	free(*(void **)p);
+}
+
+static inline void clip_closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+
+/* Locals freed or closed when they leave scope; hand ownership on with
+ * clip_steal() so that the cleanup sees NULL (or -1 for clip_steal_fd). */
+#define cleanup_free  __attribute__((cleanup(clip_freep)))
+#define cleanup_close __attribute__((cleanup(clip_closep)))
+#define clip_steal(p)                                                                              \
+	({                                                                                         \
+		__typeof__(p) clip_steal_tmp_ = (p);                                               \
+		(p) = NULL;                                                                        \
+		clip_steal_tmp_;                                                                   \
+	})
+#define clip_steal_fd(fd)                                                                          \
+	({                                                                                         \
+		int clip_steal_tmp_ = (fd);                                                        \
+		(fd) = -1;                                                                         \
+		clip_steal_tmp_;                                                                   \
+	})
+
+#define CLIP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Little-endian stores and loads for the on-disk format; memcpy keeps them
+ * safe on unaligned pointers into an mmap. */
+static inline void clip_put_le16(void *p, uint16_t v)
+{
+	uint8_t *b = p;
+	b[0] = (uint8_t)v;
+	b[1] = (uint8_t)(v >> 8);
+}
+static inline void clip_put_le32(void *p, uint32_t v)
+{
+	uint8_t *b = p;
+	for (int i = 0; i < 4; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void clip_put_le64(void *p, uint64_t v)
+{
+	uint8_t *b = p;
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t clip_get_le16(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint16_t)(b[0] | (b[1] << 8));
+}
+static inline uint32_t clip_get_le32(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
+	       ((uint32_t)b[3] << 24);
+}
+static inline uint64_t clip_get_le64(const void *p)
+{
+	const uint8_t *b = p;
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | b[i];
+	return v;
+}
+
+#endif
