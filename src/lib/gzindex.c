@@ -1,0 +1,1244 @@
+/* clip: gzip checkpoints — scanner, builder and reader.
+ *
+ * The shape follows zlib's examples/zran.c: an access point is a deflate
+ * block boundary plus the bits still unused in the byte before it plus the
+ * 32 KiB of output before it. What is added here is that the work is split
+ * between two threads (scanner: inflate only; builder: windows and digests),
+ * that the builder never holds the compressed stream, and that every span is
+ * verified against a digest before a byte of it is inflated.
+ */
+#include "clip/gzindex.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <isa-l.h>
+#include <openssl/evp.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "gzindex_internal.h"
+#include "util.h"
+
+#define W CLIP_GZ_WINDOW
+
+/* zlib and ISA-L count in 32-bit quantities; feed them at most this much. */
+#define FEED_MAX (1u << 30)
+
+static size_t min_size(size_t a, size_t b)
+{
+	return a < b ? a : b;
+}
+
+/* ======================================================================== */
+/* Scanner                                                                  */
+/* ======================================================================== */
+
+enum scan_state {
+	SCAN_FIRST_MEMBER, /* nothing consumed yet */
+	SCAN_IN_MEMBER,
+	SCAN_BETWEEN_MEMBERS, /* after a member's trailer: zero padding or a new member */
+};
+
+struct clip_gz_scanner {
+	z_stream strm;
+	enum scan_state state;
+	bool header_done; /* the current member's first boundary was reported */
+	uint64_t in;	  /* compressed bytes consumed since the start of the stream */
+	uint64_t out;
+	uint64_t member_in; /* compressed offset of the current member */
+	uint64_t members;   /* complete members */
+	int failed;	    /* the error code, once the stream is known to be bad */
+};
+
+struct clip_gz_scanner *clip_gz_scanner_new(void)
+{
+	struct clip_gz_scanner *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	/* 15 + 16: gzip wrapper only, so that zlib or raw data is rejected. */
+	if (inflateInit2(&s->strm, 15 + 16) != Z_OK) {
+		free(s);
+		return NULL;
+	}
+	s->state = SCAN_FIRST_MEMBER;
+	return s;
+}
+
+void clip_gz_scanner_free(struct clip_gz_scanner *s)
+{
+	if (s == NULL)
+		return;
+	inflateEnd(&s->strm);
+	free(s);
+}
+
+static int scan_fail(struct clip_gz_scanner *s, struct clip_err *err)
+{
+	const char *zmsg = s->strm.msg ? s->strm.msg : "corrupt data";
+
+	if (!s->header_done) {
+		/* zlib says "incorrect header check" when the magic is wrong: for
+		 * the first member that is not gzip at all, later it is whatever
+		 * followed a complete member. */
+		bool magic = strcmp(zmsg, "incorrect header check") == 0;
+		if (magic && s->members == 0)
+			s->failed = clip_err_set(err, EBADMSG, "not in gzip format");
+		else if (magic)
+			s->failed = clip_err_set(
+				err, EBADMSG, "trailing garbage after gzip member at offset %llu",
+				(unsigned long long)s->member_in);
+		else
+			s->failed = clip_err_set(err, EBADMSG, "gzip member at offset %llu: %s",
+						 (unsigned long long)s->member_in, zmsg);
+		return s->failed;
+	}
+	s->failed = clip_err_set(err, EBADMSG, "invalid deflate data at compressed offset %llu: %s",
+				 (unsigned long long)s->in, zmsg);
+	return s->failed;
+}
+
+int clip_gz_scanner_run(struct clip_gz_scanner *s, const void *in, size_t in_len, size_t *in_used,
+			void *out, size_t out_cap, size_t *out_len, struct clip_gz_boundary *bounds,
+			size_t bounds_cap, size_t *nbounds, struct clip_err *err)
+{
+	const unsigned char *ip = in;
+	unsigned char dummy;
+	size_t iu = 0, ou = 0, nb = 0;
+	int ret = 0;
+
+	*in_used = 0;
+	*out_len = 0;
+	*nbounds = 0;
+	if (s->failed)
+		return clip_err_set(err, s->failed, "gzip stream: scanner already failed");
+	if (out == NULL)
+		out = &dummy; /* zlib refuses a NULL next_out even with no room */
+
+	while (nb < bounds_cap) {
+		if (s->state == SCAN_BETWEEN_MEMBERS) {
+			while (iu < in_len && ip[iu] == 0) {
+				iu++;
+				s->in++;
+			}
+			if (iu == in_len)
+				break;
+			if (ip[iu] != 0x1f) {
+				ret = clip_err_set(
+					err, EBADMSG,
+					"trailing garbage after gzip member at offset %llu",
+					(unsigned long long)s->in);
+				s->failed = ret;
+				break;
+			}
+			if (inflateReset(&s->strm) != Z_OK) {
+				ret = s->failed = clip_err_set(err, EINVAL, "inflateReset failed");
+				break;
+			}
+			s->state = SCAN_IN_MEMBER;
+			s->member_in = s->in;
+			s->header_done = false;
+		} else if (s->state == SCAN_FIRST_MEMBER) {
+			if (iu == in_len)
+				break;
+			s->state = SCAN_IN_MEMBER;
+			s->member_in = 0;
+		}
+
+		size_t avail_in = min_size(in_len - iu, FEED_MAX);
+		size_t avail_out = min_size(out_cap - ou, FEED_MAX);
+		s->strm.next_in = (unsigned char *)ip + iu;
+		s->strm.avail_in = (uInt)avail_in;
+		s->strm.next_out = (unsigned char *)out + (out_cap ? ou : 0);
+		s->strm.avail_out = (uInt)avail_out;
+		int zret = inflate(&s->strm, Z_BLOCK);
+		size_t got_in = avail_in - s->strm.avail_in;
+		size_t got_out = avail_out - s->strm.avail_out;
+		iu += got_in;
+		ou += got_out;
+		s->in += got_in;
+		s->out += got_out;
+
+		if (zret == Z_STREAM_END) {
+			s->state = SCAN_BETWEEN_MEMBERS;
+			s->members++;
+			continue;
+		}
+		if (zret == Z_DATA_ERROR || zret == Z_NEED_DICT) {
+			ret = scan_fail(s, err);
+			break;
+		}
+		if (zret == Z_MEM_ERROR) {
+			ret = s->failed = clip_err_set(err, ENOMEM, "inflate: out of memory");
+			break;
+		}
+		if (zret == Z_STREAM_ERROR) {
+			ret = s->failed = clip_err_set(err, EINVAL, "inflate: inconsistent stream");
+			break;
+		}
+		if (zret == Z_BUF_ERROR)
+			break; /* nothing more without more input or room */
+		/* Bit 7: stopped at a block boundary or just after the header;
+		 * bit 6: that was the last block, nothing follows in this member. */
+		if ((s->strm.data_type & 128) && !(s->strm.data_type & 64)) {
+			bounds[nb].in = s->in;
+			bounds[nb].out = s->out;
+			bounds[nb].bits = (uint8_t)(s->strm.data_type & 7);
+			bounds[nb].member_start = !s->header_done;
+			nb++;
+			s->header_done = true;
+			continue;
+		}
+		if (s->strm.avail_in == 0 || s->strm.avail_out == 0)
+			break;
+	}
+	*in_used = iu;
+	*out_len = ou;
+	*nbounds = nb;
+	return ret;
+}
+
+int clip_gz_scanner_finish(struct clip_gz_scanner *s, struct clip_err *err)
+{
+	if (s->failed)
+		return clip_err_set(err, s->failed, "gzip stream: scanner already failed");
+	if (s->state == SCAN_IN_MEMBER)
+		return clip_err_set(err, EBADMSG,
+				    "truncated gzip stream (member at offset %llu not complete)",
+				    (unsigned long long)s->member_in);
+	if (s->members == 0)
+		return clip_err_set(err, EBADMSG, "truncated gzip stream (empty)");
+	return 0;
+}
+
+/* ======================================================================== */
+/* The index                                                                */
+/* ======================================================================== */
+
+uint64_t clip_gz_span_start(const struct clip_gz_index *index, size_t i)
+{
+	const struct clip_gz_point *p = &index->points[i];
+	return p->in - (p->bits ? 1 : 0);
+}
+
+uint64_t clip_gz_span_end(const struct clip_gz_index *index, size_t i)
+{
+	return i + 1 < index->count ? index->points[i + 1].in : index->csize;
+}
+
+ssize_t clip_gz_index_find(const struct clip_gz_index *index, uint64_t offset)
+{
+	if (index == NULL || index->points == NULL)
+		return -1;
+	size_t lo = 0, hi = index->count;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (index->points[mid].out <= offset)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return (ssize_t)lo - 1;
+}
+
+void clip_gz_index_free(struct clip_gz_index *index)
+{
+	if (index == NULL)
+		return;
+	if (index->owns_points)
+		free(index->points);
+	free(index->owned_storage);
+	free(index);
+}
+
+/* ======================================================================== */
+/* Builder                                                                  */
+/* ======================================================================== */
+
+/* Compressed bytes after an undecided boundary are held back (not hashed) up
+ * to this much: most blocks are far smaller, so a boundary that never becomes
+ * a checkpoint costs a memcpy instead of hashing its window. Past it, the
+ * builder hashes both possible futures at once and memory stays bounded. */
+#define PEND_CAP (1u << 20)
+
+enum cand_state {
+	CAND_NONE,   /* no boundary seen yet */
+	CAND_OPEN,   /* most recent boundary, may still become a checkpoint */
+	CAND_CHOSEN, /* most recent boundary is the last checkpoint */
+};
+
+struct clip_gz_builder {
+	struct clip_gz_builder_options opt;
+	int failed;
+	uint64_t fed_in, fed_out;
+	unsigned char last_byte; /* holds the primed bits of a boundary at fed_in */
+
+	/* Last 32 KiB of output of the current member (a ring). */
+	unsigned char hist[W];
+	size_t hist_pos, hist_len;
+
+	/* Checkpoints so far; window_z is only set at finish (the arena moves),
+	 * until then wz_off[i] locates it. after_out[i] is the `out` of the
+	 * boundary that followed points[i] (UINT64_MAX while unknown), to tell
+	 * whether a late file hint is already served. */
+	struct clip_gz_point *points;
+	uint64_t *wz_off, *after_out;
+	size_t count, cap;
+	unsigned char *arena;
+	size_t arena_len, arena_cap;
+
+	/* h_span: the last checkpoint's span so far. h_prev: the span before it,
+	 * kept running while the last checkpoint has produced nothing, because
+	 * a checkpoint with an empty span is dropped and its predecessor's span
+	 * then reaches further. */
+	EVP_MD_CTX *h_span, *h_prev, *h_tmp;
+
+	/* The most recent boundary and its window. While OPEN, compressed bytes
+	 * from cand.in on sit in pend[] and h_span stops at cand.in; past
+	 * PEND_CAP (overflow) h_close keeps h_span as it was at cand.in, while
+	 * h_span and h_cand (the span that would start at cand) both keep up. */
+	enum cand_state cand_state;
+	struct clip_gz_boundary cand;
+	unsigned char cand_partial;
+	unsigned char cand_window[W];
+	size_t cand_window_len;
+	unsigned char *pend;
+	size_t pend_len;
+	bool overflow;
+	EVP_MD_CTX *h_close, *h_cand;
+
+	/* Pending large-file hints (data offsets), a min-heap. */
+	uint64_t *hints;
+	size_t nhints, hints_cap;
+
+	ZSTD_CCtx *zc;
+};
+
+struct clip_gz_builder *clip_gz_builder_new(const struct clip_gz_builder_options *options)
+{
+	struct clip_gz_builder *b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return NULL;
+	b->opt = *options;
+	b->pend = malloc(PEND_CAP);
+	b->h_tmp = EVP_MD_CTX_new();
+	b->zc = ZSTD_createCCtx();
+	if (b->pend == NULL || b->h_tmp == NULL || b->zc == NULL) {
+		clip_gz_builder_free(b);
+		return NULL;
+	}
+	return b;
+}
+
+void clip_gz_builder_free(struct clip_gz_builder *b)
+{
+	if (b == NULL)
+		return;
+	free(b->points);
+	free(b->wz_off);
+	free(b->after_out);
+	free(b->arena);
+	EVP_MD_CTX_free(b->h_span);
+	EVP_MD_CTX_free(b->h_prev);
+	EVP_MD_CTX_free(b->h_tmp);
+	EVP_MD_CTX_free(b->h_close);
+	EVP_MD_CTX_free(b->h_cand);
+	free(b->pend);
+	free(b->hints);
+	ZSTD_freeCCtx(b->zc);
+	free(b);
+}
+
+static int build_fail(struct clip_gz_builder *b, struct clip_err *err, int code, const char *what)
+{
+	b->failed = clip_err_set(err, code, "gzip index builder: %s", what);
+	return b->failed;
+}
+
+static int sha_update(EVP_MD_CTX *h, const void *p, size_t n)
+{
+	if (n == 0)
+		return 0;
+	return EVP_DigestUpdate(h, p, n) == 1 ? 0 : -EIO;
+}
+
+/* A fresh hash seeded with a span's prefix: its window and, when the span
+ * starts mid-byte, the byte holding the primed bits. */
+static EVP_MD_CTX *sha_start(const unsigned char *window, size_t window_len, bool partial,
+			     unsigned char partial_byte)
+{
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	if (h == NULL)
+		return NULL;
+	if (EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1 || sha_update(h, window, window_len) ||
+	    (partial && sha_update(h, &partial_byte, 1))) {
+		EVP_MD_CTX_free(h);
+		return NULL;
+	}
+	return h;
+}
+
+/* Digest of `h` so far, leaving `h` usable. */
+static int sha_peek(struct clip_gz_builder *b, EVP_MD_CTX *h, unsigned char out[32])
+{
+	unsigned int n = 0;
+	if (EVP_MD_CTX_copy_ex(b->h_tmp, h) != 1 || EVP_DigestFinal_ex(b->h_tmp, out, &n) != 1)
+		return -ENOMEM;
+	return 0;
+}
+
+static int sha_final(EVP_MD_CTX *h, unsigned char out[32])
+{
+	unsigned int n = 0;
+	return EVP_DigestFinal_ex(h, out, &n) == 1 ? 0 : -EIO;
+}
+
+static int feed_span(struct clip_gz_builder *b, const void *p, size_t n)
+{
+	if (b->h_span && sha_update(b->h_span, p, n))
+		return -EIO;
+	if (b->h_prev && sha_update(b->h_prev, p, n))
+		return -EIO;
+	return 0;
+}
+
+static void snapshot_window(struct clip_gz_builder *b)
+{
+	size_t start = (b->hist_pos + W - b->hist_len) % W;
+	size_t first = min_size(b->hist_len, W - start);
+	memcpy(b->cand_window, b->hist + start, first);
+	memcpy(b->cand_window + first, b->hist, b->hist_len - first);
+	b->cand_window_len = b->hist_len;
+}
+
+static int arena_reserve(struct clip_gz_builder *b, size_t n)
+{
+	if (b->arena_cap - b->arena_len >= n)
+		return 0;
+	size_t cap = b->arena_cap ? b->arena_cap : 256 * 1024;
+	while (cap - b->arena_len < n)
+		cap *= 2;
+	unsigned char *p = realloc(b->arena, cap);
+	if (p == NULL)
+		return -ENOMEM;
+	b->arena = p;
+	b->arena_cap = cap;
+	return 0;
+}
+
+/* Append the candidate as a checkpoint (digest filled in later), with its
+ * window compressed into the arena. */
+static int push_point(struct clip_gz_builder *b)
+{
+	if (b->count == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 64;
+		struct clip_gz_point *p = realloc(b->points, cap * sizeof(*p));
+		if (p == NULL)
+			return -ENOMEM;
+		b->points = p;
+		uint64_t *o = realloc(b->wz_off, cap * sizeof(*o));
+		if (o == NULL)
+			return -ENOMEM;
+		b->wz_off = o;
+		uint64_t *a = realloc(b->after_out, cap * sizeof(*a));
+		if (a == NULL)
+			return -ENOMEM;
+		b->after_out = a;
+		b->cap = cap;
+	}
+
+	size_t wlen = b->cand_window_len;
+	size_t bound = ZSTD_compressBound(W);
+	if (arena_reserve(b, bound))
+		return -ENOMEM;
+	unsigned char *dst = b->arena + b->arena_len;
+	uint8_t codec = CLIP_GZ_WINDOW_RAW;
+	size_t zlen = wlen;
+	if (wlen > 0) {
+		size_t z = ZSTD_compressCCtx(b->zc, dst, bound, b->cand_window, wlen,
+					     CLIP_GZ_WINDOW_ZSTD_LEVEL);
+		if (!ZSTD_isError(z) && z < wlen) {
+			codec = CLIP_GZ_WINDOW_ZSTD;
+			zlen = z;
+		} else {
+			memcpy(dst, b->cand_window, wlen);
+		}
+	}
+
+	struct clip_gz_point *p = &b->points[b->count];
+	memset(p, 0, sizeof(*p));
+	p->in = b->cand.in;
+	p->out = b->cand.out;
+	p->bits = b->cand.bits;
+	p->window_codec = codec;
+	p->window_len = (uint32_t)wlen;
+	p->window_zlen = (uint32_t)zlen;
+	b->wz_off[b->count] = b->arena_len;
+	b->after_out[b->count] = UINT64_MAX;
+	b->arena_len += zlen;
+	b->count++;
+	return 0;
+}
+
+static void pop_point(struct clip_gz_builder *b)
+{
+	b->count--;
+	b->arena_len = b->wz_off[b->count];
+}
+
+/* The most recent boundary becomes a checkpoint after the fact (a file
+ * hint asked for it): the previous checkpoint's span is closed where the
+ * candidate starts, and the candidate's span picks up the bytes held back
+ * since. Only when the candidate adds something: it lies after the last
+ * checkpoint and output follows it. */
+static int choose_cand_late(struct clip_gz_builder *b)
+{
+	if (b->cand_state != CAND_OPEN || b->count == 0)
+		return 0;
+	if (b->cand.out <= b->points[b->count - 1].out || b->cand.out >= b->fed_out)
+		return 0;
+	/* Output followed the last checkpoint, so its span cannot be dropped. */
+	EVP_MD_CTX_free(b->h_prev);
+	b->h_prev = NULL;
+
+	struct clip_gz_point *cur = &b->points[b->count - 1];
+	if (!b->overflow) {
+		if (sha_final(b->h_span, cur->span_sha256))
+			return -EIO;
+		EVP_MD_CTX_free(b->h_span);
+		b->h_span = sha_start(b->cand_window, b->cand_window_len, b->cand.bits != 0,
+				      b->cand_partial);
+		if (b->h_span == NULL || sha_update(b->h_span, b->pend, b->pend_len))
+			return -ENOMEM;
+		b->pend_len = 0;
+	} else {
+		if (sha_final(b->h_close, cur->span_sha256))
+			return -EIO;
+		EVP_MD_CTX_free(b->h_close);
+		EVP_MD_CTX_free(b->h_span);
+		b->h_span = b->h_cand;
+		b->h_close = b->h_cand = NULL;
+		b->overflow = false;
+	}
+	if (push_point(b))
+		return -ENOMEM;
+	b->cand_state = CAND_CHOSEN;
+	return 0;
+}
+
+/* The candidate will not be a checkpoint: the held-back bytes belong to the
+ * current span. */
+static int settle_cand(struct clip_gz_builder *b)
+{
+	if (b->cand_state != CAND_OPEN)
+		return 0;
+	if (b->overflow) {
+		EVP_MD_CTX_free(b->h_close);
+		EVP_MD_CTX_free(b->h_cand);
+		b->h_close = b->h_cand = NULL;
+		b->overflow = false;
+	} else {
+		if (feed_span(b, b->pend, b->pend_len))
+			return -EIO;
+		b->pend_len = 0;
+	}
+	return 0;
+}
+
+/* The candidate, just seen (nothing held back), becomes a checkpoint now. */
+static int choose_cand_now(struct clip_gz_builder *b)
+{
+	if (b->count > 0 && b->points[b->count - 1].out == b->cand.out) {
+		/* The last checkpoint produced nothing: the new one replaces it
+		 * and its predecessor's span (kept running in h_prev) resumes. */
+		pop_point(b);
+		EVP_MD_CTX_free(b->h_span);
+		b->h_span = b->h_prev;
+		b->h_prev = NULL;
+	}
+	if (b->count > 0) {
+		if (sha_peek(b, b->h_span, b->points[b->count - 1].span_sha256))
+			return -ENOMEM;
+		EVP_MD_CTX_free(b->h_prev);
+		b->h_prev = b->h_span;
+	} else {
+		EVP_MD_CTX_free(b->h_span);
+		EVP_MD_CTX_free(b->h_prev);
+		b->h_prev = NULL;
+	}
+	b->h_span =
+		sha_start(b->cand_window, b->cand_window_len, b->cand.bits != 0, b->cand_partial);
+	if (b->h_span == NULL || push_point(b))
+		return -ENOMEM;
+	b->cand_state = CAND_CHOSEN;
+	return 0;
+}
+
+static void hint_push(struct clip_gz_builder *b, uint64_t v)
+{
+	size_t i = b->nhints++;
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+		if (b->hints[parent] <= v)
+			break;
+		b->hints[i] = b->hints[parent];
+		i = parent;
+	}
+	b->hints[i] = v;
+}
+
+static void hint_pop(struct clip_gz_builder *b)
+{
+	uint64_t v = b->hints[--b->nhints];
+	size_t i = 0, n = b->nhints;
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && b->hints[c + 1] < b->hints[c])
+			c++;
+		if (v <= b->hints[c])
+			break;
+		b->hints[i] = b->hints[c];
+		i = c;
+	}
+	if (n > 0)
+		b->hints[i] = v;
+}
+
+int clip_gz_builder_compressed(struct clip_gz_builder *b, const void *in, size_t len,
+			       struct clip_err *err)
+{
+	const unsigned char *p = in;
+	if (b->failed)
+		return clip_err_set(err, b->failed, "gzip index builder: failed earlier");
+	if (len == 0)
+		return 0;
+
+	if (b->cand_state == CAND_OPEN && !b->overflow) {
+		if (len <= PEND_CAP - b->pend_len) {
+			memcpy(b->pend + b->pend_len, p, len);
+			b->pend_len += len;
+			goto fed;
+		}
+		/* A long block: stop holding back, hash both futures. */
+		b->h_close = EVP_MD_CTX_new();
+		if (b->h_close == NULL || EVP_MD_CTX_copy_ex(b->h_close, b->h_span) != 1)
+			return build_fail(b, err, ENOMEM, "out of memory");
+		b->h_cand = sha_start(b->cand_window, b->cand_window_len, b->cand.bits != 0,
+				      b->cand_partial);
+		if (b->h_cand == NULL || sha_update(b->h_cand, b->pend, b->pend_len) ||
+		    feed_span(b, b->pend, b->pend_len))
+			return build_fail(b, err, ENOMEM, "out of memory");
+		b->pend_len = 0;
+		b->overflow = true;
+	}
+	if (b->overflow && sha_update(b->h_cand, p, len))
+		return build_fail(b, err, EIO, "sha256 failed");
+	if (feed_span(b, p, len))
+		return build_fail(b, err, EIO, "sha256 failed");
+fed:
+	b->fed_in += len;
+	b->last_byte = p[len - 1];
+	return 0;
+}
+
+int clip_gz_builder_uncompressed(struct clip_gz_builder *b, const void *out, size_t len,
+				 struct clip_err *err)
+{
+	const unsigned char *p = out;
+	if (b->failed)
+		return clip_err_set(err, b->failed, "gzip index builder: failed earlier");
+	if (len == 0)
+		return 0;
+	/* The last checkpoint's span is not empty any more. */
+	EVP_MD_CTX_free(b->h_prev);
+	b->h_prev = NULL;
+
+	if (len >= W) {
+		memcpy(b->hist, p + len - W, W);
+		b->hist_pos = 0;
+		b->hist_len = W;
+	} else {
+		size_t first = min_size(len, W - b->hist_pos);
+		memcpy(b->hist + b->hist_pos, p, first);
+		memcpy(b->hist, p + first, len - first);
+		b->hist_pos = (b->hist_pos + len) % W;
+		b->hist_len = min_size(b->hist_len + len, W);
+	}
+	b->fed_out += len;
+	return 0;
+}
+
+int clip_gz_builder_boundary(struct clip_gz_builder *b, const struct clip_gz_boundary *bd,
+			     struct clip_err *err)
+{
+	if (b->failed)
+		return clip_err_set(err, b->failed, "gzip index builder: failed earlier");
+	if (bd->in != b->fed_in || bd->out != b->fed_out) {
+		b->failed =
+			clip_err_set(err, EINVAL,
+				     "gzip index builder: boundary at in %llu, out %llu "
+				     "but %llu, %llu bytes fed",
+				     (unsigned long long)bd->in, (unsigned long long)bd->out,
+				     (unsigned long long)b->fed_in, (unsigned long long)b->fed_out);
+		return b->failed;
+	}
+	if (bd->bits > 7 || (bd->bits && bd->in == 0) ||
+	    (b->cand_state == CAND_NONE && !bd->member_start)) {
+		b->failed = clip_err_set(
+			err, EINVAL, "gzip index builder: invalid boundary at in %llu (bits %u%s)",
+			(unsigned long long)bd->in, bd->bits,
+			b->cand_state == CAND_NONE ? ", not a member start" : "");
+		return b->failed;
+	}
+
+	if (b->cand_state == CAND_CHOSEN)
+		b->after_out[b->count - 1] = bd->out;
+
+	/* A hint for an offset before this boundary wants the previous one. */
+	bool fire = false;
+	while (b->nhints > 0 && b->hints[0] < bd->out) {
+		hint_pop(b);
+		fire = true;
+	}
+	if (fire && choose_cand_late(b))
+		return build_fail(b, err, ENOMEM, "out of memory");
+	if (settle_cand(b))
+		return build_fail(b, err, EIO, "sha256 failed");
+
+	if (bd->member_start)
+		b->hist_len = 0; /* windows never reach into the previous member */
+	snapshot_window(b);
+	b->cand = *bd;
+	b->cand_partial = b->last_byte;
+	b->cand_state = CAND_OPEN;
+	b->pend_len = 0;
+
+	bool now = bd->member_start;
+	if (b->count > 0) {
+		uint64_t last = b->points[b->count - 1].out;
+		if (bd->out > last && bd->out - last >= b->opt.span_bytes)
+			now = true;
+	}
+	if (now && choose_cand_now(b))
+		return build_fail(b, err, ENOMEM, "out of memory");
+	return 0;
+}
+
+int clip_gz_builder_file(struct clip_gz_builder *b, uint64_t data_offset, uint64_t size,
+			 struct clip_err *err)
+{
+	if (b->failed)
+		return clip_err_set(err, b->failed, "gzip index builder: failed earlier");
+	if (size <= b->opt.large_file_threshold)
+		return 0;
+
+	if (b->cand_state == CAND_NONE || data_offset >= b->fed_out) {
+		/* A boundary at or before data_offset may still come. */
+		if (b->nhints == b->hints_cap) {
+			size_t cap = b->hints_cap ? b->hints_cap * 2 : 16;
+			uint64_t *h = realloc(b->hints, cap * sizeof(*h));
+			if (h == NULL)
+				return build_fail(b, err, ENOMEM, "out of memory");
+			b->hints = h;
+			b->hints_cap = cap;
+		}
+		hint_push(b, data_offset);
+		return 0;
+	}
+	if (b->cand.out <= data_offset) {
+		if (choose_cand_late(b))
+			return build_fail(b, err, ENOMEM, "out of memory");
+		return 0;
+	}
+	/* The wanted boundary was followed by another one already; fine if it
+	 * is a checkpoint anyway. */
+	struct clip_gz_index view = { .count = b->count, .points = b->points };
+	ssize_t i = clip_gz_index_find(&view, data_offset);
+	if (i >= 0 && b->after_out[i] > data_offset)
+		return 0;
+	b->failed = clip_err_set(err, EINVAL,
+				 "gzip index builder: file at offset %llu announced after the "
+				 "boundary at %llu was fed (hints must come before the first "
+				 "boundary past the file's start)",
+				 (unsigned long long)data_offset, (unsigned long long)b->cand.out);
+	return b->failed;
+}
+
+int clip_gz_builder_finish(struct clip_gz_builder *b, struct clip_gz_index **out,
+			   struct clip_err *err)
+{
+	*out = NULL;
+	if (b->failed)
+		return clip_err_set(err, b->failed, "gzip index builder: failed earlier");
+	if (b->nhints > 0) {
+		b->nhints = 0;
+		if (choose_cand_late(b))
+			return build_fail(b, err, ENOMEM, "out of memory");
+	}
+	if (settle_cand(b))
+		return build_fail(b, err, EIO, "sha256 failed");
+	if (b->count > 0 && b->points[b->count - 1].out == b->fed_out) {
+		/* Nothing after it: useless, and its predecessor's span runs on. */
+		pop_point(b);
+		EVP_MD_CTX_free(b->h_span);
+		b->h_span = b->h_prev;
+		b->h_prev = NULL;
+	}
+	if (b->count > 0 && sha_final(b->h_span, b->points[b->count - 1].span_sha256))
+		return build_fail(b, err, EIO, "sha256 failed");
+	EVP_MD_CTX_free(b->h_span);
+	b->h_span = NULL;
+	b->cand_state = CAND_NONE;
+	b->failed = -EINVAL; /* finished: any further use is a caller bug */
+
+	struct clip_gz_index *index = calloc(1, sizeof(*index));
+	if (index == NULL)
+		return clip_err_set(err, ENOMEM, "gzip index builder: out of memory");
+	index->csize = b->fed_in;
+	index->usize = b->fed_out;
+	index->count = b->count;
+	index->points = clip_steal(b->points);
+	index->owned_storage = clip_steal(b->arena);
+	index->owns_points = true;
+	for (size_t i = 0; i < index->count; i++)
+		index->points[i].window_z = (unsigned char *)index->owned_storage + b->wz_off[i];
+	b->count = b->cap = 0;
+	*out = index;
+	return 0;
+}
+
+/* ======================================================================== */
+/* Reader                                                                   */
+/* ======================================================================== */
+
+/* pread until `len` bytes or the end of the blob; returns bytes read. */
+static ssize_t source_read(const struct clip_blob_source *src, void *buf, size_t len,
+			   uint64_t offset, struct clip_err *err)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n =
+			src->pread(src->opaque, (char *)buf + got, len - got, offset + got, err);
+		if (n < 0) {
+			if (err == NULL)
+				return n;
+			if (err->code == 0)
+				return clip_err_set(err, (int)n,
+						    "compressed blob: read failed at %llu",
+						    (unsigned long long)(offset + got));
+			return clip_err_prefix(err, "compressed blob");
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* One resumed raw-deflate stream: primed, dictionary set, fed a span. */
+struct resume {
+	enum clip_gz_inflater kind;
+	z_stream z;
+	bool z_ready;
+	struct inflate_state *isal;
+	const unsigned char *in;
+	size_t in_left;
+	uint64_t produced;
+};
+
+static int resume_start(struct resume *r, const unsigned char *span, size_t span_len, unsigned bits,
+			const unsigned char *window, size_t window_len)
+{
+	const unsigned char *in = span;
+	size_t in_len = span_len;
+	unsigned primed = 0;
+
+	if (bits) {
+		primed = span[0] >> (8 - bits);
+		in++;
+		in_len--;
+	}
+	r->in = in;
+	r->in_left = in_len;
+	r->produced = 0;
+	if (r->kind == CLIP_GZ_INFLATER_ZLIB) {
+		if (!r->z_ready) {
+			memset(&r->z, 0, sizeof(r->z));
+			if (inflateInit2(&r->z, -15) != Z_OK)
+				return -ENOMEM;
+			r->z_ready = true;
+		} else if (inflateReset(&r->z) != Z_OK) {
+			return -EINVAL;
+		}
+		if (bits && inflatePrime(&r->z, (int)bits, (int)primed) != Z_OK)
+			return -EINVAL;
+		if (window_len && inflateSetDictionary(&r->z, window, (uInt)window_len) != Z_OK)
+			return -EINVAL;
+		r->z.avail_in = 0; /* inflateReset() keeps the last span's leftovers */
+		return 0;
+	}
+	if (r->isal == NULL) {
+		r->isal = malloc(sizeof(*r->isal));
+		if (r->isal == NULL)
+			return -ENOMEM;
+	}
+	isal_inflate_init(r->isal);
+	r->isal->crc_flag = ISAL_DEFLATE;
+	if (window_len &&
+	    isal_inflate_set_dict(r->isal, (uint8_t *)window, (uint32_t)window_len) != COMP_OK)
+		return -EINVAL;
+	r->isal->read_in = primed;
+	r->isal->read_in_length = (int32_t)bits;
+	r->isal->avail_in = 0;
+	return 0;
+}
+
+/* Produce exactly `len` bytes into `dst`. 0, or -EBADMSG with `*why`. */
+static int resume_produce(struct resume *r, unsigned char *dst, size_t len, const char **why)
+{
+	while (len > 0) {
+		size_t chunk_out = min_size(len, FEED_MAX);
+		size_t got, in_before;
+		bool ended = false, stuck;
+		if (r->kind == CLIP_GZ_INFLATER_ZLIB) {
+			if (r->z.avail_in == 0) {
+				r->z.next_in = (unsigned char *)r->in;
+				r->z.avail_in = (uInt)min_size(r->in_left, FEED_MAX);
+				r->in += r->z.avail_in;
+				r->in_left -= r->z.avail_in;
+			}
+			r->z.next_out = dst;
+			r->z.avail_out = (uInt)chunk_out;
+			in_before = r->z.avail_in;
+			int ret = inflate(&r->z, Z_NO_FLUSH);
+			got = chunk_out - r->z.avail_out;
+			if (ret == Z_DATA_ERROR || ret == Z_NEED_DICT || ret == Z_STREAM_ERROR) {
+				*why = r->z.msg ? r->z.msg : "invalid deflate data";
+				return -EBADMSG;
+			}
+			if (ret == Z_MEM_ERROR) {
+				*why = "out of memory";
+				return -ENOMEM;
+			}
+			ended = ret == Z_STREAM_END;
+			stuck = got == 0 && r->z.avail_in == in_before &&
+				(r->z.avail_in > 0 || r->in_left == 0);
+		} else {
+			struct inflate_state *s = r->isal;
+			if (s->avail_in == 0) {
+				s->next_in = (uint8_t *)r->in;
+				s->avail_in = (uint32_t)min_size(r->in_left, FEED_MAX);
+				r->in += s->avail_in;
+				r->in_left -= s->avail_in;
+			}
+			s->next_out = dst;
+			s->avail_out = (uint32_t)chunk_out;
+			in_before = s->avail_in;
+			int ret = isal_inflate(s);
+			got = chunk_out - s->avail_out;
+			if (ret < 0) {
+				*why = ret == ISAL_INVALID_LOOKBACK
+					       ? "invalid distance too far back"
+				       : ret == ISAL_INVALID_SYMBOL ? "invalid symbol"
+								    : "invalid block";
+				return -EBADMSG;
+			}
+			ended = s->block_state == ISAL_BLOCK_FINISH;
+			stuck = got == 0 && s->avail_in == in_before &&
+				(s->avail_in > 0 || r->in_left == 0);
+		}
+		r->produced += got;
+		dst += got;
+		len -= got;
+		if (len == 0)
+			break;
+		if (ended) {
+			*why = "deflate stream ends before the span does";
+			return -EBADMSG;
+		}
+		if (stuck) {
+			*why = "compressed span ends early";
+			return -EBADMSG;
+		}
+	}
+	return 0;
+}
+
+static void resume_end(struct resume *r)
+{
+	if (r->z_ready)
+		inflateEnd(&r->z);
+	free(r->isal);
+}
+
+static int window_decode(const struct clip_gz_point *p, ZSTD_DCtx **dctx, unsigned char *dst)
+{
+	switch (p->window_codec) {
+	case CLIP_GZ_WINDOW_RAW:
+		if (p->window_zlen != p->window_len)
+			return -EBADMSG;
+		if (p->window_len)
+			memcpy(dst, p->window_z, p->window_len);
+		return 0;
+	case CLIP_GZ_WINDOW_DEFLATE: {
+		z_stream z;
+		memset(&z, 0, sizeof(z));
+		if (inflateInit2(&z, -15) != Z_OK)
+			return -ENOMEM;
+		z.next_in = (unsigned char *)p->window_z;
+		z.avail_in = p->window_zlen;
+		z.next_out = dst;
+		z.avail_out = p->window_len;
+		int ret = inflate(&z, Z_FINISH);
+		bool ok = ret == Z_STREAM_END && z.avail_out == 0;
+		inflateEnd(&z);
+		return ok ? 0 : -EBADMSG;
+	}
+	case CLIP_GZ_WINDOW_ZSTD: {
+		if (*dctx == NULL && (*dctx = ZSTD_createDCtx()) == NULL)
+			return -ENOMEM;
+		size_t n = ZSTD_decompressDCtx(*dctx, dst, W, p->window_z, p->window_zlen);
+		return !ZSTD_isError(n) && n == p->window_len ? 0 : -EBADMSG;
+	}
+	default: return -EBADMSG;
+	}
+}
+
+/* What the reader relies on for memory safety, checked on the spans it uses:
+ * an index from an archive is trusted only this far. */
+static int check_span(const struct clip_gz_index *index, size_t i, struct clip_err *err)
+{
+	const struct clip_gz_point *p = &index->points[i];
+	uint64_t end = clip_gz_span_end(index, i);
+	uint64_t next_out = i + 1 < index->count ? index->points[i + 1].out : index->usize;
+
+	if (p->bits > 7 || (p->bits && p->in == 0) || p->window_len > W ||
+	    (p->window_zlen && p->window_z == NULL) || p->in > end || end > index->csize ||
+	    p->out > next_out || next_out > index->usize)
+		return clip_err_set(err, EBADMSG, "gzip index: checkpoint %zu is inconsistent", i);
+	return 0;
+}
+
+ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
+				const struct clip_blob_source *source, void *buf, size_t len,
+				uint64_t offset, enum clip_gz_inflater inflater,
+				struct clip_gz_read_stats *stats, struct clip_err *err)
+{
+	if (offset >= index->usize || len == 0)
+		return 0;
+	uint64_t end = offset + min_size(len, index->usize - offset);
+	ssize_t first = clip_gz_index_find(index, offset);
+	ssize_t last = clip_gz_index_find(index, end - 1);
+	if (first < 0)
+		return clip_err_set(
+			err, EBADMSG,
+			"gzip index: no checkpoint at or before uncompressed offset %llu",
+			(unsigned long long)offset);
+	for (ssize_t i = first; i <= last; i++) {
+		int r = check_span(index, (size_t)i, err);
+		if (r < 0)
+			return r;
+		/* Span starts must not go backwards within the fetched range. */
+		if (i > first &&
+		    clip_gz_span_start(index, (size_t)i) < clip_gz_span_start(index, (size_t)i - 1))
+			return clip_err_set(err, EBADMSG,
+					    "gzip index: checkpoint %zd is inconsistent", i);
+	}
+
+	size_t nspans = (size_t)(last - first + 1);
+	uint64_t cstart = clip_gz_span_start(index, (size_t)first);
+	uint64_t cend = clip_gz_span_end(index, (size_t)last);
+	if (cend - cstart > SIZE_MAX / 2)
+		return clip_err_set(err, EFBIG, "gzip index: span too large");
+	size_t fetch_len = (size_t)(cend - cstart);
+
+	/* Windows decoded for verification are kept for the inflate pass, up to
+	 * a few: a huge read decodes the rest twice rather than hold them all. */
+	size_t keep = min_size(nspans, 8);
+	cleanup_free unsigned char *fetch = malloc(fetch_len ? fetch_len : 1);
+	cleanup_free unsigned char *windows = malloc((keep + 1) * W);
+	if (fetch == NULL || windows == NULL)
+		return clip_err_set(err, ENOMEM, "gzip read: out of memory (%zu bytes)", fetch_len);
+	ssize_t got = source_read(source, fetch, fetch_len, cstart, err);
+	if (got < 0)
+		return got;
+	if (stats)
+		stats->compressed_bytes += (uint64_t)got;
+	if ((size_t)got < fetch_len)
+		return clip_err_set(
+			err, EIO, "compressed blob: ends at %llu, index expects %llu bytes",
+			(unsigned long long)(cstart + (uint64_t)got), (unsigned long long)cend);
+
+	/* Verify everything the read touches before inflating any of it, so a
+	 * corrupt span never leaves partial output behind. */
+	ZSTD_DCtx *dctx = NULL;
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	int ret = h ? 0 : -ENOMEM;
+	for (size_t k = 0; k < nspans && ret == 0; k++) {
+		size_t i = (size_t)first + k;
+		const struct clip_gz_point *p = &index->points[i];
+		unsigned char *win = windows + min_size(k, keep) * W;
+		unsigned char md[32];
+		unsigned int mdlen = 0;
+		uint64_t s0 = clip_gz_span_start(index, i) - cstart;
+		uint64_t s1 = clip_gz_span_end(index, i) - cstart;
+
+		ret = window_decode(p, &dctx, win);
+		if (ret == -EBADMSG) {
+			ret = clip_err_set(err, EBADMSG, "span %zu: window does not decode", i);
+			break;
+		}
+		if (ret < 0) {
+			ret = clip_err_set(err, ret, "span %zu: decoding window", i);
+			break;
+		}
+		if (EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1 ||
+		    sha_update(h, win, p->window_len) || sha_update(h, fetch + s0, s1 - s0) ||
+		    EVP_DigestFinal_ex(h, md, &mdlen) != 1) {
+			ret = clip_err_set(err, EIO, "span %zu: sha256 failed", i);
+			break;
+		}
+		if (memcmp(md, p->span_sha256, sizeof(md)) != 0)
+			ret = clip_err_set(err, EBADMSG, "span %zu: digest mismatch", i);
+	}
+	EVP_MD_CTX_free(h);
+	if (ret < 0) {
+		ZSTD_freeDCtx(dctx);
+		return ret;
+	}
+
+	struct resume r = { .kind = inflater };
+	cleanup_free unsigned char *scratch = NULL;
+	unsigned char *dst = buf;
+	for (size_t k = 0; k < nspans && ret == 0; k++) {
+		size_t i = (size_t)first + k;
+		const struct clip_gz_point *p = &index->points[i];
+		uint64_t next_out = i + 1 < index->count ? index->points[i + 1].out : index->usize;
+		uint64_t from = offset > p->out ? offset : p->out;
+		uint64_t to = end < next_out ? end : next_out;
+		if (from >= to)
+			continue; /* an empty span */
+		uint64_t s0 = clip_gz_span_start(index, i) - cstart;
+		uint64_t s1 = clip_gz_span_end(index, i) - cstart;
+		const char *why = NULL;
+
+		unsigned char *win = windows + min_size(k, keep) * W;
+		if (k >= keep && window_decode(p, &dctx, win) < 0) {
+			ret = clip_err_set(err, EBADMSG, "span %zu: window does not decode", i);
+			break;
+		}
+		ret = resume_start(&r, fetch + s0, s1 - s0, p->bits, win, p->window_len);
+		if (ret < 0) {
+			ret = clip_err_set(err, ret, "span %zu: cannot start inflate", i);
+			break;
+		}
+		uint64_t skip = from - p->out;
+		if (skip > 0 && scratch == NULL && (scratch = malloc(256 * 1024)) == NULL) {
+			ret = clip_err_set(err, ENOMEM, "gzip read: out of memory");
+			break;
+		}
+		while (skip > 0 && ret == 0) {
+			size_t n = (size_t)(skip < 256 * 1024 ? skip : 256 * 1024);
+			ret = resume_produce(&r, scratch, n, &why);
+			skip -= n;
+		}
+		if (ret == 0)
+			ret = resume_produce(&r, dst, (size_t)(to - from), &why);
+		if (stats) {
+			stats->spans++;
+			stats->inflated_bytes += r.produced;
+		}
+		if (ret < 0) {
+			ret = clip_err_set(err, ret, "span %zu: %s", i, why);
+			break;
+		}
+		dst += to - from;
+	}
+	resume_end(&r);
+	ZSTD_freeDCtx(dctx);
+	if (ret < 0)
+		return ret;
+	return (ssize_t)(end - offset);
+}
+
+ssize_t clip_gz_index_read(const struct clip_gz_index *index, const struct clip_blob_source *source,
+			   void *buf, size_t len, uint64_t offset, struct clip_gz_read_stats *stats,
+			   struct clip_err *err)
+{
+	return clip_gz_index_read_with(index, source, buf, len, offset, CLIP_GZ_INFLATER_DEFAULT,
+				       stats, err);
+}
+
+#define FROM_START_CHUNK (256 * 1024)
+
+ssize_t clip_gz_read_from_start(const struct clip_blob_source *source, void *buf, size_t len,
+				uint64_t offset, struct clip_gz_read_stats *stats,
+				struct clip_err *err)
+{
+	if (len == 0)
+		return 0;
+	if (len > SSIZE_MAX)
+		len = SSIZE_MAX;
+	uint64_t end = offset + len < offset ? UINT64_MAX : offset + len;
+	cleanup_free unsigned char *in = malloc(FROM_START_CHUNK);
+	cleanup_free unsigned char *out = malloc(FROM_START_CHUNK);
+	struct clip_gz_scanner *s = clip_gz_scanner_new();
+	if (in == NULL || out == NULL || s == NULL) {
+		clip_gz_scanner_free(s);
+		return clip_err_set(err, ENOMEM, "gzip read: out of memory");
+	}
+
+	/* The scanner does the multi-member walking and the garbage checks;
+	 * boundaries are not needed here. */
+	struct clip_gz_boundary bounds[64];
+	uint64_t cpos = 0, upos = 0, copied = 0;
+	size_t in_have = 0, in_off = 0;
+	bool eof = false;
+	int ret = 0;
+	unsigned char *dst = buf;
+
+	while (upos < end) {
+		if (in_off == in_have && !eof) {
+			ssize_t n = source_read(source, in, FROM_START_CHUNK, cpos, err);
+			if (n < 0) {
+				ret = (int)n;
+				break;
+			}
+			if (stats)
+				stats->compressed_bytes += (uint64_t)n;
+			cpos += (uint64_t)n;
+			in_have = (size_t)n;
+			in_off = 0;
+			eof = (size_t)n < FROM_START_CHUNK;
+		}
+		size_t used, produced, nb;
+		ret = clip_gz_scanner_run(s, in + in_off, in_have - in_off, &used, out,
+					  FROM_START_CHUNK, &produced, bounds,
+					  CLIP_ARRAY_SIZE(bounds), &nb, err);
+		if (ret < 0)
+			break;
+		in_off += used;
+		if (stats)
+			stats->inflated_bytes += produced;
+		if (upos + produced > offset) {
+			uint64_t from = offset > upos ? offset - upos : 0;
+			uint64_t to = end - upos < produced ? end - upos : produced;
+			memcpy(dst + copied, out + from, (size_t)(to - from));
+			copied += to - from;
+		}
+		upos += produced;
+		if (eof && in_off == in_have && produced < FROM_START_CHUNK &&
+		    nb < CLIP_ARRAY_SIZE(bounds)) {
+			ret = clip_gz_scanner_finish(s, err);
+			break;
+		}
+	}
+	clip_gz_scanner_free(s);
+	if (ret < 0)
+		return ret;
+	return (ssize_t)copied;
+}
