@@ -1,0 +1,146 @@
+/* clip: the .clip archive — the metadata of an image, used in place.
+ *
+ * Written once by the indexer (clip_archive_write), then opened read-only
+ * with mmap (clip_archive_open) and used without copying: path lookups binary
+ * search each directory's sorted entries, so a lookup costs O(depth * log n)
+ * and opening costs one checksum pass plus one validation pass, whatever the
+ * image size. The byte layout is in docs/FORMAT.md and src/lib/format.h.
+ *
+ * Every reference inside an archive is validated by clip_archive_open (string
+ * ranges, inode numbers, directory ranges, a directory tree without cycles,
+ * checkpoint and window ranges), so the accessors below never fail on a file
+ * that opened: a corrupted or hostile archive is refused at open with an
+ * error naming the file and the reason.
+ */
+#ifndef CLIP_ARCHIVE_H
+#define CLIP_ARCHIVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clip/err.h"
+#include "clip/gzindex.h"
+#include "clip/image.h"
+#include "clip/tree.h"
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* What the writer needs to know about each layer. */
+struct clip_archive_layer_info {
+	const char *digest;  /* "sha256:..." of the blob */
+	const char *diff_id; /* "sha256:..." of the uncompressed tar */
+	const char *media_type;
+	enum clip_compression compression;
+	uint64_t compressed_size;
+	uint64_t uncompressed_size;
+	const struct clip_gz_index *gz; /* checkpoints, NULL when none */
+};
+
+struct clip_archive_write_options {
+	const struct clip_tree *tree; /* finished */
+	const struct clip_archive_layer_info *layers;
+	size_t nlayers;
+	const char *config_json; /* image config subset, JSON text (see FORMAT.md) */
+	const char *source_json; /* where the image came from, JSON text */
+	uint64_t span_bytes;	 /* the checkpoint settings used, recorded for `info` */
+	uint64_t large_file_threshold;
+};
+
+/* Write the archive to `path` atomically: a temporary file in the same
+ * directory, fsync, rename. On failure nothing is left at `path` (an older
+ * file there stays untouched). */
+int clip_archive_write(const char *path, const struct clip_archive_write_options *options,
+		       struct clip_err *err);
+
+/* ---- reading ------------------------------------------------------------ */
+
+struct clip_archive;
+
+/* Open and validate `path`. *out is owned by the caller (clip_archive_close).
+ * Errors: -ENOENT/-EACCES from open, -EBADMSG for a wrong magic, a checksum
+ * mismatch, a truncated file or an invalid reference, -ENOTSUP for an unknown
+ * format version; each message names the file. */
+int clip_archive_open(const char *path, struct clip_archive **out, struct clip_err *err);
+void clip_archive_close(struct clip_archive *archive);
+
+#define CLIP_ARCHIVE_ROOT 0u
+
+struct clip_archive_inode {
+	uint32_t ino;
+	uint32_t mode; /* S_IFxxx | permissions */
+	uint32_t uid, gid, nlink;
+	uint64_t size;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint32_t rdev_major, rdev_minor;
+	uint32_t layer;	      /* regular files */
+	uint64_t data_offset; /* regular files: offset in the layer's tar */
+	const char *symlink;  /* borrowed from the mapping; NUL-terminated */
+	uint32_t parent;      /* directories: the parent directory (root: itself) */
+	uint32_t nentries;    /* directories: number of entries */
+	uint32_t nxattrs;
+};
+
+struct clip_archive_stats {
+	uint64_t file_size;
+	uint32_t version;
+	uint32_t inodes;
+	uint32_t entries;
+	uint32_t layers;
+	uint32_t checkpoints;
+	uint64_t window_bytes;	/* stored (compressed) window bytes */
+	uint64_t regular_bytes; /* sum of regular files' sizes (each inode once) */
+	uint64_t span_bytes, large_file_threshold;
+};
+
+void clip_archive_stats(const struct clip_archive *archive, struct clip_archive_stats *out);
+
+/* Fill *out for inode `ino`; -ENOENT if out of range. */
+int clip_archive_inode(const struct clip_archive *archive, uint32_t ino,
+		       struct clip_archive_inode *out);
+
+/* Look `name` (not NUL-terminated, `len` bytes) up in directory `dir`.
+ * -ENOTDIR if `dir` is not a directory, -ENOENT if absent. */
+int clip_archive_lookup(const struct clip_archive *archive, uint32_t dir, const char *name,
+			size_t len, uint32_t *ino);
+
+/* Resolve an absolute or relative path from the root, without following
+ * symlinks ("/" and "" are the root). -ENOENT / -ENOTDIR with `err` naming
+ * the path. */
+int clip_archive_resolve(const struct clip_archive *archive, const char *path, uint32_t *ino,
+			 struct clip_err *err);
+
+/* Entry `index` (0..nentries) of directory `dir`, in name order. The name is
+ * borrowed from the mapping and NUL-terminated. -ENOENT when out of range. */
+int clip_archive_dirent(const struct clip_archive *archive, uint32_t dir, uint32_t index,
+			const char **name, size_t *name_len, uint32_t *ino);
+
+/* Xattr `index` of inode `ino` (name NUL-terminated, value borrowed). */
+int clip_archive_xattr(const struct clip_archive *archive, uint32_t ino, uint32_t index,
+		       const char **name, const unsigned char **value, size_t *len);
+
+struct clip_archive_layer {
+	const char *digest;
+	const char *diff_id;
+	const char *media_type;
+	enum clip_compression compression;
+	uint64_t compressed_size;
+	uint64_t uncompressed_size;
+	uint32_t ncheckpoints;
+};
+
+int clip_archive_layer(const struct clip_archive *archive, uint32_t index,
+		       struct clip_archive_layer *out);
+
+/* The checkpoints of layer `index` as a new index (release with
+ * clip_gz_index_free); its windows are borrowed from the mapping, so it must
+ * not outlive the archive. A layer without checkpoints gives count 0. */
+int clip_archive_layer_gzindex(const struct clip_archive *archive, uint32_t index,
+			       struct clip_gz_index **out, struct clip_err *err);
+
+/* The JSON texts recorded at index time (borrowed, NUL-terminated). */
+const char *clip_archive_config_json(const struct clip_archive *archive);
+const char *clip_archive_source_json(const struct clip_archive *archive);
+
+#endif

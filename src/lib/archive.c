@@ -1,0 +1,1030 @@
+/* .clip archives: writing from a finished tree, and validated mmap reading.
+ *
+ * The writer lays every section out in memory (an archive is metadata only:
+ * a few MB for a large image), checksums the whole, and writes it with one
+ * temporary file + rename so that a reader never sees half an archive.
+ * The reader maps the file, checks the checksum and then every cross-
+ * reference once, so that the accessors can trust the mapping afterwards.
+ */
+#include "clip/archive.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <isa-l/crc64.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "util.h"
+
+/* ---- growable buffers and the string table ----------------------------- */
+
+struct buf {
+	unsigned char *data;
+	size_t len, cap;
+};
+
+static int buf_reserve(struct buf *b, size_t extra)
+{
+	if (b->len + extra <= b->cap)
+		return 0;
+	size_t cap = b->cap ? b->cap : 4096;
+	while (cap < b->len + extra)
+		cap *= 2;
+	unsigned char *d = realloc(b->data, cap);
+	if (d == NULL)
+		return -ENOMEM;
+	b->data = d;
+	b->cap = cap;
+	return 0;
+}
+
+/* Append `len` zero bytes and return a pointer to them (NULL when out of memory). */
+static unsigned char *buf_grow(struct buf *b, size_t len)
+{
+	if (buf_reserve(b, len) < 0)
+		return NULL;
+	unsigned char *p = b->data + b->len;
+	memset(p, 0, len);
+	b->len += len;
+	return p;
+}
+
+static int buf_append(struct buf *b, const void *data, size_t len)
+{
+	if (len == 0)
+		return 0;
+	unsigned char *p = buf_grow(b, len);
+	if (p == NULL)
+		return -ENOMEM;
+	if (len)
+		memcpy(p, data, len);
+	return 0;
+}
+
+/* Strings are deduplicated: file names repeat a lot across a Debian tree
+ * (e.g. every "__init__.py"), and so do xattr names. */
+struct strtab {
+	struct buf data;
+	uint32_t *slots; /* offset + 1, 0 = empty */
+	size_t nslots, used;
+};
+
+static uint64_t str_hash(const void *s, size_t len)
+{
+	uint64_t h = 1469598103934665603ull;
+	const unsigned char *p = s;
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+/* Find the slot of a string with these bytes, or the empty slot for it. */
+static size_t strtab_slot(const struct strtab *t, const void *s, size_t len, uint64_t h)
+{
+	size_t i = h & (t->nslots - 1);
+	for (;;) {
+		uint32_t v = t->slots[i];
+		if (v == 0)
+			return i;
+		const unsigned char *cand = t->data.data + v - 1;
+		/* Stored strings are NUL-terminated, so a candidate with the same
+		 * first len bytes and a NUL after them has exactly this length. */
+		if ((size_t)(v - 1) + len < t->data.len && memcmp(cand, s, len) == 0 &&
+		    cand[len] == '\0')
+			return i;
+		i = (i + 1) & (t->nslots - 1);
+	}
+}
+
+/* Intern len bytes (NUL added) and return the offset in *off. Values with
+ * embedded NULs (xattr values) are not deduplicated. */
+static int strtab_add(struct strtab *t, const void *s, size_t len, uint32_t *off)
+{
+	bool has_nul = memchr(s, '\0', len) != NULL;
+	if (!has_nul) {
+		if (t->used * 2 >= t->nslots) {
+			size_t n = t->nslots ? t->nslots * 2 : 4096;
+			uint32_t *slots = calloc(n, sizeof(*slots));
+			if (slots == NULL)
+				return -ENOMEM;
+			uint32_t *old = t->slots;
+			size_t nold = t->nslots;
+			t->slots = slots;
+			t->nslots = n;
+			for (size_t i = 0; i < nold; i++) {
+				if (old[i] == 0)
+					continue;
+				const char *str = (const char *)t->data.data + old[i] - 1;
+				size_t l = strlen(str);
+				t->slots[strtab_slot(t, str, l, str_hash(str, l))] = old[i];
+			}
+			free(old);
+		}
+		uint64_t h = str_hash(s, len);
+		size_t slot = strtab_slot(t, s, len, h);
+		if (t->slots[slot]) {
+			*off = t->slots[slot] - 1;
+			return 0;
+		}
+		if (t->data.len + len + 1 >= UINT32_MAX)
+			return -EFBIG;
+		*off = (uint32_t)t->data.len;
+		if (buf_append(&t->data, s, len) < 0 || buf_append(&t->data, "", 1) < 0)
+			return -ENOMEM;
+		t->slots[slot] = *off + 1;
+		t->used++;
+		return 0;
+	}
+	if (t->data.len + len + 1 >= UINT32_MAX)
+		return -EFBIG;
+	*off = (uint32_t)t->data.len;
+	if (buf_append(&t->data, s, len) < 0 || buf_append(&t->data, "", 1) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static void strtab_free(struct strtab *t)
+{
+	free(t->data.data);
+	free(t->slots);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+struct section {
+	uint32_t id;
+	struct buf data;
+	uint32_t count, record_size;
+};
+
+enum { NSECTIONS = 10 };
+
+struct writer {
+	struct strtab strings;
+	struct section sec[NSECTIONS]; /* indexed by id - 1 */
+};
+
+static struct section *sec(struct writer *w, enum clip_section_id id)
+{
+	return &w->sec[id - 1];
+}
+
+static unsigned char *add_record(struct writer *w, enum clip_section_id id)
+{
+	struct section *s = sec(w, id);
+	unsigned char *p = buf_grow(&s->data, s->record_size);
+	if (p)
+		s->count++;
+	return p;
+}
+
+static int intern(struct writer *w, const char *s, uint32_t *off)
+{
+	return strtab_add(&w->strings, s ? s : "", s ? strlen(s) : 0, off);
+}
+
+static int write_inodes(struct writer *w, const struct clip_tree *tree, uint64_t *regular_bytes)
+{
+	size_t n = clip_tree_inode_count(tree);
+	uint32_t next_dirent = 0, next_xattr = 0;
+	*regular_bytes = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct clip_tree_node *node = clip_tree_inode_node(tree, i);
+		const struct clip_tree_inode *ino = node->inode;
+		unsigned char *r = add_record(w, SECTION_INODES);
+		if (r == NULL)
+			return -ENOMEM;
+		clip_put_le32(r + INO_MODE, ino->mode);
+		clip_put_le32(r + INO_UID, ino->uid);
+		clip_put_le32(r + INO_GID, ino->gid);
+		clip_put_le32(r + INO_NLINK, ino->nlink);
+		clip_put_le64(r + INO_SIZE, ino->size);
+		clip_put_le64(r + INO_MTIME_SEC, (uint64_t)ino->mtime_sec);
+		clip_put_le32(r + INO_MTIME_NSEC, ino->mtime_nsec);
+		clip_put_le32(r + INO_RDEV_MAJOR, ino->rdev_major);
+		clip_put_le32(r + INO_RDEV_MINOR, ino->rdev_minor);
+		if (S_ISREG(ino->mode)) {
+			clip_put_le32(r + INO_LAYER, ino->layer);
+			clip_put_le64(r + INO_DATA, ino->data_offset);
+			*regular_bytes += ino->size;
+		} else if (S_ISLNK(ino->mode)) {
+			uint32_t off;
+			int rc = strtab_add(&w->strings, ino->symlink, strlen(ino->symlink), &off);
+			if (rc < 0)
+				return rc;
+			clip_put_le64(r + INO_DATA, off);
+			clip_put_le32(r + INO_AUX, (uint32_t)strlen(ino->symlink));
+		} else if (S_ISDIR(ino->mode)) {
+			clip_put_le64(r + INO_DATA, next_dirent);
+			clip_put_le32(r + INO_AUX, (uint32_t)node->nchildren);
+			clip_put_le32(r + INO_PARENT, node->parent ? node->parent->inode->ino : 0);
+			next_dirent += (uint32_t)node->nchildren;
+		}
+		clip_put_le32(r + INO_XATTR_FIRST, next_xattr);
+		clip_put_le32(r + INO_XATTR_COUNT, (uint32_t)ino->nxattrs);
+		next_xattr += (uint32_t)ino->nxattrs;
+	}
+	/* Second pass: directory entries and xattrs in inode order, matching the
+	 * first/count fields written above. */
+	for (uint32_t i = 0; i < n; i++) {
+		const struct clip_tree_node *node = clip_tree_inode_node(tree, i);
+		const struct clip_tree_inode *ino = node->inode;
+		if (S_ISDIR(ino->mode)) {
+			for (size_t c = 0; c < node->nchildren; c++) {
+				const struct clip_tree_node *child = node->children[c];
+				uint32_t off;
+				int rc =
+					strtab_add(&w->strings, child->name, child->name_len, &off);
+				if (rc < 0)
+					return rc;
+				unsigned char *r = add_record(w, SECTION_DIRENTS);
+				if (r == NULL)
+					return -ENOMEM;
+				clip_put_le32(r + DIRENT_NAME_OFF, off);
+				clip_put_le32(r + DIRENT_NAME_LEN, (uint32_t)child->name_len);
+				clip_put_le32(r + DIRENT_INO, child->inode->ino);
+			}
+		}
+		for (size_t x = 0; x < ino->nxattrs; x++) {
+			uint32_t noff, voff;
+			int rc = intern(w, ino->xattrs[x].name, &noff);
+			if (rc == 0)
+				rc = strtab_add(&w->strings, ino->xattrs[x].value,
+						ino->xattrs[x].len, &voff);
+			if (rc < 0)
+				return rc;
+			unsigned char *r = add_record(w, SECTION_XATTRS);
+			if (r == NULL)
+				return -ENOMEM;
+			clip_put_le32(r + XATTR_NAME_OFF, noff);
+			clip_put_le32(r + XATTR_NAME_LEN, (uint32_t)strlen(ino->xattrs[x].name));
+			clip_put_le32(r + XATTR_VALUE_OFF, voff);
+			clip_put_le32(r + XATTR_VALUE_LEN, (uint32_t)ino->xattrs[x].len);
+		}
+	}
+	return 0;
+}
+
+static int write_layers(struct writer *w, const struct clip_archive_write_options *o)
+{
+	uint32_t next_cp = 0;
+	for (size_t i = 0; i < o->nlayers; i++) {
+		const struct clip_archive_layer_info *l = &o->layers[i];
+		uint32_t doff, ioff, moff;
+		int rc = intern(w, l->digest, &doff);
+		if (rc == 0)
+			rc = intern(w, l->diff_id, &ioff);
+		if (rc == 0)
+			rc = intern(w, l->media_type, &moff);
+		if (rc < 0)
+			return rc;
+		size_t ncp = l->gz ? l->gz->count : 0;
+		unsigned char *r = add_record(w, SECTION_LAYERS);
+		if (r == NULL)
+			return -ENOMEM;
+		clip_put_le32(r + LAYER_DIGEST, doff);
+		clip_put_le32(r + LAYER_DIFF_ID, ioff);
+		clip_put_le32(r + LAYER_MEDIA_TYPE, moff);
+		clip_put_le32(r + LAYER_COMPRESSION, (uint32_t)l->compression);
+		clip_put_le64(r + LAYER_CSIZE, l->compressed_size);
+		clip_put_le64(r + LAYER_USIZE, l->uncompressed_size);
+		clip_put_le32(r + LAYER_CP_FIRST, next_cp);
+		clip_put_le32(r + LAYER_CP_COUNT, (uint32_t)ncp);
+		next_cp += (uint32_t)ncp;
+		for (size_t c = 0; c < ncp; c++) {
+			const struct clip_gz_point *p = &l->gz->points[c];
+			struct section *win = sec(w, SECTION_WINDOWS);
+			uint64_t woff = win->data.len;
+			if (buf_append(&win->data, p->window_z, p->window_zlen) < 0)
+				return -ENOMEM;
+			win->count += p->window_zlen;
+			unsigned char *cp = add_record(w, SECTION_CHECKPOINTS);
+			if (cp == NULL)
+				return -ENOMEM;
+			clip_put_le64(cp + CP_IN, p->in);
+			clip_put_le64(cp + CP_OUT, p->out);
+			cp[CP_BITS] = p->bits;
+			cp[CP_CODEC] = p->window_codec;
+			clip_put_le32(cp + CP_WINDOW_LEN, p->window_len);
+			clip_put_le32(cp + CP_WINDOW_ZLEN, p->window_zlen);
+			clip_put_le64(cp + CP_WINDOW_OFF, woff);
+			memcpy(cp + CP_SHA256, p->span_sha256, 32);
+		}
+	}
+	return 0;
+}
+
+static int write_text(struct writer *w, enum clip_section_id id, const char *text)
+{
+	struct section *s = sec(w, id);
+	size_t len = strlen(text ? text : "") + 1;
+	if (buf_append(&s->data, text ? text : "", len) < 0)
+		return -ENOMEM;
+	s->count = (uint32_t)len;
+	return 0;
+}
+
+/* Write `len` bytes fully, retrying short writes. */
+static int write_all(int fd, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int assemble(struct writer *w, struct buf *out)
+{
+	/* Strings first live in the string table; move them into their section. */
+	struct section *str = sec(w, SECTION_STRINGS);
+	str->data = w->strings.data;
+	str->count = (uint32_t)w->strings.data.len;
+	w->strings.data = (struct buf){ 0 };
+
+	size_t table_off = HDR_SIZE;
+	size_t off = table_off + NSECTIONS * SEC_ENTRY_SIZE;
+	if (buf_grow(out, off) == NULL)
+		return -ENOMEM;
+	for (int i = 0; i < NSECTIONS; i++) {
+		struct section *s = &w->sec[i];
+		off = (off + 7) & ~(size_t)7; /* sections 8-byte aligned for readers' sake */
+		if (out->len < off && buf_grow(out, off - out->len) == NULL)
+			return -ENOMEM;
+		unsigned char *e = out->data + table_off + (size_t)i * SEC_ENTRY_SIZE;
+		clip_put_le32(e + SEC_ID, s->id);
+		clip_put_le32(e + SEC_FLAGS, SEC_FLAG_REQUIRED);
+		clip_put_le64(e + SEC_OFFSET, off);
+		clip_put_le64(e + SEC_SIZE, s->data.len);
+		clip_put_le32(e + SEC_COUNT, s->count);
+		clip_put_le32(e + SEC_RECORD_SIZE, s->record_size);
+		if (buf_append(out, s->data.data, s->data.len) < 0)
+			return -ENOMEM;
+		off = out->len;
+	}
+	unsigned char *h = out->data;
+	memcpy(h + HDR_MAGIC, CLIP_FORMAT_MAGIC, CLIP_FORMAT_MAGIC_LEN);
+	clip_put_le32(h + HDR_VERSION, CLIP_FORMAT_VERSION);
+	clip_put_le32(h + HDR_HEADER_SIZE, HDR_SIZE);
+	clip_put_le64(h + HDR_FILE_SIZE, out->len);
+	clip_put_le64(h + HDR_CHECKSUM, 0);
+	clip_put_le32(h + HDR_SECTION_COUNT, NSECTIONS);
+	clip_put_le64(h + HDR_SECTION_TABLE, table_off);
+	clip_put_le64(h + HDR_CHECKSUM, crc64_ecma_refl(0, out->data, out->len));
+	return 0;
+}
+
+int clip_archive_write(const char *path, const struct clip_archive_write_options *o,
+		       struct clip_err *err)
+{
+	static const uint32_t record_sizes[NSECTIONS] = {
+		META_SIZE, 1, INO_SIZEOF, DIRENT_SIZEOF, XATTR_SIZEOF, LAYER_SIZEOF, CP_SIZEOF,
+		1,	   1, 1,
+	};
+	struct writer w = { 0 };
+	struct buf out = { 0 };
+	for (int i = 0; i < NSECTIONS; i++) {
+		w.sec[i].id = (uint32_t)i + 1;
+		w.sec[i].record_size = record_sizes[i];
+	}
+	uint64_t regular_bytes = 0;
+	int rc = write_inodes(&w, o->tree, &regular_bytes);
+	if (rc == 0)
+		rc = write_layers(&w, o);
+	if (rc == 0)
+		rc = write_text(&w, SECTION_CONFIG, o->config_json);
+	if (rc == 0)
+		rc = write_text(&w, SECTION_SOURCE, o->source_json);
+	if (rc == 0) {
+		unsigned char *m = add_record(&w, SECTION_META);
+		if (m == NULL) {
+			rc = -ENOMEM;
+		} else {
+			clip_put_le64(m + META_SPAN_BYTES, o->span_bytes);
+			clip_put_le64(m + META_LARGE_FILE, o->large_file_threshold);
+			clip_put_le64(m + META_REGULAR_BYTES, regular_bytes);
+		}
+	}
+	if (rc == 0)
+		rc = assemble(&w, &out);
+	strtab_free(&w.strings);
+	for (int i = 0; i < NSECTIONS; i++)
+		free(w.sec[i].data.data);
+	if (rc < 0) {
+		free(out.data);
+		return clip_err_set(err, rc, "%s: %s", path,
+				    rc == -EFBIG ? "too many strings for the format"
+						 : "out of memory");
+	}
+
+	size_t plen = strlen(path);
+	cleanup_free char *tmp = malloc(plen + 16);
+	if (tmp == NULL) {
+		free(out.data);
+		return clip_err_set(err, ENOMEM, "out of memory");
+	}
+	snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+	int fd = mkstemp(tmp);
+	if (fd < 0) {
+		rc = clip_err_set(err, errno, "%s: cannot create temporary file: %s", path,
+				  strerror(errno));
+		free(out.data);
+		return rc;
+	}
+	mode_t mask = umask(0);
+	umask(mask);
+	rc = write_all(fd, out.data, out.len);
+	if (rc == 0 && fchmod(fd, 0644 & ~mask) < 0)
+		rc = -errno;
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	free(out.data);
+	if (rc < 0) {
+		unlink(tmp);
+		return clip_err_set(err, rc, "%s: cannot write: %s", path, strerror(-rc));
+	}
+	return 0;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+struct clip_archive {
+	const unsigned char *map;
+	size_t size;
+	uint32_t version;
+	const unsigned char *strings, *inodes, *dirents, *xattrs, *layers, *checkpoints, *windows,
+		*meta;
+	uint64_t strings_len, windows_len;
+	uint32_t ninodes, ndirents, nxattrs, nlayers, ncheckpoints;
+	const char *config_json, *source_json;
+};
+
+static const unsigned char *inode_rec(const struct clip_archive *a, uint32_t ino)
+{
+	return a->inodes + (size_t)ino * INO_SIZEOF;
+}
+
+static const unsigned char *dirent_rec(const struct clip_archive *a, uint32_t i)
+{
+	return a->dirents + (size_t)i * DIRENT_SIZEOF;
+}
+
+/* Whether [off, off+len] (including a terminating NUL) lies in the strings. */
+static bool string_ok(const struct clip_archive *a, uint64_t off, uint64_t len)
+{
+	return off < a->strings_len && len < a->strings_len - off && a->strings[off + len] == '\0';
+}
+
+static bool string_nul_free(const struct clip_archive *a, uint64_t off, uint64_t len)
+{
+	return memchr(a->strings + off, '\0', len) == NULL;
+}
+
+static int name_cmp(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen)
+{
+	size_t n = alen < blen ? alen : blen;
+	int c = memcmp(a, b, n);
+	if (c)
+		return c;
+	return (alen > blen) - (alen < blen);
+}
+
+#define BAD(...) clip_err_set(err, EBADMSG, __VA_ARGS__)
+
+static int load_sections(struct clip_archive *a, const char *path, struct clip_err *err)
+{
+	const unsigned char *h = a->map;
+	uint32_t nsec = clip_get_le32(h + HDR_SECTION_COUNT);
+	uint64_t table = clip_get_le64(h + HDR_SECTION_TABLE);
+	if (nsec > 1024 || table < HDR_SIZE || table > a->size ||
+	    (uint64_t)nsec * SEC_ENTRY_SIZE > a->size - table)
+		return BAD("%s: section table out of bounds", path);
+	bool seen[NSECTIONS + 1] = { 0 };
+	for (uint32_t i = 0; i < nsec; i++) {
+		const unsigned char *e = a->map + table + (size_t)i * SEC_ENTRY_SIZE;
+		uint32_t id = clip_get_le32(e + SEC_ID);
+		uint32_t flags = clip_get_le32(e + SEC_FLAGS);
+		uint64_t off = clip_get_le64(e + SEC_OFFSET);
+		uint64_t size = clip_get_le64(e + SEC_SIZE);
+		uint32_t count = clip_get_le32(e + SEC_COUNT);
+		uint32_t rsize = clip_get_le32(e + SEC_RECORD_SIZE);
+		if (id == 0 || id > NSECTIONS) {
+			if (flags & SEC_FLAG_REQUIRED)
+				return clip_err_set(err, ENOTSUP,
+						    "%s: requires unknown section %u (written by a "
+						    "newer clip)",
+						    path, id);
+			continue;
+		}
+		if (seen[id])
+			return BAD("%s: section %u appears twice", path, id);
+		seen[id] = true;
+		if (off > a->size || size > a->size - off)
+			return BAD("%s: section %u out of bounds", path, id);
+		static const uint32_t want_rsize[NSECTIONS + 1] = {
+			0,
+			META_SIZE,
+			1,
+			INO_SIZEOF,
+			DIRENT_SIZEOF,
+			XATTR_SIZEOF,
+			LAYER_SIZEOF,
+			CP_SIZEOF,
+			1,
+			1,
+			1,
+		};
+		if (rsize != want_rsize[id] || (uint64_t)count * rsize != size)
+			return BAD("%s: section %u has a wrong size", path, id);
+		const unsigned char *p = a->map + off;
+		switch ((enum clip_section_id)id) {
+		case SECTION_META:
+			if (count != 1)
+				return BAD("%s: bad meta section", path);
+			a->meta = p;
+			break;
+		case SECTION_STRINGS:
+			a->strings = p;
+			a->strings_len = size;
+			break;
+		case SECTION_INODES:
+			a->inodes = p;
+			a->ninodes = count;
+			break;
+		case SECTION_DIRENTS:
+			a->dirents = p;
+			a->ndirents = count;
+			break;
+		case SECTION_XATTRS:
+			a->xattrs = p;
+			a->nxattrs = count;
+			break;
+		case SECTION_LAYERS:
+			a->layers = p;
+			a->nlayers = count;
+			break;
+		case SECTION_CHECKPOINTS:
+			a->checkpoints = p;
+			a->ncheckpoints = count;
+			break;
+		case SECTION_WINDOWS:
+			a->windows = p;
+			a->windows_len = size;
+			break;
+		case SECTION_CONFIG:
+		case SECTION_SOURCE:
+			if (size == 0 || p[size - 1] != '\0')
+				return BAD("%s: section %u is not a string", path, id);
+			if (id == SECTION_CONFIG)
+				a->config_json = (const char *)p;
+			else
+				a->source_json = (const char *)p;
+			break;
+		}
+	}
+	for (int id = 1; id <= NSECTIONS; id++)
+		if (!seen[id])
+			return BAD("%s: section %d missing", path, id);
+	if (a->ninodes == 0)
+		return BAD("%s: no root inode", path);
+	return 0;
+}
+
+static int validate_layers(const struct clip_archive *a, const char *path, struct clip_err *err)
+{
+	for (uint32_t i = 0; i < a->nlayers; i++) {
+		const unsigned char *r = a->layers + (size_t)i * LAYER_SIZEOF;
+		uint32_t offs[3] = { clip_get_le32(r + LAYER_DIGEST),
+				     clip_get_le32(r + LAYER_DIFF_ID),
+				     clip_get_le32(r + LAYER_MEDIA_TYPE) };
+		for (int k = 0; k < 3; k++) {
+			if (offs[k] >= a->strings_len ||
+			    memchr(a->strings + offs[k], '\0', a->strings_len - offs[k]) == NULL)
+				return BAD("%s: layer %u: bad string reference", path, i);
+		}
+		uint32_t comp = clip_get_le32(r + LAYER_COMPRESSION);
+		if (comp > CLIP_COMPRESSION_ZSTD)
+			return BAD("%s: layer %u: unknown compression %u", path, i, comp);
+		uint64_t csize = clip_get_le64(r + LAYER_CSIZE);
+		uint64_t usize = clip_get_le64(r + LAYER_USIZE);
+		uint32_t first = clip_get_le32(r + LAYER_CP_FIRST);
+		uint32_t count = clip_get_le32(r + LAYER_CP_COUNT);
+		if (first > a->ncheckpoints || count > a->ncheckpoints - first)
+			return BAD("%s: layer %u: checkpoints out of range", path, i);
+		if (count && comp != CLIP_COMPRESSION_GZIP)
+			return BAD("%s: layer %u: checkpoints on a layer that is not gzip", path,
+				   i);
+		uint64_t prev_in = 0, prev_out = 0;
+		for (uint32_t c = first; c < first + count; c++) {
+			const unsigned char *p = a->checkpoints + (size_t)c * CP_SIZEOF;
+			uint64_t in = clip_get_le64(p + CP_IN), out = clip_get_le64(p + CP_OUT);
+			uint8_t bits = p[CP_BITS], codec = p[CP_CODEC];
+			uint32_t wlen = clip_get_le32(p + CP_WINDOW_LEN);
+			uint32_t wzlen = clip_get_le32(p + CP_WINDOW_ZLEN);
+			uint64_t woff = clip_get_le64(p + CP_WINDOW_OFF);
+			if (in > csize || out > usize || in < prev_in || out < prev_out ||
+			    bits > 7 || (bits && in == 0) || codec > CLIP_GZ_WINDOW_ZSTD ||
+			    wlen > CLIP_GZ_WINDOW || woff > a->windows_len ||
+			    wzlen > a->windows_len - woff ||
+			    (codec == CLIP_GZ_WINDOW_RAW && wzlen != wlen))
+				return BAD("%s: layer %u: invalid checkpoint %u", path, i,
+					   c - first);
+			prev_in = in;
+			prev_out = out;
+		}
+	}
+	return 0;
+}
+
+static int validate_inodes(const struct clip_archive *a, const char *path, struct clip_err *err)
+{
+	/* Each directory other than the root must be named by exactly one entry,
+	 * in the directory its parent field names: that makes the directories a
+	 * tree, so no walk from the root can loop. */
+	cleanup_free uint8_t *dir_refs = calloc(a->ninodes, 1);
+	if (dir_refs == NULL)
+		return clip_err_set(err, ENOMEM, "out of memory");
+	if (!S_ISDIR(clip_get_le32(inode_rec(a, 0) + INO_MODE)))
+		return BAD("%s: root is not a directory", path);
+	for (uint32_t i = 0; i < a->ninodes; i++) {
+		const unsigned char *r = inode_rec(a, i);
+		uint32_t mode = clip_get_le32(r + INO_MODE);
+		uint64_t data = clip_get_le64(r + INO_DATA);
+		uint32_t aux = clip_get_le32(r + INO_AUX);
+		uint32_t xfirst = clip_get_le32(r + INO_XATTR_FIRST);
+		uint32_t xcount = clip_get_le32(r + INO_XATTR_COUNT);
+		if (clip_get_le32(r + INO_MTIME_NSEC) >= 1000000000u)
+			return BAD("%s: inode %u: invalid mtime", path, i);
+		if (xfirst > a->nxattrs || xcount > a->nxattrs - xfirst)
+			return BAD("%s: inode %u: xattrs out of range", path, i);
+		for (uint32_t x = xfirst; x < xfirst + xcount; x++) {
+			const unsigned char *xr = a->xattrs + (size_t)x * XATTR_SIZEOF;
+			uint32_t no = clip_get_le32(xr + XATTR_NAME_OFF);
+			uint32_t nl = clip_get_le32(xr + XATTR_NAME_LEN);
+			if (!string_ok(a, no, nl) || !string_nul_free(a, no, nl) || nl == 0 ||
+			    !string_ok(a, clip_get_le32(xr + XATTR_VALUE_OFF),
+				       clip_get_le32(xr + XATTR_VALUE_LEN)))
+				return BAD("%s: inode %u: bad xattr", path, i);
+		}
+		switch (mode & S_IFMT) {
+		case S_IFREG: {
+			uint32_t layer = clip_get_le32(r + INO_LAYER);
+			uint64_t size = clip_get_le64(r + INO_SIZE);
+			if (layer >= a->nlayers)
+				return BAD("%s: inode %u: layer %u out of range", path, i, layer);
+			uint64_t usize = clip_get_le64(a->layers + (size_t)layer * LAYER_SIZEOF +
+						       LAYER_USIZE);
+			if (data > usize || size > usize - data)
+				return BAD("%s: inode %u: data beyond its layer", path, i);
+			break;
+		}
+		case S_IFLNK:
+			if (!string_ok(a, data, aux) || !string_nul_free(a, data, aux))
+				return BAD("%s: inode %u: bad symlink target", path, i);
+			break;
+		case S_IFDIR: {
+			if (data > a->ndirents || aux > a->ndirents - data)
+				return BAD("%s: inode %u: entries out of range", path, i);
+			const unsigned char *prev = NULL;
+			size_t prev_len = 0;
+			for (uint32_t d = (uint32_t)data; d < data + aux; d++) {
+				const unsigned char *e = dirent_rec(a, d);
+				uint32_t no = clip_get_le32(e + DIRENT_NAME_OFF);
+				uint32_t nl = clip_get_le32(e + DIRENT_NAME_LEN);
+				uint32_t child = clip_get_le32(e + DIRENT_INO);
+				if (!string_ok(a, no, nl) || nl == 0 || !string_nul_free(a, no, nl))
+					return BAD("%s: inode %u: bad entry name", path, i);
+				const unsigned char *name = a->strings + no;
+				if (memchr(name, '/', nl) || (nl == 1 && name[0] == '.') ||
+				    (nl == 2 && name[0] == '.' && name[1] == '.'))
+					return BAD("%s: inode %u: invalid entry name", path, i);
+				if (prev && name_cmp(prev, prev_len, name, nl) >= 0)
+					return BAD("%s: inode %u: entries not sorted", path, i);
+				prev = name;
+				prev_len = nl;
+				if (child == 0 || child >= a->ninodes)
+					return BAD("%s: inode %u: entry to inode %u out of range",
+						   path, i, child);
+				const unsigned char *cr = inode_rec(a, child);
+				if (S_ISDIR(clip_get_le32(cr + INO_MODE))) {
+					if (dir_refs[child]++ ||
+					    clip_get_le32(cr + INO_PARENT) != i)
+						return BAD("%s: directory inode %u linked twice "
+							   "or to the wrong parent",
+							   path, child);
+				}
+			}
+			break;
+		}
+		case S_IFCHR:
+		case S_IFBLK:
+		case S_IFIFO:
+		case S_IFSOCK: break;
+		default: return BAD("%s: inode %u: unknown file type", path, i);
+		}
+	}
+	return 0;
+}
+
+int clip_archive_open(const char *path, struct clip_archive **out, struct clip_err *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return clip_err_set(err, errno, "%s: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return clip_err_set(err, e, "%s: %s", path, strerror(e));
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return clip_err_set(err, EINVAL, "%s: not a regular file", path);
+	}
+	if ((uint64_t)st.st_size < HDR_SIZE) {
+		close(fd);
+		return BAD("%s: not a clip archive (%lld bytes, too short)", path,
+			   (long long)st.st_size);
+	}
+	void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	int map_errno = errno;
+	close(fd);
+	if (map == MAP_FAILED)
+		return clip_err_set(err, map_errno, "%s: mmap: %s", path, strerror(map_errno));
+	struct clip_archive *a = calloc(1, sizeof(*a));
+	if (a == NULL) {
+		munmap(map, (size_t)st.st_size);
+		return clip_err_set(err, ENOMEM, "out of memory");
+	}
+	a->map = map;
+	a->size = (size_t)st.st_size;
+	int rc;
+	const unsigned char *h = a->map;
+	if (memcmp(h + HDR_MAGIC, CLIP_FORMAT_MAGIC, CLIP_FORMAT_MAGIC_LEN) != 0) {
+		rc = BAD("%s: not a clip archive (bad magic)", path);
+		goto fail;
+	}
+	a->version = clip_get_le32(h + HDR_VERSION);
+	if (a->version == 0 || a->version > CLIP_FORMAT_VERSION) {
+		rc = clip_err_set(err, ENOTSUP,
+				  "%s: archive format version %u is not supported (this clip reads "
+				  "1 to %u)",
+				  path, a->version, CLIP_FORMAT_VERSION);
+		goto fail;
+	}
+	uint64_t file_size = clip_get_le64(h + HDR_FILE_SIZE);
+	if (file_size != a->size || clip_get_le32(h + HDR_HEADER_SIZE) != HDR_SIZE) {
+		rc = BAD("%s: truncated or extended archive (header says %llu bytes, file has %zu)",
+			 path, (unsigned long long)file_size, a->size);
+		goto fail;
+	}
+	/* The checksum field counts as zero: checksum the parts around it. */
+	static const unsigned char zero8[8];
+	uint64_t crc = crc64_ecma_refl(0, a->map, HDR_CHECKSUM);
+	crc = crc64_ecma_refl(crc, zero8, 8);
+	crc = crc64_ecma_refl(crc, a->map + HDR_CHECKSUM + 8, a->size - HDR_CHECKSUM - 8);
+	if (crc != clip_get_le64(h + HDR_CHECKSUM)) {
+		rc = BAD("%s: checksum mismatch (corrupted archive)", path);
+		goto fail;
+	}
+	rc = load_sections(a, path, err);
+	if (rc == 0)
+		rc = validate_layers(a, path, err);
+	if (rc == 0)
+		rc = validate_inodes(a, path, err);
+	if (rc < 0)
+		goto fail;
+	*out = a;
+	return 0;
+fail:
+	clip_archive_close(a);
+	return rc;
+}
+
+void clip_archive_close(struct clip_archive *archive)
+{
+	if (archive == NULL)
+		return;
+	munmap((void *)archive->map, archive->size);
+	free(archive);
+}
+
+void clip_archive_stats(const struct clip_archive *a, struct clip_archive_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->file_size = a->size;
+	out->version = a->version;
+	out->inodes = a->ninodes;
+	out->entries = a->ndirents;
+	out->layers = a->nlayers;
+	out->checkpoints = a->ncheckpoints;
+	out->window_bytes = a->windows_len;
+	out->span_bytes = clip_get_le64(a->meta + META_SPAN_BYTES);
+	out->large_file_threshold = clip_get_le64(a->meta + META_LARGE_FILE);
+	out->regular_bytes = clip_get_le64(a->meta + META_REGULAR_BYTES);
+}
+
+int clip_archive_inode(const struct clip_archive *a, uint32_t ino, struct clip_archive_inode *out)
+{
+	if (ino >= a->ninodes)
+		return -ENOENT;
+	const unsigned char *r = inode_rec(a, ino);
+	memset(out, 0, sizeof(*out));
+	out->ino = ino;
+	out->mode = clip_get_le32(r + INO_MODE);
+	out->uid = clip_get_le32(r + INO_UID);
+	out->gid = clip_get_le32(r + INO_GID);
+	out->nlink = clip_get_le32(r + INO_NLINK);
+	out->size = clip_get_le64(r + INO_SIZE);
+	out->mtime_sec = (int64_t)clip_get_le64(r + INO_MTIME_SEC);
+	out->mtime_nsec = clip_get_le32(r + INO_MTIME_NSEC);
+	out->rdev_major = clip_get_le32(r + INO_RDEV_MAJOR);
+	out->rdev_minor = clip_get_le32(r + INO_RDEV_MINOR);
+	out->nxattrs = clip_get_le32(r + INO_XATTR_COUNT);
+	switch (out->mode & S_IFMT) {
+	case S_IFREG:
+		out->layer = clip_get_le32(r + INO_LAYER);
+		out->data_offset = clip_get_le64(r + INO_DATA);
+		break;
+	case S_IFLNK: out->symlink = (const char *)a->strings + clip_get_le64(r + INO_DATA); break;
+	case S_IFDIR:
+		out->nentries = clip_get_le32(r + INO_AUX);
+		out->parent = clip_get_le32(r + INO_PARENT);
+		break;
+	}
+	return 0;
+}
+
+int clip_archive_lookup(const struct clip_archive *a, uint32_t dir, const char *name, size_t len,
+			uint32_t *ino)
+{
+	if (dir >= a->ninodes)
+		return -ENOENT;
+	const unsigned char *r = inode_rec(a, dir);
+	if (!S_ISDIR(clip_get_le32(r + INO_MODE)))
+		return -ENOTDIR;
+	uint32_t lo = (uint32_t)clip_get_le64(r + INO_DATA);
+	uint32_t hi = lo + clip_get_le32(r + INO_AUX);
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		const unsigned char *e = dirent_rec(a, mid);
+		int c = name_cmp(a->strings + clip_get_le32(e + DIRENT_NAME_OFF),
+				 clip_get_le32(e + DIRENT_NAME_LEN), (const unsigned char *)name,
+				 len);
+		if (c == 0) {
+			*ino = clip_get_le32(e + DIRENT_INO);
+			return 0;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -ENOENT;
+}
+
+int clip_archive_resolve(const struct clip_archive *a, const char *path, uint32_t *ino,
+			 struct clip_err *err)
+{
+	uint32_t cur = CLIP_ARCHIVE_ROOT;
+	const char *p = path;
+	while (*p) {
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		const char *end = strchr(p, '/');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		uint32_t next = cur;
+		if (len == 1 && p[0] == '.') {
+			/* stay */
+		} else if (len == 2 && p[0] == '.' && p[1] == '.') {
+			next = clip_get_le32(inode_rec(a, cur) + INO_PARENT);
+		} else {
+			int rc = clip_archive_lookup(a, cur, p, len, &next);
+			if (rc < 0)
+				return clip_err_set(err, rc, "%s: %s", path, strerror(-rc));
+		}
+		cur = next;
+		p += len;
+	}
+	*ino = cur;
+	return 0;
+}
+
+int clip_archive_dirent(const struct clip_archive *a, uint32_t dir, uint32_t index,
+			const char **name, size_t *name_len, uint32_t *ino)
+{
+	if (dir >= a->ninodes)
+		return -ENOENT;
+	const unsigned char *r = inode_rec(a, dir);
+	if (!S_ISDIR(clip_get_le32(r + INO_MODE)))
+		return -ENOTDIR;
+	if (index >= clip_get_le32(r + INO_AUX))
+		return -ENOENT;
+	const unsigned char *e = dirent_rec(a, (uint32_t)clip_get_le64(r + INO_DATA) + index);
+	*name = (const char *)a->strings + clip_get_le32(e + DIRENT_NAME_OFF);
+	*name_len = clip_get_le32(e + DIRENT_NAME_LEN);
+	*ino = clip_get_le32(e + DIRENT_INO);
+	return 0;
+}
+
+int clip_archive_xattr(const struct clip_archive *a, uint32_t ino, uint32_t index,
+		       const char **name, const unsigned char **value, size_t *len)
+{
+	if (ino >= a->ninodes)
+		return -ENOENT;
+	const unsigned char *r = inode_rec(a, ino);
+	if (index >= clip_get_le32(r + INO_XATTR_COUNT))
+		return -ENOENT;
+	const unsigned char *x =
+		a->xattrs + ((size_t)clip_get_le32(r + INO_XATTR_FIRST) + index) * XATTR_SIZEOF;
+	*name = (const char *)a->strings + clip_get_le32(x + XATTR_NAME_OFF);
+	*value = a->strings + clip_get_le32(x + XATTR_VALUE_OFF);
+	*len = clip_get_le32(x + XATTR_VALUE_LEN);
+	return 0;
+}
+
+int clip_archive_layer(const struct clip_archive *a, uint32_t index, struct clip_archive_layer *out)
+{
+	if (index >= a->nlayers)
+		return -ENOENT;
+	const unsigned char *r = a->layers + (size_t)index * LAYER_SIZEOF;
+	out->digest = (const char *)a->strings + clip_get_le32(r + LAYER_DIGEST);
+	out->diff_id = (const char *)a->strings + clip_get_le32(r + LAYER_DIFF_ID);
+	out->media_type = (const char *)a->strings + clip_get_le32(r + LAYER_MEDIA_TYPE);
+	out->compression = (enum clip_compression)clip_get_le32(r + LAYER_COMPRESSION);
+	out->compressed_size = clip_get_le64(r + LAYER_CSIZE);
+	out->uncompressed_size = clip_get_le64(r + LAYER_USIZE);
+	out->ncheckpoints = clip_get_le32(r + LAYER_CP_COUNT);
+	return 0;
+}
+
+int clip_archive_layer_gzindex(const struct clip_archive *a, uint32_t index,
+			       struct clip_gz_index **outp, struct clip_err *err)
+{
+	if (index >= a->nlayers)
+		return clip_err_set(err, ENOENT, "layer %u out of range", index);
+	struct clip_gz_index *out = calloc(1, sizeof(*out));
+	if (out == NULL)
+		return clip_err_set(err, ENOMEM, "out of memory");
+	*outp = out;
+	const unsigned char *r = a->layers + (size_t)index * LAYER_SIZEOF;
+	uint32_t first = clip_get_le32(r + LAYER_CP_FIRST);
+	uint32_t count = clip_get_le32(r + LAYER_CP_COUNT);
+	out->csize = clip_get_le64(r + LAYER_CSIZE);
+	out->usize = clip_get_le64(r + LAYER_USIZE);
+	if (count == 0)
+		return 0;
+	out->points = calloc(count, sizeof(*out->points));
+	if (out->points == NULL) {
+		free(out);
+		*outp = NULL;
+		return clip_err_set(err, ENOMEM, "out of memory");
+	}
+	out->owns_points = true;
+	out->count = count;
+	for (uint32_t i = 0; i < count; i++) {
+		const unsigned char *p = a->checkpoints + ((size_t)first + i) * CP_SIZEOF;
+		struct clip_gz_point *pt = &out->points[i];
+		pt->in = clip_get_le64(p + CP_IN);
+		pt->out = clip_get_le64(p + CP_OUT);
+		pt->bits = p[CP_BITS];
+		pt->window_codec = p[CP_CODEC];
+		pt->window_len = clip_get_le32(p + CP_WINDOW_LEN);
+		pt->window_zlen = clip_get_le32(p + CP_WINDOW_ZLEN);
+		pt->window_z = a->windows + clip_get_le64(p + CP_WINDOW_OFF);
+		memcpy(pt->span_sha256, p + CP_SHA256, 32);
+	}
+	return 0;
+}
+
+const char *clip_archive_config_json(const struct clip_archive *a)
+{
+	return a->config_json;
+}
+
+const char *clip_archive_source_json(const struct clip_archive *a)
+{
+	return a->source_json;
+}
