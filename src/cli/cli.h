@@ -1,0 +1,50 @@
+/* clip CLI: one file per subcommand, shared helpers in cli_util.c. Only this
+ * layer prints errors and chooses exit codes. */
+#ifndef CLIP_CLI_H
+#define CLIP_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "clip/archive.h"
+#include "clip/err.h"
+
+/* Exit codes: 0 ok, 1 runtime failure, 2 usage error. */
+#define CLI_EXIT_FAILURE 1
+#define CLI_EXIT_USAGE	 2
+
+int cmd_index(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+
+/* Print "clip: <message>" for a library error; returns CLI_EXIT_FAILURE. */
+int cli_error(const struct clip_err *err);
+/* Print "clip: <formatted>" and return `code`. */
+int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Print "clip <cmd>: <formatted>", a hint to use --help, return CLI_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parse a byte count with an optional K/M/G/T suffix (powers of 1024) and
+ * an optional fraction ("0.25M"). False on garbage or overflow. */
+bool cli_parse_size(const char *text, uint64_t *out);
+/* Parse a plain non-negative integer. */
+bool cli_parse_u64(const char *text, uint64_t *out);
+
+/* "drwxr-xr-x" style, 10 characters + NUL. */
+void cli_mode_string(uint32_t mode, char out[11]);
+
+/* Print a path with the manifest escaping (see scripts/tree-manifest). */
+void cli_print_escaped(FILE *f, const char *s, size_t len);
+
+/* One manifest line (format in scripts/tree-manifest) for inode `ino`
+ * reached as `path`. */
+void cli_print_manifest_line(FILE *f, const struct clip_archive *archive, const char *path,
+			     uint32_t ino);
+
+/* Open an archive or print the error; returns NULL on failure. */
+struct clip_archive *cli_open_archive(const char *path);
+
+#endif
