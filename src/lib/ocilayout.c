@@ -90,7 +90,7 @@ int clip_oci_layout_parse_ref(const char *ref, char **dir, char **tag, struct cl
 		return clip_err_set(err, EINVAL, "reference \"%.200s\": invalid tag \"%.200s\"",
 				    ref, name);
 
-	cleanup_free char *d = strndup(path, path_len);
+	cleanup_free char *d = clip_strdup_len(path, path_len);
 	cleanup_free char *t = name != NULL ? strdup(name) : NULL;
 	if (d == NULL || (name != NULL && t == NULL))
 		return clip_err_set(err, ENOMEM, "out of memory");

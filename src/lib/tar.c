@@ -377,7 +377,7 @@ static int set_xattr(struct clip_tar_parser *p, struct attrs *a, const char *nam
 		a->xattrs = x;
 		a->xattrs_cap = cap;
 	}
-	char *n = strndup(name, nlen);
+	char *n = clip_strdup_len(name, nlen);
 	if (n == NULL)
 		return out_of_memory(p, err, hoff);
 	a->xattrs[a->nxattrs++] = (struct owned_xattr){ n, clip_steal(copy), vlen };
@@ -400,7 +400,7 @@ static int set_string(struct clip_tar_parser *p, struct string_value *v, bool gl
 		return member_error(p, err, hoff, NULL,
 				    "pax header: %s of %zu bytes exceeds the limit of %d", key, len,
 				    CLIP_TAR_MAX_PATH);
-	char *s = strndup(value, len);
+	char *s = clip_strdup_len(value, len);
 	if (s == NULL)
 		return out_of_memory(p, err, hoff);
 	string_value_reset(v);

@@ -232,7 +232,7 @@ static struct clip_tree_node *node_add(struct clip_tree *tree, struct clip_tree_
 	struct clip_tree_node *n = calloc(1, sizeof(*n));
 	if (n == NULL)
 		return NULL;
-	n->name = strndup(name, len);
+	n->name = clip_strdup_len(name, len);
 	if (n->name == NULL) {
 		free(n);
 		return NULL;

@@ -35,6 +35,19 @@ static inline void clip_closep(int *fd)
 		clip_steal_tmp_;                                                                   \
 	})
 
+/* A NUL-terminated copy of `len` bytes that need not be NUL-terminated
+ * themselves (strndup may look past `len` for the NUL under sanitizers'
+ * strict string checks). NULL when out of memory. */
+static inline char *clip_strdup_len(const void *data, size_t len)
+{
+	char *s = malloc(len + 1);
+	if (s) {
+		memcpy(s, data, len);
+		s[len] = '\0';
+	}
+	return s;
+}
+
 #define CLIP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Little-endian stores and loads for the on-disk format; memcpy keeps them
