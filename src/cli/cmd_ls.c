@@ -248,7 +248,8 @@ int cmd_ls(int argc, char **argv)
 		rc = cli_fail(CLI_EXIT_FAILURE, "out of memory");
 		goto out;
 	}
-	qsort(w.lines, w.nlines, sizeof(*w.lines), cmp_lines);
+	if (w.nlines)
+		qsort(w.lines, w.nlines, sizeof(*w.lines), cmp_lines);
 	for (size_t i = 0; i < w.nlines; i++)
 		fputs(w.lines[i].line, stdout);
 out:
