@@ -8,7 +8,8 @@
  * span and read back at random ranges through the index, with both inflaters,
  * and compared byte for byte with a plain zlib decompression of the same
  * stream; reads from a copy with one flipped byte must give the right bytes
- * or -EBADMSG, never anything else.
+ * or -EBADMSG, never anything else. Every stored (sparse) window must be the
+ * real bytes before its checkpoint, some of them zeroed.
  *
  * clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc/lib \
  *   fuzz/fuzz_gzindex.c src/lib/gzindex.c src/lib/err.c -lz -lisal -lcrypto -lzstd
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #include <zlib.h>
+#include <zstd.h>
 
 #include "clip/gzindex.h"
 #include "gzindex_internal.h"
@@ -273,6 +275,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (index->usize != ref.len || index->csize != gz.len)
 		abort();
+
+	unsigned char win[CLIP_GZ_WINDOW];
+	for (size_t i = 0; i < index->count; i++) {
+		const struct clip_gz_point *p = &index->points[i];
+		size_t n = p->window_len;
+		if (p->out > ref.len || n > p->out || n > CLIP_GZ_WINDOW)
+			abort();
+		if (p->window_codec == CLIP_GZ_WINDOW_ZSTD) {
+			size_t got = ZSTD_decompress(win, sizeof(win), p->window_z, p->window_zlen);
+			if (ZSTD_isError(got) || got != n)
+				abort();
+		} else if (p->window_codec == CLIP_GZ_WINDOW_RAW && p->window_zlen == n) {
+			if (n > 0)
+				memcpy(win, p->window_z, n);
+		} else {
+			abort();
+		}
+		const unsigned char *real = ref.p + p->out - n;
+		for (size_t j = 0; j < n; j++)
+			if (win[j] != 0 && win[j] != real[j])
+				abort();
+	}
 
 	struct memsrc m = { gz.p, gz.len };
 	struct clip_blob_source src = { mem_pread, &m };

@@ -6,9 +6,10 @@
  * 32 KiB of output (the window). This module
  *   - scans a gzip stream once with zlib (Z_BLOCK) and reports every block
  *     boundary (clip_gz_scanner_*), on the thread that inflates;
- *   - picks checkpoints among those boundaries, snapshots and compresses their
- *     windows and hashes the compressed span behind each one
- *     (clip_gz_builder_*), on a second thread that sees the same bytes;
+ *   - picks checkpoints among those boundaries, keeps of each window only the
+ *     bytes the span after it can reach (the rest zeroed) and compresses it,
+ *     and hashes the compressed span behind each one (clip_gz_builder_*), on
+ *     a second thread that sees the same bytes;
  *   - reads any uncompressed range by inflating from the nearest checkpoint at
  *     or before it, after verifying the fetched span (clip_gz_index_read).
  * Multi-member gzip (concatenated members, optionally separated by zero
@@ -78,9 +79,12 @@ enum clip_gz_window_codec {
 
 /* One checkpoint. Span i covers uncompressed [points[i].out, points[i+1].out)
  * (the last one up to usize) and compressed [clip_gz_span_start(i),
- * clip_gz_span_end(i)). span_sha256 is SHA-256 over the uncompressed window
- * followed by the span's compressed bytes, so that a flipped byte in either is
- * caught before anything is returned. */
+ * clip_gz_span_end(i)). The window is the last window_len bytes of output
+ * before `out` (within the member), as a resumed inflate needs them for the
+ * span: bytes no back-reference of the span reaches may be zero, and
+ * window_len may stop short of 32 KiB (0 when nothing is reached). span_sha256
+ * is SHA-256(SHA-256(window) || SHA-256(compressed span bytes)), so that a
+ * flipped byte in either is caught before anything is returned. */
 struct clip_gz_point {
 	uint64_t in;
 	uint64_t out;
@@ -130,9 +134,14 @@ struct clip_gz_builder;
  * the previous checkpoint, and the ones clip_gz_builder_file() asks for. A
  * checkpoint whose span would produce nothing (the next checkpoint, or the
  * end, at the same `out`) is dropped, so points[] is strictly increasing in
- * `out` and has none at usize. Windows are stored zstd-compressed (raw when
- * that is not smaller). The compressed stream is not kept: memory stays
- * bounded (about 1 MiB plus the index) however long a deflate block is. */
+ * `out` and has none at usize. Windows are made sparse (see struct
+ * clip_gz_point): which window bytes the first 32 KiB of output after a
+ * checkpoint reach is found by inflating them twice with synthetic windows,
+ * once they have been fed; a checkpoint whose 32 KiB take more than 256 KiB
+ * of compressed input, or that is one of more than 8 checkpoints waiting at
+ * once, keeps its whole window. They are stored zstd-compressed (raw when that
+ * is not smaller). The compressed stream is not kept: memory stays bounded
+ * (about 2 MiB plus the index) however long a deflate block is. */
 struct clip_gz_builder *clip_gz_builder_new(const struct clip_gz_builder_options *options);
 
 /* Feed the stream in order. Contract: when clip_gz_builder_boundary() is

@@ -4,8 +4,10 @@
  * block boundary plus the bits still unused in the byte before it plus the
  * 32 KiB of output before it. What is added here is that the work is split
  * between two threads (scanner: inflate only; builder: windows and digests),
- * that the builder never holds the compressed stream, and that every span is
- * verified against a digest before a byte of it is inflated.
+ * that the builder never holds the compressed stream, that a window keeps
+ * only the bytes its span reaches (the rest zero, so it compresses to little),
+ * and that every span is verified against a digest before a byte of it is
+ * inflated.
  */
 #include "clip/gzindex.h"
 
@@ -254,19 +256,245 @@ void clip_gz_index_free(struct clip_gz_index *index)
 }
 
 /* ======================================================================== */
+/* Resuming inflate at a checkpoint (the reader, and the builder's trials)  */
+/* ======================================================================== */
+
+/* One resumed raw-deflate stream: primed, dictionary set, fed a span. */
+struct resume {
+	enum clip_gz_inflater kind;
+	z_stream z;
+	bool z_ready;
+	struct inflate_state *isal;
+	const unsigned char *in;
+	size_t in_left;
+	uint64_t produced;
+};
+
+/* Start inflating `in` (the bytes after the checkpoint's byte in - 1) with the
+ * top `bits` bits of `partial` (that byte) primed and `window` as history. */
+static int resume_start(struct resume *r, unsigned bits, unsigned char partial,
+			const unsigned char *in, size_t in_len, const unsigned char *window,
+			size_t window_len)
+{
+	unsigned primed = bits ? (unsigned)partial >> (8 - bits) : 0;
+
+	r->in = in;
+	r->in_left = in_len;
+	r->produced = 0;
+	if (r->kind == CLIP_GZ_INFLATER_ZLIB) {
+		if (!r->z_ready) {
+			memset(&r->z, 0, sizeof(r->z));
+			if (inflateInit2(&r->z, -15) != Z_OK)
+				return -ENOMEM;
+			r->z_ready = true;
+		} else if (inflateReset(&r->z) != Z_OK) {
+			return -EINVAL;
+		}
+		if (bits && inflatePrime(&r->z, (int)bits, (int)primed) != Z_OK)
+			return -EINVAL;
+		if (window_len && inflateSetDictionary(&r->z, window, (uInt)window_len) != Z_OK)
+			return -EINVAL;
+		r->z.avail_in = 0; /* inflateReset() keeps the last span's leftovers */
+		return 0;
+	}
+	if (r->isal == NULL) {
+		r->isal = malloc(sizeof(*r->isal));
+		if (r->isal == NULL)
+			return -ENOMEM;
+	}
+	isal_inflate_init(r->isal);
+	r->isal->crc_flag = ISAL_DEFLATE;
+	if (window_len &&
+	    isal_inflate_set_dict(r->isal, (uint8_t *)window, (uint32_t)window_len) != COMP_OK)
+		return -EINVAL;
+	r->isal->read_in = primed;
+	r->isal->read_in_length = (int32_t)bits;
+	r->isal->avail_in = 0;
+	return 0;
+}
+
+enum resume_stop {
+	RESUME_FULL,	/* all that was asked for is out */
+	RESUME_END,	/* the deflate stream ended first */
+	RESUME_STARVED, /* the input ran out first */
+};
+
+/* Inflate into `dst` until `len` bytes are out, the deflate stream ends or the
+ * input runs out; *stop says which, *got how much came out. 0, or a negative
+ * errno with `*why` (-EBADMSG: the data does not inflate). */
+static int resume_run(struct resume *r, unsigned char *dst, size_t len, size_t *got,
+		      enum resume_stop *stop, const char **why)
+{
+	*got = 0;
+	*stop = RESUME_FULL;
+	while (len > 0) {
+		size_t chunk_out = min_size(len, FEED_MAX);
+		size_t n, in_before;
+		bool ended = false, stuck;
+		if (r->kind == CLIP_GZ_INFLATER_ZLIB) {
+			if (r->z.avail_in == 0) {
+				r->z.next_in = (unsigned char *)r->in;
+				r->z.avail_in = (uInt)min_size(r->in_left, FEED_MAX);
+				r->in += r->z.avail_in;
+				r->in_left -= r->z.avail_in;
+			}
+			r->z.next_out = dst;
+			r->z.avail_out = (uInt)chunk_out;
+			in_before = r->z.avail_in;
+			int ret = inflate(&r->z, Z_NO_FLUSH);
+			n = chunk_out - r->z.avail_out;
+			if (ret == Z_DATA_ERROR || ret == Z_NEED_DICT || ret == Z_STREAM_ERROR) {
+				*why = r->z.msg ? r->z.msg : "invalid deflate data";
+				return -EBADMSG;
+			}
+			if (ret == Z_MEM_ERROR) {
+				*why = "out of memory";
+				return -ENOMEM;
+			}
+			ended = ret == Z_STREAM_END;
+			stuck = n == 0 && r->z.avail_in == in_before &&
+				(r->z.avail_in > 0 || r->in_left == 0);
+		} else {
+			struct inflate_state *s = r->isal;
+			if (s->avail_in == 0) {
+				s->next_in = (uint8_t *)r->in;
+				s->avail_in = (uint32_t)min_size(r->in_left, FEED_MAX);
+				r->in += s->avail_in;
+				r->in_left -= s->avail_in;
+			}
+			s->next_out = dst;
+			s->avail_out = (uint32_t)chunk_out;
+			in_before = s->avail_in;
+			int ret = isal_inflate(s);
+			n = chunk_out - s->avail_out;
+			if (ret < 0) {
+				*why = ret == ISAL_INVALID_LOOKBACK
+					       ? "invalid distance too far back"
+				       : ret == ISAL_INVALID_SYMBOL ? "invalid symbol"
+								    : "invalid block";
+				return -EBADMSG;
+			}
+			/* FINISH, not INPUT_DONE: all output has been flushed. */
+			ended = s->block_state == ISAL_BLOCK_FINISH;
+			stuck = n == 0 && s->avail_in == in_before &&
+				(s->avail_in > 0 || r->in_left == 0);
+		}
+		r->produced += n;
+		*got += n;
+		dst += n;
+		len -= n;
+		if (len == 0)
+			break;
+		if (ended) {
+			*stop = RESUME_END;
+			break;
+		}
+		if (stuck) {
+			*stop = RESUME_STARVED;
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Produce exactly `len` bytes into `dst`. 0, or -EBADMSG with `*why`. */
+static int resume_produce(struct resume *r, unsigned char *dst, size_t len, const char **why)
+{
+	size_t got;
+	enum resume_stop stop;
+	int ret = resume_run(r, dst, len, &got, &stop, why);
+	if (ret < 0)
+		return ret;
+	if (stop == RESUME_END) {
+		*why = "deflate stream ends before the span does";
+		return -EBADMSG;
+	}
+	if (stop == RESUME_STARVED) {
+		*why = "compressed span ends early";
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static void resume_end(struct resume *r)
+{
+	if (r->z_ready)
+		inflateEnd(&r->z);
+	free(r->isal);
+}
+
+/* ======================================================================== */
+/* Span digests                                                             */
+/* ======================================================================== */
+
+/* span_sha256 = SHA-256(SHA-256(window) || SHA-256(compressed span)): the two
+ * halves are hashed apart because the builder learns the stored (sparse)
+ * window only after it has hashed the first part of the span, and it never
+ * keeps a span whole. */
+
+static int sha_update(EVP_MD_CTX *h, const void *p, size_t n)
+{
+	if (n == 0)
+		return 0;
+	return EVP_DigestUpdate(h, p, n) == 1 ? 0 : -EIO;
+}
+
+/* SHA-256 of `p`, with `h` as scratch. */
+static int sha_once(EVP_MD_CTX *h, const void *p, size_t n, unsigned char out[32])
+{
+	unsigned int len = 0;
+	if (EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1 || sha_update(h, p, n) ||
+	    EVP_DigestFinal_ex(h, out, &len) != 1)
+		return -EIO;
+	return 0;
+}
+
+/* The span digest from its two halves; `out` may alias either. */
+static int sha_span(EVP_MD_CTX *h, const unsigned char window_md[32],
+		    const unsigned char compressed_md[32], unsigned char out[32])
+{
+	unsigned char both[64];
+	memcpy(both, window_md, 32);
+	memcpy(both + 32, compressed_md, 32);
+	return sha_once(h, both, sizeof(both), out);
+}
+
+/* ======================================================================== */
 /* Builder                                                                  */
 /* ======================================================================== */
 
 /* Compressed bytes after an undecided boundary are held back (not hashed) up
  * to this much: most blocks are far smaller, so a boundary that never becomes
- * a checkpoint costs a memcpy instead of hashing its window. Past it, the
+ * a checkpoint costs a memcpy instead of starting a hash. Past it, the
  * builder hashes both possible futures at once and memory stays bounded. */
 #define PEND_CAP (1u << 20)
+
+/* Sparse windows. Output more than 32 KiB after a checkpoint cannot reach
+ * its window (deflate distances are at most 32 KiB), and which window bytes
+ * the first 32 KiB do reach is fixed by the compressed bits alone, so the
+ * builder can tell exactly (sparsify()) and store every other window byte as
+ * zero, which zstd then all but drops. It needs the compressed bytes that
+ * produce those 32 KiB, so a checkpoint's window waits (pending) until they
+ * have been fed; they are kept from the oldest waiting checkpoint on, up to
+ * LOOK_CAP. A checkpoint whose 32 KiB take more than that (thousands of empty
+ * blocks), or that is the oldest of PENDING_MAX waiting when one more is
+ * chosen (checkpoints closer than 32 KiB), keeps its whole window: always
+ * correct, only larger. */
+#define LOOK_CAP    (256u * 1024)
+#define PENDING_MAX 8
 
 enum cand_state {
 	CAND_NONE,   /* no boundary seen yet */
 	CAND_OPEN,   /* most recent boundary, may still become a checkpoint */
 	CAND_CHOSEN, /* most recent boundary is the last checkpoint */
+};
+
+/* A checkpoint whose window is not stored yet. */
+struct pending_window {
+	size_t point;	       /* index in points[] */
+	unsigned char partial; /* byte in - 1, holding the primed bits */
+	size_t len;
+	unsigned char window[W]; /* the real one */
 };
 
 struct clip_gz_builder {
@@ -279,20 +507,24 @@ struct clip_gz_builder {
 	unsigned char hist[W];
 	size_t hist_pos, hist_len;
 
-	/* Checkpoints so far; window_z is only set at finish (the arena moves),
-	 * until then wz_off[i] locates it. after_out[i] is the `out` of the
-	 * boundary that followed points[i] (UINT64_MAX while unknown), to tell
-	 * whether a late file hint is already served. */
+	/* Checkpoints so far. Windows enter the arena in checkpoint order once
+	 * they are sparse; window_z is only set at finish (the arena moves),
+	 * until then wz_off[i] locates it. win_md[i] is the SHA-256 of the
+	 * stored window; span_sha256 holds the digest of the compressed span
+	 * alone until finish combines the two. after_out[i] is the `out` of
+	 * the boundary that followed points[i] (UINT64_MAX while unknown), to
+	 * tell whether a late file hint is already served. */
 	struct clip_gz_point *points;
 	uint64_t *wz_off, *after_out;
+	unsigned char (*win_md)[32];
 	size_t count, cap;
 	unsigned char *arena;
 	size_t arena_len, arena_cap;
 
-	/* h_span: the last checkpoint's span so far. h_prev: the span before it,
-	 * kept running while the last checkpoint has produced nothing, because
-	 * a checkpoint with an empty span is dropped and its predecessor's span
-	 * then reaches further. */
+	/* h_span: the last checkpoint's compressed span so far. h_prev: the
+	 * span before it, kept running while the last checkpoint has produced
+	 * nothing, because a checkpoint with an empty span is dropped and its
+	 * predecessor's span then reaches further. */
 	EVP_MD_CTX *h_span, *h_prev, *h_tmp;
 
 	/* The most recent boundary and its window. While OPEN, compressed bytes
@@ -309,12 +541,34 @@ struct clip_gz_builder {
 	bool overflow;
 	EVP_MD_CTX *h_close, *h_cand;
 
+	/* Windows waiting to be made sparse, oldest first (a ring), and the
+	 * compressed stream [look_base, look_base + look_len) they need: from
+	 * the oldest one's `in` (or the open candidate's, which may become
+	 * one) to at most LOOK_CAP past it. */
+	struct pending_window *pending;
+	size_t pending_head, npending;
+	unsigned char *look;
+	uint64_t look_base;
+	size_t look_len;
+
+	/* sparsify(): the two synthetic dictionaries, the two outputs, and
+	 * the sparse window; W bytes each, in one allocation. */
+	unsigned char *scratch;
+	struct resume trial;
+
 	/* Pending large-file hints (data offsets), a min-heap. */
 	uint64_t *hints;
 	size_t nhints, hints_cap;
 
 	ZSTD_CCtx *zc;
 };
+
+enum { SCRATCH_DICT_LO, SCRATCH_DICT_MIX, SCRATCH_OUT_LO, SCRATCH_OUT_MIX, SCRATCH_SPARSE };
+
+static unsigned char *scratch_buf(struct clip_gz_builder *b, int which)
+{
+	return b->scratch + (size_t)which * W;
+}
 
 struct clip_gz_builder *clip_gz_builder_new(const struct clip_gz_builder_options *options)
 {
@@ -323,11 +577,24 @@ struct clip_gz_builder *clip_gz_builder_new(const struct clip_gz_builder_options
 		return NULL;
 	b->opt = *options;
 	b->pend = malloc(PEND_CAP);
+	b->look = malloc(LOOK_CAP);
+	b->pending = malloc(PENDING_MAX * sizeof(*b->pending));
+	b->scratch = malloc(5 * (size_t)W);
 	b->h_tmp = EVP_MD_CTX_new();
 	b->zc = ZSTD_createCCtx();
-	if (b->pend == NULL || b->h_tmp == NULL || b->zc == NULL) {
+	if (b->pend == NULL || b->look == NULL || b->pending == NULL || b->scratch == NULL ||
+	    b->h_tmp == NULL || b->zc == NULL) {
 		clip_gz_builder_free(b);
 		return NULL;
+	}
+	b->trial.kind = CLIP_GZ_INFLATER_DEFAULT;
+	/* Window position w holds w & 0xff in one dictionary and that XOR
+	 * 1 + (w >> 8) (never 0) in the other: see sparsify(). */
+	unsigned char *lo = scratch_buf(b, SCRATCH_DICT_LO),
+		      *mix = scratch_buf(b, SCRATCH_DICT_MIX);
+	for (size_t w = 0; w < W; w++) {
+		lo[w] = (unsigned char)w;
+		mix[w] = (unsigned char)(w ^ (1 + (w >> 8)));
 	}
 	return b;
 }
@@ -339,6 +606,7 @@ void clip_gz_builder_free(struct clip_gz_builder *b)
 	free(b->points);
 	free(b->wz_off);
 	free(b->after_out);
+	free(b->win_md);
 	free(b->arena);
 	EVP_MD_CTX_free(b->h_span);
 	EVP_MD_CTX_free(b->h_prev);
@@ -346,6 +614,10 @@ void clip_gz_builder_free(struct clip_gz_builder *b)
 	EVP_MD_CTX_free(b->h_close);
 	EVP_MD_CTX_free(b->h_cand);
 	free(b->pend);
+	free(b->look);
+	free(b->pending);
+	free(b->scratch);
+	resume_end(&b->trial);
 	free(b->hints);
 	ZSTD_freeCCtx(b->zc);
 	free(b);
@@ -357,22 +629,14 @@ static int build_fail(struct clip_gz_builder *b, struct clip_err *err, int code,
 	return b->failed;
 }
 
-static int sha_update(EVP_MD_CTX *h, const void *p, size_t n)
-{
-	if (n == 0)
-		return 0;
-	return EVP_DigestUpdate(h, p, n) == 1 ? 0 : -EIO;
-}
-
-/* A fresh hash seeded with a span's prefix: its window and, when the span
- * starts mid-byte, the byte holding the primed bits. */
-static EVP_MD_CTX *sha_start(const unsigned char *window, size_t window_len, bool partial,
-			     unsigned char partial_byte)
+/* A fresh hash for a compressed span; when it starts mid-byte, that byte
+ * (holding the primed bits) comes first. */
+static EVP_MD_CTX *sha_start(bool partial, unsigned char partial_byte)
 {
 	EVP_MD_CTX *h = EVP_MD_CTX_new();
 	if (h == NULL)
 		return NULL;
-	if (EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1 || sha_update(h, window, window_len) ||
+	if (EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1 ||
 	    (partial && sha_update(h, &partial_byte, 1))) {
 		EVP_MD_CTX_free(h);
 		return NULL;
@@ -428,8 +692,196 @@ static int arena_reserve(struct clip_gz_builder *b, size_t n)
 	return 0;
 }
 
-/* Append the candidate as a checkpoint (digest filled in later), with its
- * window compressed into the arena. */
+/* ---- sparse windows ----------------------------------------------------- */
+
+static struct pending_window *pending_oldest(struct clip_gz_builder *b)
+{
+	return &b->pending[b->pending_head];
+}
+
+/* Where the compressed bytes someone may still want start: at the oldest
+ * pending window's checkpoint, else at the open candidate (a checkpoint to
+ * be, maybe); false when nobody wants any. */
+static bool look_from(struct clip_gz_builder *b, uint64_t *from)
+{
+	if (b->npending > 0)
+		*from = b->points[pending_oldest(b)->point].in;
+	else if (b->cand_state == CAND_OPEN)
+		*from = b->cand.in;
+	else
+		return false;
+	return true;
+}
+
+/* Forget the kept compressed bytes nobody can use any more. */
+static void look_trim(struct clip_gz_builder *b)
+{
+	uint64_t from;
+	if (!look_from(b, &from))
+		from = b->fed_in;
+	if (from <= b->look_base)
+		return;
+	size_t drop =
+		(size_t)(from - b->look_base < b->look_len ? from - b->look_base : b->look_len);
+	memmove(b->look, b->look + drop, b->look_len - drop);
+	b->look_len -= drop;
+	b->look_base = b->look_len ? b->look_base + drop : from;
+}
+
+/* Set the scratch SPARSE window to pending window `e` with every byte that
+ * the first 32 KiB of output after its checkpoint do not reach set to zero,
+ * from the compressed bytes `in` that follow the checkpoint. That output is
+ * inflated twice, from dictionaries in which window position w holds w & 0xff
+ * and (w & 0xff) ^ (1 + (w >> 8)). Which output bytes are literals and which
+ * are copies, from how far back, is fixed by the compressed bits and not by
+ * the window, so every byte that is not a copy of the window, directly or
+ * through earlier output, comes out the same in both runs, and every one that
+ * is differs and spells its source w. Returns 1 with *first (the first byte
+ * reached; e->len when none is) set, 0 when `in` does not hold the 32 KiB or
+ * the end of the deflate stream (or does not inflate): the window must then
+ * be kept whole. */
+static int sparsify(struct clip_gz_builder *b, const struct pending_window *e, unsigned bits,
+		    const unsigned char *in, size_t in_len, size_t *first)
+{
+	unsigned char *out[2] = { scratch_buf(b, SCRATCH_OUT_LO), scratch_buf(b, SCRATCH_OUT_MIX) };
+	const unsigned char *dict[2] = { scratch_buf(b, SCRATCH_DICT_LO),
+					 scratch_buf(b, SCRATCH_DICT_MIX) };
+	size_t got[2];
+	for (int k = 0; k < 2; k++) {
+		enum resume_stop stop;
+		const char *why;
+		int r = resume_start(&b->trial, bits, e->partial, in, in_len, dict[k], e->len);
+		if (r == 0)
+			r = resume_run(&b->trial, out[k], W, &got[k], &stop, &why);
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0 || stop == RESUME_STARVED)
+			return 0;
+	}
+	if (got[0] != got[1])
+		return 0; /* cannot be: the same bits give the same structure */
+
+	unsigned char *sparse = scratch_buf(b, SCRATCH_SPARSE);
+	size_t len = e->len, lo = len;
+	memset(sparse, 0, len);
+	for (size_t i = 0; i < got[0]; i++) {
+		unsigned d = out[0][i] ^ out[1][i];
+		if (d == 0)
+			continue;
+		size_t w = out[0][i] | (size_t)(d - 1) << 8;
+		if (w >= len)
+			return 0; /* cannot be either: no dictionary byte says so */
+		sparse[w] = e->window[w];
+		if (w < lo)
+			lo = w;
+	}
+	*first = lo;
+	return 1;
+}
+
+/* Compress window `win` of checkpoint `i` into the arena and hash it. */
+static int store_window(struct clip_gz_builder *b, size_t i, const unsigned char *win, size_t len)
+{
+	size_t bound = ZSTD_compressBound(W);
+	if (arena_reserve(b, bound))
+		return -ENOMEM;
+	unsigned char *dst = b->arena + b->arena_len;
+	uint8_t codec = CLIP_GZ_WINDOW_RAW;
+	size_t zlen = len;
+	if (len > 0) {
+		size_t z =
+			ZSTD_compressCCtx(b->zc, dst, bound, win, len, CLIP_GZ_WINDOW_ZSTD_LEVEL);
+		if (!ZSTD_isError(z) && z < len) {
+			codec = CLIP_GZ_WINDOW_ZSTD;
+			zlen = z;
+		} else {
+			memcpy(dst, win, len);
+		}
+	}
+	struct clip_gz_point *p = &b->points[i];
+	p->window_codec = codec;
+	p->window_len = (uint32_t)len;
+	p->window_zlen = (uint32_t)zlen;
+	b->wz_off[i] = b->arena_len;
+	b->arena_len += zlen;
+	return sha_once(b->h_tmp, win, len, b->win_md[i]);
+}
+
+/* Store the oldest pending window: sparse when the compressed bytes kept for
+ * it tell exactly what it needs, whole otherwise. Leading bytes nothing
+ * reaches are dropped: the window is the last window_len bytes before the
+ * checkpoint, and a shorter one is just as good to an inflater when no
+ * distance reaches past it. */
+static int resolve_oldest(struct clip_gz_builder *b)
+{
+	struct pending_window *e = pending_oldest(b);
+	const struct clip_gz_point *p = &b->points[e->point];
+	const unsigned char *win = e->window;
+	size_t len = e->len;
+	if (len > 0 && p->in >= b->look_base && p->in - b->look_base <= b->look_len) {
+		size_t off = (size_t)(p->in - b->look_base), first;
+		int r = sparsify(b, e, p->bits, b->look + off, b->look_len - off, &first);
+		if (r < 0)
+			return r;
+		if (r > 0) {
+			win = scratch_buf(b, SCRATCH_SPARSE) + first;
+			len -= first;
+		}
+	}
+	int r = store_window(b, e->point, win, len);
+	if (r < 0)
+		return r;
+	b->pending_head = (b->pending_head + 1) % PENDING_MAX;
+	b->npending--;
+	look_trim(b);
+	return 0;
+}
+
+/* At boundary `bd` (in and out in step): store the pending windows whose
+ * checkpoint's first 32 KiB of output, or the rest of its member, are in. */
+static int resolve_ready(struct clip_gz_builder *b, const struct clip_gz_boundary *bd)
+{
+	while (b->npending > 0) {
+		const struct pending_window *e = pending_oldest(b);
+		if (e->len > 0 && !bd->member_start && bd->out - b->points[e->point].out < W)
+			break;
+		int r = resolve_oldest(b);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Keep compressed bytes `p` (starting at fed_in) for the windows that may
+ * need them; a pending window whose LOOK_CAP bytes are all in is stored. */
+static int look_feed(struct clip_gz_builder *b, const unsigned char *p, size_t len)
+{
+	uint64_t at = b->fed_in, from;
+	while (len > 0 && look_from(b, &from)) {
+		look_trim(b);
+		if (b->look_base + b->look_len != at)
+			return 0; /* a gap: whoever is oldest will keep its window */
+		if (b->look_len == LOOK_CAP) {
+			if (b->npending == 0)
+				return 0; /* the candidate has all it may use */
+			int r = resolve_oldest(b);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		size_t n = min_size(len, LOOK_CAP - b->look_len);
+		memcpy(b->look + b->look_len, p, n);
+		b->look_len += n;
+		p += n;
+		len -= n;
+		at += n;
+	}
+	return 0;
+}
+
+/* ---- checkpoints -------------------------------------------------------- */
+
+/* Append the candidate as a checkpoint; its window and digest come later. */
 static int push_point(struct clip_gz_builder *b)
 {
 	if (b->count == b->cap) {
@@ -446,25 +898,16 @@ static int push_point(struct clip_gz_builder *b)
 		if (a == NULL)
 			return -ENOMEM;
 		b->after_out = a;
+		unsigned char(*m)[32] = realloc(b->win_md, cap * sizeof(*m));
+		if (m == NULL)
+			return -ENOMEM;
+		b->win_md = m;
 		b->cap = cap;
 	}
-
-	size_t wlen = b->cand_window_len;
-	size_t bound = ZSTD_compressBound(W);
-	if (arena_reserve(b, bound))
-		return -ENOMEM;
-	unsigned char *dst = b->arena + b->arena_len;
-	uint8_t codec = CLIP_GZ_WINDOW_RAW;
-	size_t zlen = wlen;
-	if (wlen > 0) {
-		size_t z = ZSTD_compressCCtx(b->zc, dst, bound, b->cand_window, wlen,
-					     CLIP_GZ_WINDOW_ZSTD_LEVEL);
-		if (!ZSTD_isError(z) && z < wlen) {
-			codec = CLIP_GZ_WINDOW_ZSTD;
-			zlen = z;
-		} else {
-			memcpy(dst, b->cand_window, wlen);
-		}
+	if (b->npending == PENDING_MAX) {
+		int r = resolve_oldest(b);
+		if (r < 0)
+			return r;
 	}
 
 	struct clip_gz_point *p = &b->points[b->count];
@@ -472,12 +915,14 @@ static int push_point(struct clip_gz_builder *b)
 	p->in = b->cand.in;
 	p->out = b->cand.out;
 	p->bits = b->cand.bits;
-	p->window_codec = codec;
-	p->window_len = (uint32_t)wlen;
-	p->window_zlen = (uint32_t)zlen;
-	b->wz_off[b->count] = b->arena_len;
 	b->after_out[b->count] = UINT64_MAX;
-	b->arena_len += zlen;
+
+	struct pending_window *e = &b->pending[(b->pending_head + b->npending) % PENDING_MAX];
+	e->point = b->count;
+	e->partial = b->cand_partial;
+	e->len = b->cand_window_len;
+	memcpy(e->window, b->cand_window, e->len);
+	b->npending++;
 	b->count++;
 	return 0;
 }
@@ -485,9 +930,14 @@ static int push_point(struct clip_gz_builder *b)
 static void pop_point(struct clip_gz_builder *b)
 {
 	b->count--;
-	b->arena_len = b->wz_off[b->count];
+	if (b->npending > 0) {
+		/* Windows are stored in order: if any is pending, this one is. */
+		b->npending--;
+		look_trim(b);
+	} else {
+		b->arena_len = b->wz_off[b->count];
+	}
 }
-
 /* The most recent boundary becomes a checkpoint after the fact (a file
  * hint asked for it): the previous checkpoint's span is closed where the
  * candidate starts, and the candidate's span picks up the bytes held back
@@ -508,8 +958,7 @@ static int choose_cand_late(struct clip_gz_builder *b)
 		if (sha_final(b->h_span, cur->span_sha256))
 			return -EIO;
 		EVP_MD_CTX_free(b->h_span);
-		b->h_span = sha_start(b->cand_window, b->cand_window_len, b->cand.bits != 0,
-				      b->cand_partial);
+		b->h_span = sha_start(b->cand.bits != 0, b->cand_partial);
 		if (b->h_span == NULL || sha_update(b->h_span, b->pend, b->pend_len))
 			return -ENOMEM;
 		b->pend_len = 0;
@@ -568,8 +1017,7 @@ static int choose_cand_now(struct clip_gz_builder *b)
 		EVP_MD_CTX_free(b->h_prev);
 		b->h_prev = NULL;
 	}
-	b->h_span =
-		sha_start(b->cand_window, b->cand_window_len, b->cand.bits != 0, b->cand_partial);
+	b->h_span = sha_start(b->cand.bits != 0, b->cand_partial);
 	if (b->h_span == NULL || push_point(b))
 		return -ENOMEM;
 	b->cand_state = CAND_CHOSEN;
@@ -616,6 +1064,9 @@ int clip_gz_builder_compressed(struct clip_gz_builder *b, const void *in, size_t
 		return clip_err_set(err, b->failed, "gzip index builder: failed earlier");
 	if (len == 0)
 		return 0;
+	int r = look_feed(b, p, len);
+	if (r < 0)
+		return build_fail(b, err, -r, "storing a window");
 
 	if (b->cand_state == CAND_OPEN && !b->overflow) {
 		if (len <= PEND_CAP - b->pend_len) {
@@ -627,8 +1078,7 @@ int clip_gz_builder_compressed(struct clip_gz_builder *b, const void *in, size_t
 		b->h_close = EVP_MD_CTX_new();
 		if (b->h_close == NULL || EVP_MD_CTX_copy_ex(b->h_close, b->h_span) != 1)
 			return build_fail(b, err, ENOMEM, "out of memory");
-		b->h_cand = sha_start(b->cand_window, b->cand_window_len, b->cand.bits != 0,
-				      b->cand_partial);
+		b->h_cand = sha_start(b->cand.bits != 0, b->cand_partial);
 		if (b->h_cand == NULL || sha_update(b->h_cand, b->pend, b->pend_len) ||
 		    feed_span(b, b->pend, b->pend_len))
 			return build_fail(b, err, ENOMEM, "out of memory");
@@ -716,6 +1166,7 @@ int clip_gz_builder_boundary(struct clip_gz_builder *b, const struct clip_gz_bou
 	b->cand_partial = b->last_byte;
 	b->cand_state = CAND_OPEN;
 	b->pend_len = 0;
+	look_trim(b);
 
 	bool now = bd->member_start;
 	if (b->count > 0) {
@@ -725,6 +1176,9 @@ int clip_gz_builder_boundary(struct clip_gz_builder *b, const struct clip_gz_bou
 	}
 	if (now && choose_cand_now(b))
 		return build_fail(b, err, ENOMEM, "out of memory");
+	int r = resolve_ready(b, bd);
+	if (r < 0)
+		return build_fail(b, err, -r, "storing a window");
 	return 0;
 }
 
@@ -788,8 +1242,18 @@ int clip_gz_builder_finish(struct clip_gz_builder *b, struct clip_gz_index **out
 		b->h_span = b->h_prev;
 		b->h_prev = NULL;
 	}
+	/* The whole stream is in: every window can be made sparse. */
+	while (b->npending > 0) {
+		int r = resolve_oldest(b);
+		if (r < 0)
+			return build_fail(b, err, -r, "storing a window");
+	}
 	if (b->count > 0 && sha_final(b->h_span, b->points[b->count - 1].span_sha256))
 		return build_fail(b, err, EIO, "sha256 failed");
+	for (size_t i = 0; i < b->count; i++)
+		if (sha_span(b->h_tmp, b->win_md[i], b->points[i].span_sha256,
+			     b->points[i].span_sha256))
+			return build_fail(b, err, EIO, "sha256 failed");
 	EVP_MD_CTX_free(b->h_span);
 	b->h_span = NULL;
 	b->cand_state = CAND_NONE;
@@ -837,142 +1301,6 @@ static ssize_t source_read(const struct clip_blob_source *src, void *buf, size_t
 		got += (size_t)n;
 	}
 	return (ssize_t)got;
-}
-
-/* One resumed raw-deflate stream: primed, dictionary set, fed a span. */
-struct resume {
-	enum clip_gz_inflater kind;
-	z_stream z;
-	bool z_ready;
-	struct inflate_state *isal;
-	const unsigned char *in;
-	size_t in_left;
-	uint64_t produced;
-};
-
-static int resume_start(struct resume *r, const unsigned char *span, size_t span_len, unsigned bits,
-			const unsigned char *window, size_t window_len)
-{
-	const unsigned char *in = span;
-	size_t in_len = span_len;
-	unsigned primed = 0;
-
-	if (bits) {
-		primed = span[0] >> (8 - bits);
-		in++;
-		in_len--;
-	}
-	r->in = in;
-	r->in_left = in_len;
-	r->produced = 0;
-	if (r->kind == CLIP_GZ_INFLATER_ZLIB) {
-		if (!r->z_ready) {
-			memset(&r->z, 0, sizeof(r->z));
-			if (inflateInit2(&r->z, -15) != Z_OK)
-				return -ENOMEM;
-			r->z_ready = true;
-		} else if (inflateReset(&r->z) != Z_OK) {
-			return -EINVAL;
-		}
-		if (bits && inflatePrime(&r->z, (int)bits, (int)primed) != Z_OK)
-			return -EINVAL;
-		if (window_len && inflateSetDictionary(&r->z, window, (uInt)window_len) != Z_OK)
-			return -EINVAL;
-		r->z.avail_in = 0; /* inflateReset() keeps the last span's leftovers */
-		return 0;
-	}
-	if (r->isal == NULL) {
-		r->isal = malloc(sizeof(*r->isal));
-		if (r->isal == NULL)
-			return -ENOMEM;
-	}
-	isal_inflate_init(r->isal);
-	r->isal->crc_flag = ISAL_DEFLATE;
-	if (window_len &&
-	    isal_inflate_set_dict(r->isal, (uint8_t *)window, (uint32_t)window_len) != COMP_OK)
-		return -EINVAL;
-	r->isal->read_in = primed;
-	r->isal->read_in_length = (int32_t)bits;
-	r->isal->avail_in = 0;
-	return 0;
-}
-
-/* Produce exactly `len` bytes into `dst`. 0, or -EBADMSG with `*why`. */
-static int resume_produce(struct resume *r, unsigned char *dst, size_t len, const char **why)
-{
-	while (len > 0) {
-		size_t chunk_out = min_size(len, FEED_MAX);
-		size_t got, in_before;
-		bool ended = false, stuck;
-		if (r->kind == CLIP_GZ_INFLATER_ZLIB) {
-			if (r->z.avail_in == 0) {
-				r->z.next_in = (unsigned char *)r->in;
-				r->z.avail_in = (uInt)min_size(r->in_left, FEED_MAX);
-				r->in += r->z.avail_in;
-				r->in_left -= r->z.avail_in;
-			}
-			r->z.next_out = dst;
-			r->z.avail_out = (uInt)chunk_out;
-			in_before = r->z.avail_in;
-			int ret = inflate(&r->z, Z_NO_FLUSH);
-			got = chunk_out - r->z.avail_out;
-			if (ret == Z_DATA_ERROR || ret == Z_NEED_DICT || ret == Z_STREAM_ERROR) {
-				*why = r->z.msg ? r->z.msg : "invalid deflate data";
-				return -EBADMSG;
-			}
-			if (ret == Z_MEM_ERROR) {
-				*why = "out of memory";
-				return -ENOMEM;
-			}
-			ended = ret == Z_STREAM_END;
-			stuck = got == 0 && r->z.avail_in == in_before &&
-				(r->z.avail_in > 0 || r->in_left == 0);
-		} else {
-			struct inflate_state *s = r->isal;
-			if (s->avail_in == 0) {
-				s->next_in = (uint8_t *)r->in;
-				s->avail_in = (uint32_t)min_size(r->in_left, FEED_MAX);
-				r->in += s->avail_in;
-				r->in_left -= s->avail_in;
-			}
-			s->next_out = dst;
-			s->avail_out = (uint32_t)chunk_out;
-			in_before = s->avail_in;
-			int ret = isal_inflate(s);
-			got = chunk_out - s->avail_out;
-			if (ret < 0) {
-				*why = ret == ISAL_INVALID_LOOKBACK
-					       ? "invalid distance too far back"
-				       : ret == ISAL_INVALID_SYMBOL ? "invalid symbol"
-								    : "invalid block";
-				return -EBADMSG;
-			}
-			ended = s->block_state == ISAL_BLOCK_FINISH;
-			stuck = got == 0 && s->avail_in == in_before &&
-				(s->avail_in > 0 || r->in_left == 0);
-		}
-		r->produced += got;
-		dst += got;
-		len -= got;
-		if (len == 0)
-			break;
-		if (ended) {
-			*why = "deflate stream ends before the span does";
-			return -EBADMSG;
-		}
-		if (stuck) {
-			*why = "compressed span ends early";
-			return -EBADMSG;
-		}
-	}
-	return 0;
-}
-
-static void resume_end(struct resume *r)
-{
-	if (r->z_ready)
-		inflateEnd(&r->z);
-	free(r->isal);
 }
 
 static int window_decode(const struct clip_gz_point *p, ZSTD_DCtx **dctx, unsigned char *dst)
@@ -1082,8 +1410,7 @@ ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
 		size_t i = (size_t)first + k;
 		const struct clip_gz_point *p = &index->points[i];
 		unsigned char *win = windows + min_size(k, keep) * W;
-		unsigned char md[32];
-		unsigned int mdlen = 0;
+		unsigned char win_md[32], span_md[32], md[32];
 		uint64_t s0 = clip_gz_span_start(index, i) - cstart;
 		uint64_t s1 = clip_gz_span_end(index, i) - cstart;
 
@@ -1096,9 +1423,9 @@ ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
 			ret = clip_err_set(err, ret, "span %zu: decoding window", i);
 			break;
 		}
-		if (EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1 ||
-		    sha_update(h, win, p->window_len) || sha_update(h, fetch + s0, s1 - s0) ||
-		    EVP_DigestFinal_ex(h, md, &mdlen) != 1) {
+		if (sha_once(h, win, p->window_len, win_md) ||
+		    sha_once(h, fetch + s0, (size_t)(s1 - s0), span_md) ||
+		    sha_span(h, win_md, span_md, md)) {
 			ret = clip_err_set(err, EIO, "span %zu: sha256 failed", i);
 			break;
 		}
@@ -1131,7 +1458,11 @@ ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
 			ret = clip_err_set(err, EBADMSG, "span %zu: window does not decode", i);
 			break;
 		}
-		ret = resume_start(&r, fetch + s0, s1 - s0, p->bits, win, p->window_len);
+		/* The span starts with the byte holding the primed bits, if any. */
+		const unsigned char *span = fetch + s0;
+		size_t partial = p->bits ? 1 : 0;
+		ret = resume_start(&r, p->bits, partial ? span[0] : 0, span + partial,
+				   (size_t)(s1 - s0) - partial, win, p->window_len);
 		if (ret < 0) {
 			ret = clip_err_set(err, ret, "span %zu: cannot start inflate", i);
 			break;

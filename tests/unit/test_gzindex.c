@@ -220,16 +220,21 @@ static bool gzip_tool(struct gzt_buf *out, const char *tool, const char *args, c
 	return true;
 }
 
-static void sha256(const void *a, size_t alen, const void *b, size_t blen, unsigned char md[32])
+static void sha256(const void *p, size_t len, unsigned char md[32])
 {
-	EVP_MD_CTX *h = EVP_MD_CTX_new();
 	unsigned int n;
-	assert_non_null(h);
-	assert_int_equal(EVP_DigestInit_ex(h, EVP_sha256(), NULL), 1);
-	assert_int_equal(EVP_DigestUpdate(h, a, alen), 1);
-	assert_int_equal(EVP_DigestUpdate(h, b, blen), 1);
-	assert_int_equal(EVP_DigestFinal_ex(h, md, &n), 1);
-	EVP_MD_CTX_free(h);
+	assert_int_equal(EVP_Digest(p, len, md, &n, EVP_sha256(), NULL), 1);
+}
+
+/* The span digest as docs/FORMAT.md defines it:
+ * SHA-256(SHA-256(window) || SHA-256(compressed span)). */
+static void span_digest(const void *win, size_t wlen, const void *span, size_t slen,
+			unsigned char md[32])
+{
+	unsigned char both[64];
+	sha256(win, wlen, both);
+	sha256(span, slen, both + 32);
+	sha256(both, sizeof(both), md);
 }
 
 static void decode_window(const struct clip_gz_point *p, unsigned char *dst)
@@ -427,13 +432,116 @@ static void built_free(struct built *res)
 	gzt_buf_free(&res->out);
 }
 
+/* Inflate from checkpoint `p` of `gz` with zlib and `dict` as the window,
+ * until `cap` bytes are out or the member's deflate stream ends; returns the
+ * bytes produced. Independent of the library's reader and its ISA-L path. */
+static size_t inflate_at(const struct gzt_buf *gz, const struct clip_gz_point *p,
+			 const unsigned char *dict, size_t dict_len, unsigned char *out, size_t cap)
+{
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	assert_int_equal(inflateInit2(&z, -15), Z_OK);
+	if (p->bits)
+		assert_int_equal(inflatePrime(&z, p->bits, gz->p[p->in - 1] >> (8 - p->bits)),
+				 Z_OK);
+	if (dict_len)
+		assert_int_equal(inflateSetDictionary(&z, dict, (uInt)dict_len), Z_OK);
+	z.next_in = gz->p + p->in;
+	z.avail_in = (uInt)(gz->len - p->in);
+	z.next_out = out;
+	z.avail_out = (uInt)cap;
+	int ret = inflate(&z, Z_NO_FLUSH);
+	if (ret != Z_OK && ret != Z_STREAM_END)
+		fail_msg("inflate at checkpoint (in %llu): %d %s", (unsigned long long)p->in, ret,
+			 z.msg ? z.msg : "");
+	size_t n = cap - z.avail_out;
+	inflateEnd(&z);
+	return n;
+}
+
+struct window_stats {
+	uint64_t full_len, stored_len;	 /* uncompressed window bytes */
+	uint64_t full_zlen, stored_zlen; /* zstd -3 of the real windows; as stored */
+	uint64_t dropped;		 /* real non-zero bytes not stored */
+};
+
+/* Stored window `win` of checkpoint `p` against the real one, the `full`
+ * member-local bytes before it: it must be a suffix of it with some bytes
+ * zeroed. Inflating (zlib) the first 32 KiB after the checkpoint, or up to
+ * the member's end, must give the real output with the stored window, and
+ * with garbage in every byte the window claims unneeded (the dropped prefix,
+ * and bytes zeroed although not zero); and unless the window was kept whole,
+ * flipping a kept non-zero byte must change it. That is the builder's
+ * "exactly the bytes the span reaches". */
+static void check_window(const struct gzt_buf *gz, const struct gzt_buf *ref,
+			 const struct clip_gz_point *p, uint64_t span_len, size_t full,
+			 const unsigned char *win, struct window_stats *st, uint64_t *seed)
+{
+	const size_t W = CLIP_GZ_WINDOW;
+	const unsigned char *real = ref->p + p->out - full;
+	const unsigned char *want = ref->p + p->out;
+	size_t skip = full - p->window_len;
+	unsigned char *garbage = malloc(W), *out = malloc(W), *flipped = malloc(W);
+
+	size_t dropped = 0;
+	for (size_t j = 0; j < full; j++) {
+		bool unneeded = j < skip || (win[j - skip] == 0 && real[j] != 0);
+		if (j >= skip && win[j - skip] != 0 && win[j - skip] != real[j])
+			fail_msg("window of checkpoint at out %llu: byte %zu is %u, not %u or 0",
+				 (unsigned long long)p->out, j, win[j - skip], real[j]);
+		dropped += unneeded && real[j] != 0;
+		garbage[j] = unneeded ? (unsigned char)rng_next(seed) : real[j];
+	}
+	st->dropped += dropped;
+	st->full_len += full;
+	st->stored_len += p->window_len;
+	st->stored_zlen += p->window_zlen;
+	if (full) {
+		unsigned char *z = malloc(ZSTD_compressBound(W));
+		size_t zl = ZSTD_compress(z, ZSTD_compressBound(W), real, full, 3);
+		assert_false(ZSTD_isError(zl));
+		st->full_zlen += zl < full ? zl : full;
+		free(z);
+	}
+
+	size_t n = inflate_at(gz, p, real, full, out, W);
+	assert_memory_equal(out, want, n);
+	assert_true(n >= (span_len < W ? span_len : W));
+	assert_int_equal(inflate_at(gz, p, garbage, full, out, W), n);
+	assert_memory_equal(out, want, n);
+	assert_int_equal(inflate_at(gz, p, win, p->window_len, out, W), n);
+	assert_memory_equal(out, want, n);
+	/* A window kept whole (when the builder could not follow the output far
+	 * enough) may hold bytes nothing reaches; a sparse one may not. */
+	bool is_sparse = skip > 0 || dropped > 0;
+	for (int f = 0; f < 2 && is_sparse && p->window_len > 0; f++) {
+		size_t j = (size_t)rng_below(seed, p->window_len), k = 0;
+		while (k < p->window_len && win[(j + k) % p->window_len] == 0)
+			k++;
+		if (k == p->window_len)
+			break; /* kept bytes that are all zero: nothing to flip */
+		j = (j + k) % p->window_len;
+		memcpy(flipped, win, p->window_len);
+		flipped[j] ^= 0x5a;
+		assert_int_equal(inflate_at(gz, p, flipped, p->window_len, out, W), n);
+		if (memcmp(out, want, n) == 0)
+			fail_msg("checkpoint at out %llu keeps window byte %zu of %u, which no "
+				 "output byte reaches",
+				 (unsigned long long)p->out, j, p->window_len);
+	}
+	free(garbage);
+	free(out);
+	free(flipped);
+}
+
 /* Every structural promise of the index, checked against the boundaries
  * the scanner reported and the full stream. `span` is the periodic
  * distance, or 0 when hints make the periodic rule uncheckable. */
-static void check_index(const struct built *res, const struct gzt_buf *gz,
-			const struct gzt_buf *ref, uint64_t span)
+static void check_index_stats(const struct built *res, const struct gzt_buf *gz,
+			      const struct gzt_buf *ref, uint64_t span, struct window_stats *st)
 {
 	const struct clip_gz_index *ix = res->index;
+	uint64_t seed = gz->len;
 	unsigned char *win = malloc(CLIP_GZ_WINDOW);
 	assert_int_equal(ix->usize, ref->len);
 	if (ref->len > 0) {
@@ -460,19 +568,21 @@ static void check_index(const struct built *res, const struct gzt_buf *gz,
 		if (res->bounds[bi].member_start)
 			member_out = p->out;
 
-		/* Window: the member-local 32 KiB before the point. */
-		uint64_t expect_wlen = p->out - member_out;
-		if (expect_wlen > CLIP_GZ_WINDOW)
-			expect_wlen = CLIP_GZ_WINDOW;
-		assert_int_equal(p->window_len, expect_wlen);
+		/* Window: the member-local 32 KiB before the point, as much of
+		 * it as the span reaches. */
+		uint64_t full = p->out - member_out;
+		if (full > CLIP_GZ_WINDOW)
+			full = CLIP_GZ_WINDOW;
+		assert_true(p->window_len <= full);
 		decode_window(p, win);
-		assert_memory_equal(win, ref->p + p->out - p->window_len, p->window_len);
+		uint64_t next_out = i + 1 < ix->count ? ix->points[i + 1].out : ix->usize;
+		check_window(gz, ref, p, next_out - p->out, (size_t)full, win, st, &seed);
 
-		/* Digest over window || compressed span, from the whole stream. */
+		/* Digest of window and compressed span, from the whole stream. */
 		uint64_t s0 = clip_gz_span_start(ix, i), s1 = clip_gz_span_end(ix, i);
 		assert_true(s0 < s1 && s1 <= gz->len);
 		unsigned char md[32];
-		sha256(win, p->window_len, gz->p + s0, (size_t)(s1 - s0), md);
+		span_digest(win, p->window_len, gz->p + s0, (size_t)(s1 - s0), md);
 		assert_memory_equal(md, p->span_sha256, 32);
 	}
 	/* Every non-empty member starts with a checkpoint, and (without hints)
@@ -491,6 +601,13 @@ static void check_index(const struct built *res, const struct gzt_buf *gz,
 				(unsigned long long)span);
 	}
 	free(win);
+}
+
+static void check_index(const struct built *res, const struct gzt_buf *gz,
+			const struct gzt_buf *ref, uint64_t span)
+{
+	struct window_stats st = { 0 };
+	check_index_stats(res, gz, ref, span, &st);
 }
 
 static void check_one_read(const struct clip_gz_index *ix, struct memsrc *src,
@@ -576,9 +693,16 @@ static void property(const char *what, const struct gzt_buf *gz, unsigned nreads
 	build(gz, &o, &res);
 	assert_int_equal(res.out.len, ref.len);
 	assert_memory_equal(res.out.p, ref.p, ref.len);
-	check_index(&res, gz, &ref, o.span);
-	print_message("%-14s usize %9zu csize %9zu boundaries %6zu checkpoints %5zu\n", what,
-		      ref.len, gz->len, res.nbounds, res.index->count);
+	struct window_stats st = { 0 };
+	check_index_stats(&res, gz, &ref, o.span, &st);
+	print_message("%-14s usize %9zu csize %9zu boundaries %6zu checkpoints %5zu, windows "
+		      "%7llu -> %7llu bytes (%llu -> %llu stored)\n",
+		      what, ref.len, gz->len, res.nbounds, res.index->count,
+		      (unsigned long long)st.full_len, (unsigned long long)st.stored_len,
+		      (unsigned long long)st.full_zlen, (unsigned long long)st.stored_zlen);
+	/* The stored windows are not the real ones: some bytes were dropped. */
+	if (st.full_len > 0)
+		assert_true(st.dropped > 0 || st.stored_len < st.full_len);
 	check_reads(res.index, gz, &ref, nreads, 42);
 	built_free(&res);
 	gzt_buf_free(&ref);
@@ -886,10 +1010,12 @@ static void fixed_match(struct bitw *w, unsigned len, unsigned dist)
 	bits_put(w, dist - dbase[d], dext[d]);
 }
 
-/* A gzip member: `pre` bytes compressed by zlib and sync-flushed, then one
- * fixed-Huffman block producing `huge` bytes (literals and matches reaching
- * back into `pre`), then an empty final block. */
-static void make_huge_block(struct gzt_buf *gz, size_t pre, size_t huge, uint64_t seed)
+/* A gzip member: `pre` bytes compressed by zlib and sync-flushed, then
+ * `empties` empty stored blocks, then one fixed-Huffman block producing `huge`
+ * bytes (literals and matches reaching back into `pre`), then an empty final
+ * block. */
+static void make_huge_block(struct gzt_buf *gz, size_t pre, size_t empties, size_t huge,
+			    uint64_t seed)
 {
 	static const unsigned char hdr[10] = { 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3 };
 	struct gzt_buf data = { 0 }, body = { 0 };
@@ -908,6 +1034,11 @@ static void make_huge_block(struct gzt_buf *gz, size_t pre, size_t huge, uint64_
 	assert_int_equal(deflate(&z, Z_SYNC_FLUSH), Z_OK);
 	body.len = bound - z.avail_out;
 	deflateEnd(&z);
+	/* After a sync flush the stream is byte-aligned: an empty stored block
+	 * is a zero header byte (not final, stored), LEN 0 and NLEN 0xffff. */
+	static const unsigned char empty_stored[5] = { 0, 0, 0, 0xff, 0xff };
+	for (size_t e = 0; e < empties; e++)
+		gzt_buf_add(&body, empty_stored, sizeof(empty_stored));
 
 	struct bitw w = { .out = &body };
 	uint64_t s = seed, produced = pre;
@@ -968,7 +1099,7 @@ static void test_huge_block(void **state)
 	(void)state;
 	size_t pre = 200 * KiB, huge = quick ? 5 * MiB : 8 * MiB;
 	struct gzt_buf gz = { 0 }, ref = { 0 };
-	make_huge_block(&gz, pre, huge, 11);
+	make_huge_block(&gz, pre, 0, huge, 11);
 	ref_gunzip(&ref, &gz);
 	/* Well past the builder's 1 MiB hold-back, so that it has to hash both
 	 * possible futures of the boundary before the block. */
@@ -992,13 +1123,162 @@ static void test_huge_block(void **state)
 		if (mode < 3) {
 			assert_int_equal(res.index->count, 2);
 			assert_int_equal(res.index->points[1].out, pre);
-			assert_int_equal(res.index->points[1].window_len, CLIP_GZ_WINDOW);
+			/* Its span reaches into the 200 KiB before it, not all of it. */
+			assert_true(res.index->points[1].window_len > 0);
 		} else {
 			assert_int_equal(res.index->count, 1);
 		}
 		check_reads(res.index, &gz, &ref, 30, 8);
 		built_free(&res);
 	}
+	gzt_buf_free(&gz);
+	gzt_buf_free(&ref);
+}
+
+/* Output that never reaches back past its checkpoint (random data, which
+ * zlib stores as is) needs no window at all, even right after text. */
+static void test_unreferenced_window(void **state)
+{
+	(void)state;
+	size_t text = 256 * KiB, random = quick ? 1 * MiB : 2 * MiB;
+	struct gzt_buf data = { 0 }, gz = { 0 }, ref = { 0 };
+	gen_data(&data, text, 51);
+	gzt_buf_reserve(&data, random);
+	uint64_t s = 52;
+	for (size_t i = 0; i < random; i++)
+		data.p[data.len + i] = (unsigned char)rng_next(&s);
+	data.len += random;
+	gen_data(&data, data.len + text, 53); /* more text, copying from all that */
+	gzip_zlib(&gz, data.p, data.len, 6);
+	ref_gunzip(&ref, &gz);
+
+	struct built res;
+	struct build_opts o = { .span = 64 * KiB, .threshold = UINT64_MAX, .seed = 4 };
+	build(&gz, &o, &res);
+	check_index(&res, &gz, &ref, o.span);
+	size_t empty = 0, text_windows = 0;
+	for (size_t i = 0; i < res.index->count; i++) {
+		const struct clip_gz_point *p = &res.index->points[i];
+		/* Well inside the random part: stored blocks all the way. */
+		if (p->out > text && p->out + 64 * KiB <= text + random) {
+			assert_int_equal(p->window_len, 0);
+			assert_int_equal(p->window_zlen, 0);
+			empty++;
+		} else if (p->window_len > 0) {
+			text_windows++;
+		}
+	}
+	print_message("random part: %zu checkpoints with an empty window, %zu others with one\n",
+		      empty, text_windows);
+	assert_true(empty >= random / (128 * KiB));
+	assert_true(text_windows > 0);
+	check_reads(res.index, &gz, &ref, 300, 6);
+	built_free(&res);
+	gzt_buf_free(&data);
+	gzt_buf_free(&gz);
+	gzt_buf_free(&ref);
+}
+
+/* The builder keeps at most 256 KiB of compressed bytes for a checkpoint's
+ * first 32 KiB of output. Empty stored blocks (5 bytes each, no output)
+ * right after a checkpoint: with 50 KB of them its window is still made
+ * sparse, with 300 KB it is kept whole. Both read right. */
+static void test_lookahead_cap(void **state)
+{
+	(void)state;
+	const size_t pre = 100 * KiB;
+	const size_t empties[2] = { 10000, 60000 };
+	unsigned char *win = malloc(CLIP_GZ_WINDOW);
+	for (int c = 0; c < 2; c++) {
+		struct gzt_buf gz = { 0 }, ref = { 0 };
+		make_huge_block(&gz, pre, empties[c], 64 * KiB, 61 + (uint64_t)c);
+		ref_gunzip(&ref, &gz);
+		struct built res;
+		struct build_opts o = { .span = pre, .threshold = UINT64_MAX, .seed = 7 };
+		build(&gz, &o, &res);
+		assert_true(res.nbounds > empties[c]);
+		check_index(&res, &gz, &ref, o.span);
+		ssize_t at = clip_gz_index_find(res.index, pre);
+		assert_true(at >= 0);
+		const struct clip_gz_point *p = &res.index->points[at];
+		assert_int_equal(p->out, pre);
+		decode_window(p, win);
+		const unsigned char *real = ref.p + pre - CLIP_GZ_WINDOW;
+		if (c == 0) {
+			size_t skip = CLIP_GZ_WINDOW - p->window_len, zeroed = 0;
+			for (size_t j = 0; j < p->window_len; j++)
+				zeroed += win[j] != real[skip + j];
+			assert_true(skip > 0 || zeroed > 0);
+		} else {
+			assert_int_equal(p->window_len, CLIP_GZ_WINDOW);
+			assert_memory_equal(win, real, CLIP_GZ_WINDOW);
+		}
+		check_reads(res.index, &gz, &ref, 100, 9);
+		built_free(&res);
+		gzt_buf_free(&gz);
+		gzt_buf_free(&ref);
+	}
+	free(win);
+}
+
+/* gzip `data` with zlib, sync-flushing every `every` bytes. */
+static void gzip_flushed(struct gzt_buf *out, const void *data, size_t len, size_t every)
+{
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	size_t bound = deflateBound(&z, (uLong)len) + (len / every + 1) * 16 + 64;
+	gzt_buf_reserve(out, bound);
+	z.next_out = out->p + out->len;
+	z.avail_out = (uInt)bound;
+	for (size_t pos = 0; pos < len; pos += every) {
+		size_t n = len - pos < every ? len - pos : every;
+		z.next_in = (unsigned char *)data + pos;
+		z.avail_in = (uInt)n;
+		int flush = pos + n == len ? Z_FINISH : Z_SYNC_FLUSH;
+		assert_int_equal(deflate(&z, flush), flush == Z_FINISH ? Z_STREAM_END : Z_OK);
+	}
+	out->len += bound - z.avail_out;
+	deflateEnd(&z);
+}
+
+/* Checkpoints 1000 bytes apart (a tiny span over sync-flushed blocks): more
+ * windows wait for their 32 KiB of output than the builder holds, so the
+ * oldest are stored whole early; the last ones, stored at the end, are
+ * sparse. Everything reads right. */
+static void test_dense_checkpoints(void **state)
+{
+	(void)state;
+	struct gzt_buf data = { 0 }, gz = { 0 }, ref = { 0 };
+	gen_data(&data, quick ? 256 * KiB : 512 * KiB, 71);
+	gzip_flushed(&gz, data.p, data.len, 1000);
+	ref_gunzip(&ref, &gz);
+	struct built res;
+	struct build_opts o = { .span = 1, .threshold = UINT64_MAX, .seed = 8 };
+	build(&gz, &o, &res);
+	assert_true(res.index->count > data.len / 1000 - 2);
+	check_index(&res, &gz, &ref, o.span);
+	size_t whole = 0, sparse = 0;
+	unsigned char *win = malloc(CLIP_GZ_WINDOW);
+	for (size_t i = 0; i < res.index->count; i++) {
+		const struct clip_gz_point *p = &res.index->points[i];
+		if (p->out < CLIP_GZ_WINDOW)
+			continue;
+		decode_window(p, win);
+		if (p->window_len == CLIP_GZ_WINDOW &&
+		    memcmp(win, ref.p + p->out - CLIP_GZ_WINDOW, CLIP_GZ_WINDOW) == 0)
+			whole++;
+		else
+			sparse++;
+	}
+	print_message("%zu checkpoints: %zu whole windows, %zu sparse\n", res.index->count, whole,
+		      sparse);
+	assert_true(whole > 0);
+	assert_true(sparse > 0);
+	check_reads(res.index, &gz, &ref, 200, 10);
+	free(win);
+	built_free(&res);
+	gzt_buf_free(&data);
 	gzt_buf_free(&gz);
 	gzt_buf_free(&ref);
 }
@@ -1197,9 +1477,16 @@ static void test_corruption(void **state)
 	build(&gz, &o, &res);
 	struct clip_gz_index *ix = res.index;
 	assert_true(ix->count >= 4);
+	/* A checkpoint past the first two with a zstd window of some size. */
 	size_t k = 2;
+	while (k < ix->count && (ix->points[k].window_len < 1024 ||
+				 ix->points[k].window_codec != CLIP_GZ_WINDOW_ZSTD))
+		k++;
+	assert_true(k + 1 < ix->count);
 	struct clip_gz_point *p = &ix->points[k];
-	assert_true(p->window_len == CLIP_GZ_WINDOW);
+	char span_k[64], mismatch[64];
+	snprintf(span_k, sizeof(span_k), "span %zu: ", k);
+	snprintf(mismatch, sizeof(mismatch), "span %zu: digest mismatch", k);
 	uint64_t off = p->out + 100;
 	unsigned char buf[4096];
 	struct clip_err err = { 0 };
@@ -1220,7 +1507,7 @@ static void test_corruption(void **state)
 			ssize_t n = clip_gz_index_read_with(ix, &src, buf, sizeof(buf), off,
 							    (enum clip_gz_inflater)inf, NULL, &err);
 			assert_int_equal(n, -EBADMSG);
-			assert_non_null(strstr(err.msg, "span 2: digest mismatch"));
+			assert_non_null(strstr(err.msg, mismatch));
 			for (size_t i = 0; i < sizeof(buf); i++)
 				assert_int_equal(buf[i], 0xee);
 			/* A span that does not include the byte still reads. */
@@ -1245,11 +1532,11 @@ static void test_corruption(void **state)
 	assert_int_equal(clip_gz_index_read(ix, &src, buf, sizeof(buf), off, NULL, &err),
 			 (ssize_t)sizeof(buf));
 	assert_memory_equal(buf, ref.p + off, sizeof(buf));
-	win[CLIP_GZ_WINDOW - 7] ^= 1;
+	win[p->window_len - 7] ^= 1;
 	memset(buf, 0xee, sizeof(buf));
 	clip_err_clear(&err);
 	assert_int_equal(clip_gz_index_read(ix, &src, buf, sizeof(buf), off, NULL, &err), -EBADMSG);
-	assert_non_null(strstr(err.msg, "span 2: digest mismatch"));
+	assert_non_null(strstr(err.msg, mismatch));
 	for (size_t i = 0; i < sizeof(buf); i++)
 		assert_int_equal(buf[i], 0xee);
 	*p = saved;
@@ -1294,7 +1581,8 @@ static void test_corruption(void **state)
 		p->window_codec = 7;
 		assert_int_equal(clip_gz_index_read(ix, &src, buf, sizeof(buf), off, NULL, &err),
 				 -EBADMSG);
-		assert_non_null(strstr(err.msg, "span 2: window does not decode"));
+		assert_non_null(strstr(err.msg, span_k));
+		assert_non_null(strstr(err.msg, "window does not decode"));
 		*p = saved;
 		free(plain);
 		free(dz);
@@ -1312,8 +1600,8 @@ static void test_corruption(void **state)
 		decode_window(lp, lw);
 		memcpy(saved_md, lp->span_sha256, 32);
 		ix->csize = (clip_gz_span_start(ix, last) + saved_csize) / 2;
-		sha256(lw, lp->window_len, gz.p + clip_gz_span_start(ix, last),
-		       (size_t)(ix->csize - clip_gz_span_start(ix, last)), md);
+		span_digest(lw, lp->window_len, gz.p + clip_gz_span_start(ix, last),
+			    (size_t)(ix->csize - clip_gz_span_start(ix, last)), md);
 		memcpy(lp->span_sha256, md, 32);
 		clip_err_clear(&err);
 		ssize_t n = clip_gz_index_read_with(ix, &src, buf, sizeof(buf),
@@ -1339,7 +1627,7 @@ static void test_corruption(void **state)
 			bad.p[j] ^= 0xff;
 		unsigned char *kw = malloc(CLIP_GZ_WINDOW);
 		decode_window(p, kw);
-		sha256(kw, p->window_len, bad.p + s0, (size_t)(s1 - s0), p->span_sha256);
+		span_digest(kw, p->window_len, bad.p + s0, (size_t)(s1 - s0), p->span_sha256);
 		struct memsrc bm = { .p = bad.p, .len = bad.len };
 		struct clip_blob_source bsrc = { .pread = mem_pread, .opaque = &bm };
 		clip_err_clear(&err);
@@ -1347,7 +1635,7 @@ static void test_corruption(void **state)
 					    (enum clip_gz_inflater)inf, NULL, &err);
 		if (n < 0) {
 			assert_int_equal(n, -EBADMSG);
-			assert_non_null(strstr(err.msg, "span 2: "));
+			assert_non_null(strstr(err.msg, span_k));
 		}
 		*p = saved;
 		free(kw);
@@ -1568,6 +1856,9 @@ int main(void)
 		cmocka_unit_test(test_tools),
 		cmocka_unit_test(test_multimember),
 		cmocka_unit_test(test_huge_block),
+		cmocka_unit_test(test_unreferenced_window),
+		cmocka_unit_test(test_lookahead_cap),
+		cmocka_unit_test(test_dense_checkpoints),
 		cmocka_unit_test(test_big_zeros_and_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
