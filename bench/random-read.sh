@@ -8,7 +8,8 @@
 #   --reads N       random reads per layer (default 200)
 #   --big-mib M     size of the synthetic layer's tar in MiB (default 1024)
 #
-# Two single-gzip-layer images: the Debian image's largest layer, and a synthetic layer of
+# First the time to index the synthetic layer next to `gztool -i -s 2` on the same blob. Then:
+# two single-gzip-layer images: the Debian image's largest layer, and a synthetic layer of
 # M MiB (copies of the Debian rootfs tar plus incompressible data, gzip -6 by pigz).
 # For each, in the same run and on the same (file, offset) pairs, every read a fresh process
 # with the blob in the page cache:
@@ -20,7 +21,7 @@
 # 4 KiB, with the before-large-file checkpoints and without (--large-file-threshold none).
 # Prints markdown tables on stdout; progress on stderr.
 #
-# Needs: gztool, pigz, python3, umoci, the clip binary ($CLIP, default build/clip).
+# Needs: gztool, pigz, hyperfine, python3, umoci, the clip binary ($CLIP, default build/clip).
 
 set -euo pipefail
 
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 die() { printf 'random-read.sh: %s\n' "$*" >&2; exit 1; }
-for tool in gztool pigz python3 umoci; do
+for tool in gztool pigz hyperfine python3 umoci; do
 	command -v "$tool" >/dev/null || die "$tool not found (apt-get install $tool)"
 done
 [ -x "$CLIP" ] || die "no clip binary at $CLIP (build it, or set CLIP)"
@@ -154,6 +155,15 @@ for name in deb big; do
 	gztool -i -s 2 "$T/$name/copy.gz" >/dev/null 2>&1
 done
 
+# Index time on the synthetic layer, next to gztool building its index of the same blob.
+echo "random-read.sh: timing the index of the synthetic layer" >&2
+hyperfine --style basic --warmup 1 --runs 3 --export-json "$T/index.json" \
+	--command-name "clip index" --prepare "rm -f $T/big/t.clip" \
+	"$CLIP index oci:$T/big/layout:latest -o $T/big/t.clip --quiet" \
+	--command-name "gztool -i -s 2" --prepare "rm -f $T/big/copy.gzi" \
+	"gztool -i -s 2 $T/big/copy.gz" >&2
+gztool -i -s 2 "$T/big/copy.gz" >/dev/null 2>&1
+
 python3 - "$CLIP" "$T" "$reads" <<'PY'
 import os, random, re, statistics, subprocess, sys, time
 clip, T, nreads = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -236,6 +246,16 @@ for name, label in (("deb", "Debian largest layer"), ("big", "synthetic layer"))
             path, 1e3 * statistics.median(fast), 1e3 * statistics.median(slow),
             statistics.median(slow) / statistics.median(fast))
 
+import json
+res = {r["command"]: r for r in json.load(open(T + "/index.json"))["results"]}
+ci, gi = res["clip index"]["median"], res["gztool -i -s 2"]["median"]
+print("### Index time on the synthetic layer (median of 3)")
+print()
+print("| tool | median s | ratio vs gztool |")
+print("|---|---:|---:|")
+print("| clip index | %.2f | %.2f |" % (ci, ci / gi))
+print("| gztool -i -s 2 | %.2f | 1.00 |" % gi)
+print()
 print("### Cold random 4 KiB reads (%d per layer, a fresh process each)" % nreads)
 print()
 print("| layer | reader | p50 ms | p99 ms | mean bytes inflated | p50 ratio vs gztool |")
