@@ -376,7 +376,9 @@ static int produce_zstd(struct producer *p, struct clip_err *err)
 		any = true;
 		in->len = (size_t)n;
 		ZSTD_inBuffer zin = { in->data, in->len, 0 };
-		while (zin.pos < zin.size && rc == 0) {
+		/* Go on while input is left, or while zstd still holds output for
+		 * what it consumed (last_ret != 0 with all input used). */
+		while (rc == 0 && (zin.pos < zin.size || last_ret != 0)) {
 			struct batch *b = batch_new(p->pool);
 			unsigned char *out = outbuf_get(p->pool);
 			if (b == NULL || out == NULL) {
@@ -388,52 +390,21 @@ static int produce_zstd(struct producer *p, struct clip_err *err)
 			size_t start = zin.pos;
 			ZSTD_outBuffer zout = { out, OUT_CHUNK, 0 };
 			last_ret = ZSTD_decompressStream(dctx, &zout, &zin);
-			if (ZSTD_isError(last_ret)) {
+			if (ZSTD_isError(last_ret) || (zout.pos == 0 && zin.pos == start)) {
 				free(b);
 				outbuf_put(p->pool, out);
-				rc = clip_err_set(
-					err, EBADMSG,
-					"invalid zstd data near compressed offset %llu: %s",
-					(unsigned long long)(consumed + start),
-					ZSTD_getErrorName(last_ret));
-				break;
+				if (ZSTD_isError(last_ret))
+					rc = clip_err_set(
+						err, EBADMSG,
+						"invalid zstd data near compressed offset %llu: %s",
+						(unsigned long long)(consumed + start),
+						ZSTD_getErrorName(last_ret));
+				break; /* an error, or zstd needs more input */
 			}
 			atomic_fetch_add(&in->refs, 1);
 			b->in = in;
 			b->in_off = start;
 			b->in_len = zin.pos - start;
-			b->out = out;
-			b->out_len = zout.pos;
-			b->out_owned = true;
-			if (!queue_push(p->queue, b)) {
-				rc = -ECANCELED;
-				break;
-			}
-		}
-		/* Output may remain buffered inside zstd with all input consumed. */
-		while (rc == 0 && last_ret != 0 && zin.pos == zin.size) {
-			struct batch *b = batch_new(p->pool);
-			unsigned char *out = outbuf_get(p->pool);
-			if (b == NULL || out == NULL) {
-				free(b);
-				outbuf_put(p->pool, out);
-				rc = clip_err_set(err, ENOMEM, "out of memory");
-				break;
-			}
-			ZSTD_inBuffer none = { NULL, 0, 0 };
-			ZSTD_outBuffer zout = { out, OUT_CHUNK, 0 };
-			last_ret = ZSTD_decompressStream(dctx, &zout, &none);
-			if (ZSTD_isError(last_ret) || zout.pos == 0) {
-				free(b);
-				outbuf_put(p->pool, out);
-				if (ZSTD_isError(last_ret))
-					rc = clip_err_set(err, EBADMSG, "invalid zstd data: %s",
-							  ZSTD_getErrorName(last_ret));
-				break;
-			}
-			atomic_fetch_add(&in->refs, 1);
-			b->in = in;
-			b->in_off = in->len;
 			b->out = out;
 			b->out_len = zout.pos;
 			b->out_owned = true;
