@@ -261,6 +261,57 @@ PY
 	[[ $stderr == *"$T/no-such-layout"* ]]
 }
 
+@test "zstd and uncompressed layers index and read like gzip ones" {
+	# The sample image again, its first layer recompressed with zstd and its second stored
+	# as a plain tar, each with the media type that says so (and their digests).
+	cp -a "$W/sample" "$T/recomp"
+	run python3 - "$T/recomp" <<'PY'
+import hashlib, json, subprocess, sys
+d = sys.argv[1]
+def path(dg): return "%s/blobs/sha256/%s" % (d, dg[7:])
+def put(data):
+    dg = "sha256:" + hashlib.sha256(data).hexdigest()
+    open(path(dg), "wb").write(data)
+    return dg, len(data)
+idx = json.load(open(d + "/index.json"))
+desc = idx["manifests"][0]
+man = json.load(open(path(desc["digest"])))
+kinds = [("application/vnd.oci.image.layer.v1.tar+zstd", ["zstd", "-q", "-c", "-19"]),
+         ("application/vnd.oci.image.layer.v1.tar", ["cat"])]
+for layer, (mt, cmd) in zip(man["layers"], kinds):
+    tar = subprocess.run(["gzip", "-dc", path(layer["digest"])], check=True,
+                         stdout=subprocess.PIPE).stdout
+    blob = subprocess.run(cmd, input=tar, check=True, stdout=subprocess.PIPE).stdout
+    layer["digest"], layer["size"] = put(blob)
+    layer["mediaType"] = mt
+desc["digest"], desc["size"] = put(json.dumps(man).encode())
+json.dump(idx, open(d + "/index.json", "w"))
+PY
+	echo "$output"
+	[ "$status" -eq 0 ]
+	run --separate-stderr "$CLIP" index "oci:$T/recomp" -o "$T/recomp.clip"
+	echo "index: status $status, stderr: $stderr"
+	[ "$status" -eq 0 ]
+	"$CLIP" info "$T/recomp.clip" | grep -q "zstd"
+	"$CLIP" info "$T/recomp.clip" | grep -q " none "
+	"$CLIP_SOURCE_ROOT/scripts/tree-manifest" "$W/sample-bundle/rootfs" >"$T/expected"
+	"$CLIP" ls -R --manifest "$T/recomp.clip" >"$T/got"
+	diff -u "$T/expected" "$T/got"
+	run manifest_tool cat-check "$CLIP" "$T/recomp.clip" "$W/sample-bundle/rootfs" \
+		"$T/expected"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# A truncated zstd blob is refused with the layer named.
+	local zdigest
+	zdigest=$(python3 -c 'import json,sys; d=sys.argv[1]; i=json.load(open(d+"/index.json")); m=json.load(open(d+"/blobs/sha256/"+i["manifests"][0]["digest"][7:])); print(m["layers"][0]["digest"])' "$T/recomp")
+	truncate -s -100 "$T/recomp/blobs/sha256/${zdigest#sha256:}"
+	run --separate-stderr "$CLIP" index "oci:$T/recomp" -o "$T/bad.clip"
+	echo "status $status, stderr: $stderr"
+	[ "$status" -ne 0 ]
+	[[ $stderr == "clip: layer ${zdigest}"* ]]
+	[ ! -e "$T/bad.clip" ]
+}
+
 # tampered_layout: a copy of the sample layout in $T/layout; sets DIGEST and BLOB to its
 # largest layer.
 tampered_layout() {
