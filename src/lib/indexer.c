@@ -231,6 +231,23 @@ static ssize_t read_full(struct clip_stream *s, void *buf, size_t len, struct cl
 	return (ssize_t)got;
 }
 
+/* The next chunk of the stream in a pool buffer: *out is set and its length
+ * returned, or 0 at the end of the stream (nothing set), or a negative errno. */
+static ssize_t read_chunk(struct producer *p, struct inbuf **out, struct clip_err *err)
+{
+	struct inbuf *in = inbuf_get(p->pool);
+	if (in == NULL)
+		return clip_err_set(err, ENOMEM, "out of memory");
+	ssize_t n = read_full(p->stream, in->data, IN_CHUNK, err);
+	if (n <= 0) {
+		inbuf_unref(in);
+		return n;
+	}
+	in->len = (size_t)n;
+	*out = in;
+	return n;
+}
+
 static struct batch *batch_new(struct pool *pool)
 {
 	struct batch *b = calloc(1, sizeof(struct batch));
@@ -261,18 +278,12 @@ static int produce_gzip(struct producer *p, struct clip_err *err)
 	}
 	int rc = 0;
 	for (;;) {
-		struct inbuf *in = inbuf_get(p->pool);
-		if (in == NULL) {
-			rc = clip_err_set(err, ENOMEM, "out of memory");
-			break;
-		}
-		ssize_t n = read_full(p->stream, in->data, IN_CHUNK, err);
+		struct inbuf *in = NULL;
+		ssize_t n = read_chunk(p, &in, err);
 		if (n <= 0) {
-			inbuf_unref(in);
 			rc = n < 0 ? (int)n : clip_gz_scanner_finish(scanner, err);
 			break;
 		}
-		in->len = (size_t)n;
 		size_t pos = 0;
 		while (pos < in->len && rc == 0) {
 			struct batch *b = batch_new(p->pool);
@@ -326,20 +337,15 @@ static int produce_gzip(struct producer *p, struct clip_err *err)
 static int produce_plain(struct producer *p, struct clip_err *err)
 {
 	for (;;) {
-		struct inbuf *in = inbuf_get(p->pool);
+		struct inbuf *in = NULL;
+		ssize_t n = read_chunk(p, &in, err);
+		if (n <= 0)
+			return (int)n;
 		struct batch *b = batch_new(p->pool);
-		if (in == NULL || b == NULL) {
+		if (b == NULL) {
 			inbuf_unref(in);
-			free(b);
 			return clip_err_set(err, ENOMEM, "out of memory");
 		}
-		ssize_t n = read_full(p->stream, in->data, IN_CHUNK, err);
-		if (n <= 0) {
-			inbuf_unref(in);
-			free(b);
-			return n < 0 ? (int)n : 0;
-		}
-		in->len = (size_t)n;
 		b->in = in;
 		b->in_len = in->len;
 		b->out = in->data;
@@ -359,14 +365,9 @@ static int produce_zstd(struct producer *p, struct clip_err *err)
 	bool any = false;
 	uint64_t consumed = 0;
 	for (;;) {
-		struct inbuf *in = inbuf_get(p->pool);
-		if (in == NULL) {
-			rc = clip_err_set(err, ENOMEM, "out of memory");
-			break;
-		}
-		ssize_t n = read_full(p->stream, in->data, IN_CHUNK, err);
+		struct inbuf *in = NULL;
+		ssize_t n = read_chunk(p, &in, err);
 		if (n <= 0) {
-			inbuf_unref(in);
 			if (n < 0)
 				rc = (int)n;
 			else if (!any || last_ret != 0)
@@ -374,7 +375,6 @@ static int produce_zstd(struct producer *p, struct clip_err *err)
 			break;
 		}
 		any = true;
-		in->len = (size_t)n;
 		ZSTD_inBuffer zin = { in->data, in->len, 0 };
 		/* Go on while input is left, or while zstd still holds output for
 		 * what it consumed (last_ret != 0 with all input used). */
