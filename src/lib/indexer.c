@@ -256,6 +256,22 @@ static struct batch *batch_new(struct pool *pool)
 	return b;
 }
 
+/* A batch owning an output buffer from the pool (batch_free returns it), or
+ * NULL when out of memory. */
+static struct batch *batch_with_output(struct pool *pool)
+{
+	struct batch *b = batch_new(pool);
+	if (b == NULL)
+		return NULL;
+	b->out = outbuf_get(pool);
+	if (b->out == NULL) {
+		free(b);
+		return NULL;
+	}
+	b->out_owned = true;
+	return b;
+}
+
 /* Push the final batch carrying the outcome (0 or an error). */
 static void push_end(struct producer *p, int rc, const struct clip_err *err)
 {
@@ -286,17 +302,15 @@ static int produce_gzip(struct producer *p, struct clip_err *err)
 		}
 		size_t pos = 0;
 		while (pos < in->len && rc == 0) {
-			struct batch *b = batch_new(p->pool);
-			unsigned char *out = outbuf_get(p->pool);
-			if (b == NULL || out == NULL) {
-				free(b);
-				outbuf_put(p->pool, out);
+			struct batch *b = batch_with_output(p->pool);
+			if (b == NULL) {
 				rc = clip_err_set(err, ENOMEM, "out of memory");
 				break;
 			}
 			size_t used = 0, out_len = 0, nb = 0;
-			rc = clip_gz_scanner_run(scanner, in->data + pos, in->len - pos, &used, out,
-						 OUT_CHUNK, &out_len, bounds, MAX_BOUNDS, &nb, err);
+			rc = clip_gz_scanner_run(scanner, in->data + pos, in->len - pos, &used,
+						 b->out, OUT_CHUNK, &out_len, bounds, MAX_BOUNDS,
+						 &nb, err);
 			if (rc == 0 && used == 0 && out_len == 0 && nb == 0)
 				rc = clip_err_set(err, EIO, "gzip scanner made no progress");
 			if (rc == 0 && nb) {
@@ -308,16 +322,13 @@ static int produce_gzip(struct producer *p, struct clip_err *err)
 			}
 			if (rc < 0) {
 				batch_free(b);
-				outbuf_put(p->pool, out);
 				break;
 			}
 			atomic_fetch_add(&in->refs, 1);
 			b->in = in;
 			b->in_off = pos;
 			b->in_len = used;
-			b->out = out;
 			b->out_len = out_len;
-			b->out_owned = true;
 			b->nbounds = nb;
 			pos += used;
 			if (!queue_push(p->queue, b)) {
@@ -379,20 +390,16 @@ static int produce_zstd(struct producer *p, struct clip_err *err)
 		/* Go on while input is left, or while zstd still holds output for
 		 * what it consumed (last_ret != 0 with all input used). */
 		while (rc == 0 && (zin.pos < zin.size || last_ret != 0)) {
-			struct batch *b = batch_new(p->pool);
-			unsigned char *out = outbuf_get(p->pool);
-			if (b == NULL || out == NULL) {
-				free(b);
-				outbuf_put(p->pool, out);
+			struct batch *b = batch_with_output(p->pool);
+			if (b == NULL) {
 				rc = clip_err_set(err, ENOMEM, "out of memory");
 				break;
 			}
 			size_t start = zin.pos;
-			ZSTD_outBuffer zout = { out, OUT_CHUNK, 0 };
+			ZSTD_outBuffer zout = { b->out, OUT_CHUNK, 0 };
 			last_ret = ZSTD_decompressStream(dctx, &zout, &zin);
 			if (ZSTD_isError(last_ret) || (zout.pos == 0 && zin.pos == start)) {
-				free(b);
-				outbuf_put(p->pool, out);
+				batch_free(b);
 				if (ZSTD_isError(last_ret))
 					rc = clip_err_set(
 						err, EBADMSG,
@@ -405,9 +412,7 @@ static int produce_zstd(struct producer *p, struct clip_err *err)
 			b->in = in;
 			b->in_off = start;
 			b->in_len = zin.pos - start;
-			b->out = out;
 			b->out_len = zout.pos;
-			b->out_owned = true;
 			if (!queue_push(p->queue, b))
 				rc = -ECANCELED;
 		}
