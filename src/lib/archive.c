@@ -78,13 +78,7 @@ struct strtab {
 
 static uint64_t str_hash(const void *s, size_t len)
 {
-	uint64_t h = 1469598103934665603ull;
-	const unsigned char *p = s;
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 1099511628211ull;
-	}
-	return h;
+	return clip_fnv1a(CLIP_FNV1A_SEED, s, len);
 }
 
 /* Find the slot of a string with these bytes, or the empty slot for it. */

@@ -151,12 +151,8 @@ struct clip_tree {
 
 static uint64_t hash_key(const struct clip_tree_node *parent, const char *name, size_t len)
 {
-	/* FNV-1a over the name, mixed with the parent's address. */
-	uint64_t h = 1469598103934665603ull ^ (uint64_t)(uintptr_t)parent;
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)name[i];
-		h *= 1099511628211ull;
-	}
+	/* FNV-1a over the name, seeded with the parent's address. */
+	uint64_t h = clip_fnv1a(CLIP_FNV1A_SEED ^ (uint64_t)(uintptr_t)parent, name, len);
 	return h ^ (h >> 29);
 }
 

@@ -48,6 +48,19 @@ static inline char *clip_strdup_len(const void *data, size_t len)
 	return s;
 }
 
+/* FNV-1a over `len` bytes, continuing from `h` (start with CLIP_FNV1A_SEED):
+ * the hash of the in-memory hash tables (tree, archive string table). */
+#define CLIP_FNV1A_SEED 1469598103934665603ull
+static inline uint64_t clip_fnv1a(uint64_t h, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
 #define CLIP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Little-endian stores and loads for the on-disk format; memcpy keeps them
