@@ -35,6 +35,10 @@ struct clip_archive_layer_info {
 	uint64_t compressed_size;
 	uint64_t uncompressed_size;
 	const struct clip_gz_index *gz; /* checkpoints, NULL when none */
+	/* SHA-256 of each chunk_bytes chunk of the uncompressed tar (the last
+	 * one shorter): ceil(uncompressed_size / chunk_bytes) of them. */
+	const unsigned char (*chunk_hashes)[32];
+	size_t nchunks;
 };
 
 struct clip_archive_write_options {
@@ -45,6 +49,7 @@ struct clip_archive_write_options {
 	const char *source_json; /* where the image came from, JSON text */
 	uint64_t span_bytes;	 /* the checkpoint settings used, recorded for `info` */
 	uint64_t large_file_threshold;
+	uint64_t chunk_bytes; /* chunk size of the layers' chunk_hashes; 0: none */
 };
 
 /* Write the archive to `path` atomically: a temporary file in the same
@@ -92,6 +97,7 @@ struct clip_archive_stats {
 	uint64_t window_bytes;	/* stored (compressed) window bytes */
 	uint64_t regular_bytes; /* sum of regular files' sizes (each inode once) */
 	uint64_t span_bytes, large_file_threshold;
+	uint64_t chunk_bytes; /* chunk size of the chunk hashes; 0: none (version 1) */
 };
 
 void clip_archive_stats(const struct clip_archive *archive, struct clip_archive_stats *out);
@@ -128,10 +134,16 @@ struct clip_archive_layer {
 	uint64_t compressed_size;
 	uint64_t uncompressed_size;
 	uint32_t ncheckpoints;
+	uint32_t nchunks; /* chunk hashes recorded (0: none) */
 };
 
 int clip_archive_layer(const struct clip_archive *archive, uint32_t index,
 		       struct clip_archive_layer *out);
+
+/* The SHA-256 of chunk `chunk` of layer `layer` (borrowed, 32 bytes), or
+ * NULL when the archive has none for it (version 1, or out of range). */
+const unsigned char *clip_archive_chunk_hash(const struct clip_archive *archive, uint32_t layer,
+					     uint64_t chunk);
 
 /* The checkpoints of layer `index` as a new index (release with
  * clip_gz_index_free); its windows are borrowed from the mapping, so it must

@@ -47,6 +47,8 @@ int cmd_info(int argc, char **argv)
 	if (src) {
 		print_json_field("source:", src, "type");
 		print_json_field("path:", src, "path");
+		print_json_field("registry:", src, "registry");
+		print_json_field("repository:", src, "repository");
 		print_json_field("tag:", src, "tag");
 		print_json_field("manifest:", src, "manifest");
 		print_json_field("config:", src, "config");
@@ -63,6 +65,11 @@ int cmd_info(int argc, char **argv)
 	printf("%-14s %" PRIu64 " bytes\n", "windows:", st.window_bytes);
 	printf("%-14s %" PRIu64 " bytes, before files > %" PRIu64 " bytes\n",
 	       "span setting:", st.span_bytes, st.large_file_threshold);
+	if (st.chunk_bytes)
+		printf("%-14s %" PRIu64 " bytes, hashed with SHA-256\n", "chunks:", st.chunk_bytes);
+	else
+		printf("%-14s none recorded (format 1): caches hash chunks as they fill\n",
+		       "chunks:");
 	uint64_t ctotal = 0;
 	for (uint32_t i = 0; i < st.layers; i++) {
 		struct clip_archive_layer l;

@@ -160,7 +160,7 @@ struct section {
 	uint32_t count, record_size;
 };
 
-enum { NSECTIONS = 10 };
+enum { NSECTIONS = 11 };
 
 struct writer {
 	struct strtab strings;
@@ -294,6 +294,15 @@ static int write_layers(struct writer *w, const struct clip_archive_write_option
 		clip_put_le32(r + LAYER_CP_FIRST, next_cp);
 		clip_put_le32(r + LAYER_CP_COUNT, (uint32_t)ncp);
 		next_cp += (uint32_t)ncp;
+		struct section *chunks = sec(w, SECTION_CHUNKS);
+		if (l->nchunks > UINT32_MAX - chunks->count)
+			return -EFBIG;
+		clip_put_le32(r + LAYER_CHUNK_FIRST, chunks->count);
+		clip_put_le32(r + LAYER_CHUNK_COUNT, (uint32_t)l->nchunks);
+		if (l->nchunks &&
+		    buf_append(&chunks->data, l->chunk_hashes, l->nchunks * CHUNK_SIZEOF) < 0)
+			return -ENOMEM;
+		chunks->count += (uint32_t)l->nchunks;
 		for (size_t c = 0; c < ncp; c++) {
 			const struct clip_gz_point *p = &l->gz->points[c];
 			struct section *win = sec(w, SECTION_WINDOWS);
@@ -389,7 +398,7 @@ int clip_archive_write(const char *path, const struct clip_archive_write_options
 {
 	static const uint32_t record_sizes[NSECTIONS] = {
 		META_SIZE, 1, INO_SIZEOF, DIRENT_SIZEOF, XATTR_SIZEOF, LAYER_SIZEOF, CP_SIZEOF,
-		1,	   1, 1,
+		1,	   1, 1,	  CHUNK_SIZEOF,
 	};
 	struct writer w = { 0 };
 	struct buf out = { 0 };
@@ -413,6 +422,7 @@ int clip_archive_write(const char *path, const struct clip_archive_write_options
 			clip_put_le64(m + META_SPAN_BYTES, o->span_bytes);
 			clip_put_le64(m + META_LARGE_FILE, o->large_file_threshold);
 			clip_put_le64(m + META_REGULAR_BYTES, regular_bytes);
+			clip_put_le64(m + META_CHUNK_BYTES, o->chunk_bytes);
 		}
 	}
 	if (rc == 0)
@@ -471,6 +481,9 @@ struct clip_archive {
 	uint64_t strings_len, windows_len;
 	uint32_t ninodes, ndirents, nxattrs, nlayers, ncheckpoints;
 	const char *config_json, *source_json;
+	const unsigned char *chunks; /* NULL in version 1 */
+	uint32_t nchunks;
+	uint64_t chunk_bytes;
 };
 
 static const unsigned char *inode_rec(const struct clip_archive *a, uint32_t ino)
@@ -547,6 +560,7 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 			1,
 			1,
 			1,
+			CHUNK_SIZEOF,
 		};
 		if (rsize != want_rsize[id] || (uint64_t)count * rsize != size)
 			return BAD("%s: section %u has a wrong size", path, id);
@@ -585,6 +599,10 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 			a->windows = p;
 			a->windows_len = size;
 			break;
+		case SECTION_CHUNKS:
+			a->chunks = p;
+			a->nchunks = count;
+			break;
 		case SECTION_CONFIG:
 		case SECTION_SOURCE:
 			if (size == 0 || p[size - 1] != '\0')
@@ -597,7 +615,7 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 		}
 	}
 	for (int id = 1; id <= NSECTIONS; id++)
-		if (!seen[id])
+		if (!seen[id] && !(id == SECTION_CHUNKS && a->version < 2))
 			return BAD("%s: section %d missing", path, id);
 	if (a->ninodes == 0)
 		return BAD("%s: no root inode", path);
@@ -628,6 +646,17 @@ static int validate_layers(const struct clip_archive *a, const char *path, struc
 		if (count && comp != CLIP_COMPRESSION_GZIP)
 			return BAD("%s: layer %u: checkpoints on a layer that is not gzip", path,
 				   i);
+		uint32_t chunk_first = clip_get_le32(r + LAYER_CHUNK_FIRST);
+		uint32_t chunk_count = clip_get_le32(r + LAYER_CHUNK_COUNT);
+		if (a->version < 2) {
+			if (chunk_first || chunk_count)
+				return BAD("%s: layer %u: reserved field set", path, i);
+		} else if (chunk_first > a->nchunks || chunk_count > a->nchunks - chunk_first ||
+			   (chunk_count &&
+			    (a->chunk_bytes == 0 ||
+			     chunk_count != (usize + a->chunk_bytes - 1) / a->chunk_bytes))) {
+			return BAD("%s: layer %u: chunk hashes out of range", path, i);
+		}
 		uint64_t prev_in = 0, prev_out = 0;
 		for (uint32_t c = first; c < first + count; c++) {
 			const unsigned char *p = a->checkpoints + (size_t)c * CP_SIZEOF;
@@ -660,6 +689,8 @@ static int validate_inodes(const struct clip_archive *a, const char *path, struc
 		return clip_err_set(err, ENOMEM, "out of memory");
 	if (!S_ISDIR(clip_get_le32(inode_rec(a, 0) + INO_MODE)))
 		return BAD("%s: root is not a directory", path);
+	if (clip_get_le32(inode_rec(a, 0) + INO_PARENT) != CLIP_ARCHIVE_ROOT)
+		return BAD("%s: root's parent is not the root", path);
 	for (uint32_t i = 0; i < a->ninodes; i++) {
 		const unsigned char *r = inode_rec(a, i);
 		uint32_t mode = clip_get_le32(r + INO_MODE);
@@ -693,7 +724,9 @@ static int validate_inodes(const struct clip_archive *a, const char *path, struc
 			break;
 		}
 		case S_IFLNK:
-			if (!string_ok(a, data, aux) || !string_nul_free(a, data, aux))
+			/* Readers take the target's length from the size field. */
+			if (!string_ok(a, data, aux) || !string_nul_free(a, data, aux) ||
+			    clip_get_le64(r + INO_SIZE) != aux)
 				return BAD("%s: inode %u: bad symlink target", path, i);
 			break;
 		case S_IFDIR: {
@@ -786,8 +819,13 @@ int clip_archive_open(const char *path, struct clip_archive **out, struct clip_e
 				  path, a->version, CLIP_FORMAT_VERSION);
 		goto fail;
 	}
+	if (clip_get_le32(h + HDR_HEADER_SIZE) != HDR_SIZE) {
+		rc = BAD("%s: header size %u, expected %u", path,
+			 clip_get_le32(h + HDR_HEADER_SIZE), HDR_SIZE);
+		goto fail;
+	}
 	uint64_t file_size = clip_get_le64(h + HDR_FILE_SIZE);
-	if (file_size != a->size || clip_get_le32(h + HDR_HEADER_SIZE) != HDR_SIZE) {
+	if (file_size != a->size) {
 		rc = BAD("%s: truncated or extended archive (header says %llu bytes, file has %zu)",
 			 path, (unsigned long long)file_size, a->size);
 		goto fail;
@@ -802,6 +840,13 @@ int clip_archive_open(const char *path, struct clip_archive **out, struct clip_e
 		goto fail;
 	}
 	rc = load_sections(a, path, err);
+	if (rc == 0 && a->version >= 2) {
+		/* Chunks are what caches store and hash: between 4 KiB and 1 GiB. */
+		a->chunk_bytes = clip_get_le64(a->meta + META_CHUNK_BYTES);
+		if (a->chunk_bytes && (a->chunk_bytes < 4096 || a->chunk_bytes > (1u << 30)))
+			rc = BAD("%s: invalid chunk size %llu", path,
+				 (unsigned long long)a->chunk_bytes);
+	}
 	if (rc == 0)
 		rc = validate_layers(a, path, err);
 	if (rc == 0)
@@ -836,6 +881,7 @@ void clip_archive_stats(const struct clip_archive *a, struct clip_archive_stats 
 	out->span_bytes = clip_get_le64(a->meta + META_SPAN_BYTES);
 	out->large_file_threshold = clip_get_le64(a->meta + META_LARGE_FILE);
 	out->regular_bytes = clip_get_le64(a->meta + META_REGULAR_BYTES);
+	out->chunk_bytes = a->chunk_bytes;
 }
 
 int clip_archive_inode(const struct clip_archive *a, uint32_t ino, struct clip_archive_inode *out)
@@ -910,7 +956,13 @@ int clip_archive_resolve(const struct clip_archive *a, const char *path, uint32_
 		const char *end = strchr(p, '/');
 		size_t len = end ? (size_t)(end - p) : strlen(p);
 		uint32_t next = cur;
-		if (len == 1 && p[0] == '.') {
+		/* "." and ".." only mean something in a directory: after a
+		 * file they must fail as a lookup would, not read a parent
+		 * field that files do not have. */
+		if (((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.')) &&
+		    !S_ISDIR(clip_get_le32(inode_rec(a, cur) + INO_MODE))) {
+			return clip_err_set(err, ENOTDIR, "%s: %s", path, strerror(ENOTDIR));
+		} else if (len == 1 && p[0] == '.') {
 			/* stay */
 		} else if (len == 2 && p[0] == '.' && p[1] == '.') {
 			next = clip_get_le32(inode_rec(a, cur) + INO_PARENT);
@@ -971,7 +1023,19 @@ int clip_archive_layer(const struct clip_archive *a, uint32_t index, struct clip
 	out->compressed_size = clip_get_le64(r + LAYER_CSIZE);
 	out->uncompressed_size = clip_get_le64(r + LAYER_USIZE);
 	out->ncheckpoints = clip_get_le32(r + LAYER_CP_COUNT);
+	out->nchunks = clip_get_le32(r + LAYER_CHUNK_COUNT);
 	return 0;
+}
+
+const unsigned char *clip_archive_chunk_hash(const struct clip_archive *a, uint32_t layer,
+					     uint64_t chunk)
+{
+	if (layer >= a->nlayers || a->chunks == NULL)
+		return NULL;
+	const unsigned char *r = a->layers + (size_t)layer * LAYER_SIZEOF;
+	if (chunk >= clip_get_le32(r + LAYER_CHUNK_COUNT))
+		return NULL;
+	return a->chunks + ((size_t)clip_get_le32(r + LAYER_CHUNK_FIRST) + chunk) * CHUNK_SIZEOF;
 }
 
 int clip_archive_layer_gzindex(const struct clip_archive *a, uint32_t index,

@@ -11,7 +11,10 @@
 /* Readers accept 1..CLIP_FORMAT_VERSION. New optional sections do not bump
  * the version (old readers skip unknown sections without the REQUIRED flag);
  * a change old readers would misread does. */
-#define CLIP_FORMAT_VERSION 1u
+#define CLIP_FORMAT_VERSION 2u
+/* Version 2 added per-chunk SHA-256 of each layer's uncompressed data
+ * (CHUNKS, META_CHUNK_BYTES, LAYER_CHUNK_*). Version 1 archives have none of
+ * them: the fields were reserved zeros and the section is absent. */
 
 /* Header: 64 bytes at offset 0. */
 #define HDR_MAGIC	  0  /* 8 bytes */
@@ -45,13 +48,14 @@ enum clip_section_id {
 	SECTION_WINDOWS = 8,
 	SECTION_CONFIG = 9,
 	SECTION_SOURCE = 10,
+	SECTION_CHUNKS = 11, /* version 2 */
 };
 
 /* META: one 32-byte record. */
 #define META_SPAN_BYTES	   0  /* u64 checkpoint spacing used at index time */
 #define META_LARGE_FILE	   8  /* u64 large-file threshold used */
 #define META_REGULAR_BYTES 16 /* u64 sum of regular file sizes */
-#define META_RESERVED	   24 /* u64, 0 */
+#define META_CHUNK_BYTES   24 /* u64 chunk size of the CHUNKS hashes (v1: 0, none) */
 #define META_SIZE	   32
 
 /* INODES: 72-byte records; inode 0 is the root directory. */
@@ -94,7 +98,8 @@ enum clip_section_id {
 #define LAYER_USIZE	  24 /* u64 */
 #define LAYER_CP_FIRST	  32 /* u32 */
 #define LAYER_CP_COUNT	  36 /* u32 */
-#define LAYER_RESERVED	  40 /* u64, 0 */
+#define LAYER_CHUNK_FIRST 40 /* u32 first CHUNKS record (v1: 0) */
+#define LAYER_CHUNK_COUNT 44 /* u32 ceil(usize / chunk bytes), or 0 (v1: 0) */
 #define LAYER_SIZEOF	  48
 
 /* CHECKPOINTS: 72-byte records, each layer's run sorted by uncompressed offset. */
@@ -109,5 +114,9 @@ enum clip_section_id {
 #define CP_WINDOW_OFF  32 /* u64 offset in the WINDOWS section */
 #define CP_SHA256      40 /* 32 bytes: SHA-256(window || compressed span) */
 #define CP_SIZEOF      72
+
+/* CHUNKS: 32-byte records, the SHA-256 of each chunk of each layer's
+ * uncompressed tar, layers in order. */
+#define CHUNK_SIZEOF 32
 
 #endif

@@ -122,19 +122,23 @@ static void write_sample(const char *path)
 	};
 	memset(points[1].span_sha256, 0xab, 32);
 	struct clip_gz_index gz = { .csize = 1000, .usize = 10240, .count = 2, .points = points };
+	/* 4 KiB chunks: three for layer 0's 10240 bytes, one for layer 1's 2048. */
+	unsigned char chunks[4][32];
+	for (int i = 0; i < 4; i++)
+		memset(chunks[i], 0x10 + i, 32);
 	struct clip_archive_layer_info layers[2] = {
 		{ "sha256:"
 		  "1111111111111111111111111111111111111111111111111111111111111111",
 		  "sha256:"
 		  "2222222222222222222222222222222222222222222222222222222222222222",
 		  "application/vnd.oci.image.layer.v1.tar+gzip", CLIP_COMPRESSION_GZIP, 1000, 10240,
-		  &gz },
+		  &gz, chunks, 3 },
 		{ "sha256:"
 		  "3333333333333333333333333333333333333333333333333333333333333333",
 		  "sha256:"
 		  "3333333333333333333333333333333333333333333333333333333333333333",
-		  "application/vnd.oci.image.layer.v1.tar", CLIP_COMPRESSION_NONE, 2048, 2048,
-		  NULL },
+		  "application/vnd.oci.image.layer.v1.tar", CLIP_COMPRESSION_NONE, 2048, 2048, NULL,
+		  chunks + 3, 1 },
 	};
 	struct clip_archive_write_options o = {
 		.tree = tree,
@@ -144,6 +148,7 @@ static void write_sample(const char *path)
 		.source_json = "{\"type\":\"test\"}",
 		.span_bytes = 2 << 20,
 		.large_file_threshold = 512 << 10,
+		.chunk_bytes = 4096,
 	};
 	struct clip_err err = { 0 };
 	assert_int_equal(clip_archive_write(path, &o, &err), 0);
@@ -171,6 +176,21 @@ static void test_round_trip(void **state)
 	assert_int_equal(st.layers, 2);
 	assert_int_equal(st.checkpoints, 2);
 	assert_int_equal(st.span_bytes, 2 << 20);
+	assert_int_equal(st.version, 2);
+	assert_int_equal(st.chunk_bytes, 4096);
+	for (uint32_t l = 0; l < 2; l++) {
+		struct clip_archive_layer layer;
+		assert_int_equal(clip_archive_layer(a, l, &layer), 0);
+		assert_int_equal(layer.nchunks, l == 0 ? 3 : 1);
+		for (uint64_t c = 0; c < layer.nchunks; c++) {
+			const unsigned char *h = clip_archive_chunk_hash(a, l, c);
+			assert_non_null(h);
+			assert_int_equal(h[0], 0x10 + (l == 0 ? c : 3));
+			assert_int_equal(h[31], 0x10 + (l == 0 ? c : 3));
+		}
+		assert_null(clip_archive_chunk_hash(a, l, layer.nchunks));
+	}
+	assert_null(clip_archive_chunk_hash(a, 2, 0));
 	assert_int_equal(st.regular_bytes, 20 + 3 + 10); /* the hard link counted once */
 	assert_string_equal(clip_archive_config_json(a), "{\"Cmd\":[\"/bin/sh\"]}");
 	assert_string_equal(clip_archive_source_json(a), "{\"type\":\"test\"}");
