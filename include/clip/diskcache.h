@@ -1,0 +1,73 @@
+/* clip: the local disk cache of uncompressed layer data (read tier 1).
+ *
+ * Layer data is cached in fixed-size chunks: chunk i of a layer holds bytes
+ * [i*chunk_size, (i+1)*chunk_size) of its uncompressed tar (the last chunk is
+ * shorter). Chunks are keyed by the layer's hex digest (the blob's sha256,
+ * no "sha256:" prefix) and the chunk index, so any archive of any image that
+ * shares a layer shares its chunks.
+ *
+ * Protocol:
+ *  - clip_diskcache_read() serves a chunk only when it is whole and its
+ *    bytes hash to the SHA-256 recorded with it (and, when the caller knows
+ *    the chunk's hash from the archive, to that too). A torn, truncated or
+ *    corrupted chunk (a kill -9 mid-write, a flipped byte) is removed,
+ *    counted, and reported as absent (-ENOENT), so the caller refetches it.
+ *    Each chunk is verified in full on its first read by this process; later
+ *    reads of it read just the bytes asked for.
+ *  - clip_diskcache_put() writes a temporary file and renames it into place,
+ *    so a chunk appears whole or not at all, even with several processes
+ *    sharing the directory.
+ *  - Size is bounded by max_bytes: least-recently-used chunks are evicted
+ *    (use time kept in the file's mtime, so it is shared by processes) under
+ *    an flock on the cache directory, down to 90% of the bound.
+ * Layout and chunk file format: docs/FORMAT.md, "Disk cache".
+ */
+#ifndef CLIP_DISKCACHE_H
+#define CLIP_DISKCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "clip/err.h"
+
+#define CLIP_DISKCACHE_DEFAULT_CHUNK (1u << 20)
+
+struct clip_diskcache_options {
+	const char *dir;    /* created if missing (and its parents) */
+	uint64_t max_bytes; /* 0: unbounded */
+};
+
+struct clip_diskcache_stats {
+	uint64_t hits, misses;
+	uint64_t bytes_read, bytes_written;
+	uint64_t corrupt; /* chunks found torn or corrupted and removed */
+	uint64_t evicted; /* chunks removed to stay under max_bytes */
+	uint64_t usage;	  /* bytes in the cache at the last scan or put */
+};
+
+struct clip_diskcache;
+
+int clip_diskcache_open(const struct clip_diskcache_options *options, struct clip_diskcache **out,
+			struct clip_err *err);
+
+/* Read `len` bytes at `offset` within chunk `chunk` of layer `layer_hex` (64
+ * lowercase hex) into buf. `chunk_len` is the chunk's full length and
+ * `expected` its SHA-256 when known (NULL otherwise). Returns `len` (the
+ * caller never asks past chunk_len), -ENOENT when the chunk is absent or was
+ * found bad, another negative errno for an I/O error. */
+ssize_t clip_diskcache_read(struct clip_diskcache *cache, const char *layer_hex, uint64_t chunk,
+			    size_t chunk_len, const unsigned char expected[32], void *buf,
+			    size_t len, size_t offset, struct clip_err *err);
+
+/* Store chunk `chunk` of `layer_hex`: `len` bytes whose SHA-256 is `hash`.
+ * Already present: nothing to do, 0. May evict. */
+int clip_diskcache_put(struct clip_diskcache *cache, const char *layer_hex, uint64_t chunk,
+		       const void *data, size_t len, const unsigned char hash[32],
+		       struct clip_err *err);
+
+void clip_diskcache_stats(const struct clip_diskcache *cache, struct clip_diskcache_stats *out);
+
+void clip_diskcache_close(struct clip_diskcache *cache);
+
+#endif
