@@ -22,16 +22,33 @@
 #include "clip/archive.h"
 #include "clip/err.h"
 #include "clip/gzindex.h"
+#include "clip/rcache.h"
+#include "clip/registry.h"
 
 struct clip_content_options {
-	const char *source_dir; /* NULL: the layout recorded in the archive */
-	bool no_checkpoints;	/* read gzip layers from their start */
+	/* Where layer blobs come from. NULL: the source recorded in the archive
+	 * (a local OCI layout or a registry repository). Otherwise "oci:DIR" or a
+	 * plain directory (a local OCI layout), or a registry reference whose
+	 * domain and repository are used (a mirror of the recorded one). */
+	const char *source;
+	const struct clip_registry_options *registry; /* NULL: defaults */
+	bool no_checkpoints; /* gzip layers: fetch and inflate the whole layer */
+	/* Disk cache (tier 1): NULL for none, as `clip cat` runs by default. */
+	const char *cache_dir;
+	uint64_t cache_max;  /* bytes; 0: unbounded */
+	uint32_t chunk_size; /* cache chunk bytes; 0: the archive's (1 MiB) */
+	/* Remote content cache (tier 2, clip/rcache.h): a URL, or NULL. Used
+	 * only when the archive has chunk hashes of this chunk size (see
+	 * clip_content_remote_usable), since every chunk from it is verified. */
+	const char *remote_cache;
+	const struct clip_rcache_options *remote_cache_options; /* NULL: defaults */
 };
 
 struct clip_content;
 
 /* Prepare reads for `archive` (borrowed: it must outlive the content). Layer
- * blobs are opened lazily on first use. *out is owned by the caller. */
+ * blobs and the registry are contacted lazily, on first use. *out is owned by
+ * the caller. */
 int clip_content_open(const struct clip_archive *archive,
 		      const struct clip_content_options *options, struct clip_content **out,
 		      struct clip_err *err);
@@ -39,12 +56,58 @@ int clip_content_open(const struct clip_archive *archive,
 /* Read [offset, offset+len) of regular file `ino` into buf, like pread:
  * returns the bytes read (short or 0 at end of file) or a negative errno with
  * `err` naming the layer and reason (-EISDIR/-EINVAL for non-regular inodes,
- * -EBADMSG for data that fails verification, -EIO for an unreadable blob). */
+ * -EBADMSG for data that fails verification, -EIO for an unreadable blob or
+ * an unreachable registry). Safe to call from many threads at once;
+ * concurrent reads of the same chunk share one fetch. */
 ssize_t clip_content_read(struct clip_content *content, uint32_t ino, void *buf, size_t len,
 			  uint64_t offset, struct clip_err *err);
 
+/* Fetch every layer into the disk cache, one chunk at a time, until done or
+ * *stop becomes true; each chunk waits while reads are in flight, so that
+ * programs never wait behind the prefetch. -ENOTSUP without a disk cache. */
+int clip_content_prefetch(struct clip_content *content, const volatile bool *stop,
+			  struct clip_err *err);
+
+/* The read tiers, fastest first. */
+enum clip_tier {
+	CLIP_TIER_DISK,	  /* local disk cache */
+	CLIP_TIER_REMOTE, /* shared remote content cache */
+	CLIP_TIER_SPAN,	  /* checkpoint spans (or plain tar ranges) from the source */
+	CLIP_TIER_LAYER,  /* the whole layer from the source */
+	CLIP_TIER_COUNT,
+};
+
+struct clip_tier_stats {
+	uint64_t hits;	      /* requests this tier answered */
+	uint64_t misses;      /* requests it could not answer */
+	uint64_t bytes;	      /* bytes it produced */
+	uint64_t nanoseconds; /* time spent in it */
+	uint64_t errors;      /* failures, including verification failures */
+};
+
+struct clip_content_stats {
+	uint64_t reads, read_bytes; /* clip_content_read calls and bytes returned */
+	uint64_t coalesced;	    /* chunk fetches that waited for another's */
+	struct clip_tier_stats tier[CLIP_TIER_COUNT];
+	struct clip_gz_read_stats gz;	 /* spans inflated, bytes fetched and inflated */
+	uint64_t source_requests;	 /* registry requests (0 for a local layout) */
+	uint64_t source_bytes;		 /* bytes fetched from the source */
+	uint64_t remote_verify_failures; /* remote chunks that failed their hash */
+};
+
+/* Whether a remote cache given in the options is used: false for archives
+ * without chunk hashes (format 1) or with another chunk size. */
+bool clip_content_remote_usable(const struct clip_content *content);
+
+/* "disk", "remote", "span", "layer". */
+const char *clip_tier_name(enum clip_tier tier);
+
 /* Totals of what reads cost so far. */
-void clip_content_stats(const struct clip_content *content, struct clip_gz_read_stats *out);
+void clip_content_stats(const struct clip_content *content, struct clip_content_stats *out);
+
+/* The same as a JSON object (a new string, NULL when out of memory), the
+ * format `clip stats` prints (documented in README.md). */
+char *clip_content_stats_json(const struct clip_content *content);
 
 void clip_content_close(struct clip_content *content);
 

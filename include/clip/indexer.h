@@ -20,10 +20,15 @@
 #include "clip/image.h"
 #include "clip/tree.h"
 
-#define CLIP_DEFAULT_SPAN_BYTES (2ull << 20)
-#define CLIP_DEFAULT_LARGE_FILE (512ull << 10)
-#define CLIP_MIN_SPAN_BYTES	(256ull << 10)
-#define CLIP_MAX_SPAN_BYTES	(64ull << 20)
+struct clip_registry_options;
+
+#define CLIP_DEFAULT_SPAN_BYTES	 (2ull << 20)
+#define CLIP_DEFAULT_LARGE_FILE	 (512ull << 10)
+#define CLIP_MIN_SPAN_BYTES	 (256ull << 10)
+#define CLIP_MAX_SPAN_BYTES	 (64ull << 20)
+#define CLIP_DEFAULT_CHUNK_BYTES (1ull << 20)
+#define CLIP_MIN_CHUNK_BYTES	 (64ull << 10)
+#define CLIP_MAX_CHUNK_BYTES	 (64ull << 20)
 
 /* A sequential byte stream (a blob being read or downloaded). read returns
  * the number of bytes read, 0 at the end, or a negative errno with `err` set.
@@ -42,13 +47,16 @@ struct clip_layer_result {
 	char diff_id[72];		 /* "sha256:..." of the uncompressed tar */
 	uint64_t compressed_size;
 	uint64_t uncompressed_size;
+	unsigned char (*chunk_hashes)[32]; /* owned; SHA-256 of each chunk of the tar */
+	size_t nchunks;
 };
 
 struct clip_layer_options {
 	enum clip_compression compression;
 	uint64_t span_bytes;
 	uint64_t large_file_threshold;
-	bool no_checkpoints; /* gzip without building checkpoints */
+	bool no_checkpoints;  /* gzip without building checkpoints */
+	uint64_t chunk_bytes; /* chunk size of the chunk hashes; 0: default */
 };
 
 /* Index one layer from `stream` (consumed, and closed on return). On success
@@ -66,6 +74,13 @@ struct clip_index_options {
 	uint64_t span_bytes;		      /* 0: default */
 	uint64_t large_file_threshold;	      /* 0: default; UINT64_MAX: none */
 	unsigned jobs;			      /* layers indexed at once; 0: number of cores */
+	uint64_t chunk_bytes;		      /* cache chunk size hashed; 0: default (1 MiB) */
+	const struct clip_registry_options *registry; /* for registry references; NULL: defaults */
+	/* Called from the layer threads as blobs are read (may be NULL): bytes
+	 * of layer `layer` read so far out of `total` (its size). */
+	void (*progress)(void *opaque, size_t layer, size_t nlayers, uint64_t bytes,
+			 uint64_t total);
+	void *progress_opaque;
 };
 
 struct clip_index_summary {

@@ -6,7 +6,8 @@
  * scope until they expire.
  *
  * Transport: plain HTTP for loopback registries (localhost, 127.0.0.0/8,
- * ::1, as docker does) and when options->plain_http is set; HTTPS with the
+ * ::1, as docker does) unless options->ca_file is given, and when
+ * options->plain_http is set; HTTPS with the
  * system CAs otherwise, or options->ca_file. HTTP/2 where the server offers
  * it. Redirects (blob storage) are followed by hand, at most 5, and the
  * registry's Authorization header is only ever sent to the registry's host.

@@ -9,6 +9,7 @@
 
 #include "clip/archive.h"
 #include "clip/err.h"
+#include "clip/registry.h"
 
 /* Exit codes: 0 ok, 1 runtime failure, 2 usage error. */
 #define CLI_EXIT_FAILURE 1
@@ -19,6 +20,9 @@ int cmd_info(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_umount(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
 
 /* Print "clip: <message>" for a library error; returns CLI_EXIT_FAILURE. */
 int cli_error(const struct clip_err *err);
@@ -43,6 +47,27 @@ void cli_print_escaped(FILE *f, const char *s, size_t len);
  * reached as `path`. */
 void cli_print_manifest_line(FILE *f, const struct clip_archive *archive, const char *path,
 			     uint32_t ino);
+
+/* Options shared by every command that talks to a registry: add
+ * CLI_REGISTRY_OPTIONS to the getopt_long table, pass every option code to
+ * cli_registry_option (true when it was one of them; on a bad value it
+ * prints a usage error and sets *rc), and print CLI_REGISTRY_HELP in --help. */
+#define CLI_OPT_CA_FILE	   1001
+#define CLI_OPT_PLAIN_HTTP 1002
+#define CLI_OPT_RETRIES	   1003
+/* clang-format off */
+#define CLI_REGISTRY_OPTIONS \
+	{ "ca-file", required_argument, NULL, CLI_OPT_CA_FILE }, \
+	{ "plain-http", no_argument, NULL, CLI_OPT_PLAIN_HTTP }, \
+	{ "retries", required_argument, NULL, CLI_OPT_RETRIES }
+/* clang-format on */
+#define CLI_REGISTRY_HELP                                                                          \
+	"      --ca-file PEM             trust this CA bundle for the registry's TLS\n"            \
+	"      --plain-http              talk HTTP, not HTTPS, to the registry (loopback\n"        \
+	"                                registries always use HTTP)\n"                            \
+	"      --retries N               retries of a failed registry request (default 4)\n"
+bool cli_registry_option(const char *cmd, int c, const char *arg,
+			 struct clip_registry_options *options, int *rc);
 
 /* Open an archive or print the error; returns NULL on failure. */
 struct clip_archive *cli_open_archive(const char *path);

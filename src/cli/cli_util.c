@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -204,4 +205,24 @@ struct clip_archive *cli_open_archive(const char *path)
 		return NULL;
 	}
 	return a;
+}
+
+bool cli_registry_option(const char *cmd, int c, const char *arg, struct clip_registry_options *o,
+			 int *rc)
+{
+	uint64_t n;
+	switch (c) {
+	case CLI_OPT_CA_FILE:
+		if (access(arg, R_OK) != 0)
+			*rc = cli_usage_error(cmd, "--ca-file %s: %s", arg, strerror(errno));
+		o->ca_file = arg;
+		return true;
+	case CLI_OPT_PLAIN_HTTP: o->plain_http = true; return true;
+	case CLI_OPT_RETRIES:
+		if (!cli_parse_u64(arg, &n) || n > 100)
+			*rc = cli_usage_error(cmd, "--retries %s: expected 0 to 100", arg);
+		o->retries = n == 0 ? -1 : (int)n;
+		return true;
+	default: return false;
+	}
 }

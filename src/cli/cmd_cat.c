@@ -11,7 +11,7 @@
 #include "cli.h"
 #include "clip/content.h"
 
-#define CAT_CHUNK (1u << 20)
+#define CAT_CHUNK (8u << 20) /* several spans per read: less refetched at their edges */
 
 static void help(void)
 {
@@ -22,8 +22,13 @@ static void help(void)
 	       "  --offset N        start at byte N\n"
 	       "  --length N        at most N bytes\n"
 	       "  --no-checkpoints  inflate gzip layers from their start (the slow fallback)\n"
-	       "  --source DIR      read blobs from this OCI layout instead\n"
-	       "  --stats           print spans inflated and bytes read to standard error\n");
+	       "  --source SRC      read blobs from SRC instead: an OCI layout (oci:DIR or a\n"
+	       "                    directory) or a registry repository (host/repo), a mirror\n"
+	       "  --cache-dir DIR   read through (and fill) a disk cache of uncompressed chunks\n"
+	       "  --remote-cache URL  read through (and fill) a shared cache of chunks:\n"
+	       "                    redis://[user:password@]host:port[/db] or unix:///path\n"
+	       "  --stats           print spans inflated and bytes read to standard "
+	       "error\n" CLI_REGISTRY_HELP);
 }
 
 int cmd_cat(int argc, char **argv)
@@ -34,15 +39,26 @@ int cmd_cat(int argc, char **argv)
 		{ "no-checkpoints", no_argument, NULL, 'n' },
 		{ "source", required_argument, NULL, 's' },
 		{ "stats", no_argument, NULL, 'S' },
+		{ "cache-dir", required_argument, NULL, 'D' },
+		{ "remote-cache", required_argument, NULL, 'R' },
+		CLI_REGISTRY_OPTIONS,
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	uint64_t offset = 0, length = UINT64_MAX;
 	struct clip_content_options co = { 0 };
+	struct clip_registry_options ro = { 0 };
+	co.registry = &ro;
 	bool stats = false;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		int urc = 0;
+		if (cli_registry_option("cat", c, optarg, &ro, &urc)) {
+			if (urc)
+				return urc;
+			continue;
+		}
 		switch (c) {
 		case 'O':
 			if (!cli_parse_u64(optarg, &offset))
@@ -53,8 +69,10 @@ int cmd_cat(int argc, char **argv)
 				return cli_usage_error("cat", "--length %s: not a number", optarg);
 			break;
 		case 'n': co.no_checkpoints = true; break;
-		case 's': co.source_dir = optarg; break;
+		case 's': co.source = optarg; break;
 		case 'S': stats = true; break;
+		case 'D': co.cache_dir = optarg; break;
+		case 'R': co.remote_cache = optarg; break;
 		case 'h': help(); return 0;
 		default: return cli_usage_error("cat", "invalid option");
 		}
@@ -84,6 +102,11 @@ int cmd_cat(int argc, char **argv)
 		rc = cli_error(&err);
 		goto out;
 	}
+	if (co.remote_cache && !clip_content_remote_usable(content))
+		fprintf(stderr,
+			"clip: warning: %s has no chunk hashes of this chunk size (format 1 or "
+			"another --chunk-size): the remote cache is not used for it\n",
+			argv[optind]);
 	buf = malloc(CAT_CHUNK);
 	if (buf == NULL) {
 		rc = cli_fail(CLI_EXIT_FAILURE, "out of memory");
@@ -113,12 +136,18 @@ int cmd_cat(int argc, char **argv)
 		rc = cli_fail(CLI_EXIT_FAILURE, "write error on standard output: %s",
 			      strerror(errno));
 	if (stats && rc == 0) {
-		struct clip_gz_read_stats s;
+		struct clip_content_stats s;
 		clip_content_stats(content, &s);
 		fprintf(stderr,
 			"spans: %" PRIu64 "  compressed bytes read: %" PRIu64
-			"  bytes inflated: %" PRIu64 "\n",
-			s.spans, s.compressed_bytes, s.inflated_bytes);
+			"  bytes inflated: %" PRIu64 "  source requests: %" PRIu64
+			"  source bytes: %" PRIu64 "\n",
+			s.gz.spans, s.gz.compressed_bytes, s.gz.inflated_bytes, s.source_requests,
+			s.source_bytes);
+		char *json = clip_content_stats_json(content);
+		if (json)
+			fprintf(stderr, "%s\n", json);
+		free(json);
 	}
 out:
 	free(buf);

@@ -26,6 +26,8 @@
 
 #include "clip/archive.h"
 #include "clip/ocilayout.h"
+#include "clip/ref.h"
+#include "clip/registry.h"
 #include "clip/tar.h"
 #include "util.h"
 
@@ -449,7 +451,50 @@ struct consumer {
 	struct clip_gz_builder *gz; /* NULL unless gzip with checkpoints */
 	struct clip_tree_layer *entries;
 	uint64_t cpos, upos; /* compressed and uncompressed bytes consumed */
+	/* Chunk hashes: chunk_sha covers the chunk_fill bytes of the current one. */
+	EVP_MD_CTX *chunk_sha;
+	uint64_t chunk_bytes, chunk_fill;
+	unsigned char (*chunks)[32];
+	size_t nchunks, chunks_cap;
 };
+
+/* Close the current chunk's hash into c->chunks. */
+static int chunk_finish(struct consumer *c, struct clip_err *err)
+{
+	if (c->nchunks == c->chunks_cap) {
+		size_t cap = c->chunks_cap ? 2 * c->chunks_cap : 64;
+		void *p = realloc(c->chunks, cap * sizeof(*c->chunks));
+		if (p == NULL)
+			return clip_err_set(err, ENOMEM, "out of memory");
+		c->chunks = p;
+		c->chunks_cap = cap;
+	}
+	unsigned int mdlen = 0;
+	if (!EVP_DigestFinal_ex(c->chunk_sha, c->chunks[c->nchunks], &mdlen) ||
+	    !EVP_DigestInit_ex(c->chunk_sha, EVP_sha256(), NULL))
+		return clip_err_set(err, ENOMEM, "SHA-256 failed");
+	c->nchunks++;
+	c->chunk_fill = 0;
+	return 0;
+}
+
+static int chunk_hash(struct consumer *c, const unsigned char *p, size_t len, struct clip_err *err)
+{
+	while (len) {
+		size_t n =
+			c->chunk_bytes - c->chunk_fill < len ? c->chunk_bytes - c->chunk_fill : len;
+		EVP_DigestUpdate(c->chunk_sha, p, n);
+		c->chunk_fill += n;
+		p += n;
+		len -= n;
+		if (c->chunk_fill == c->chunk_bytes) {
+			int rc = chunk_finish(c, err);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
 
 static int on_tar_entry(void *opaque, const struct clip_tar_entry *entry, struct clip_err *err)
 {
@@ -474,6 +519,9 @@ static int consume_uncompressed(struct consumer *c, const unsigned char *p, size
 	}
 	EVP_DigestUpdate(c->tar_sha, p, len);
 	c->upos += len;
+	int rc = chunk_hash(c, p, len, err);
+	if (rc < 0)
+		return rc;
 	return clip_tar_parser_feed(c->tar, p, len, err);
 }
 
@@ -529,6 +577,7 @@ void clip_layer_result_clear(struct clip_layer_result *r)
 {
 	clip_tree_layer_free(r->entries);
 	clip_gz_index_free(r->gz);
+	free(r->chunk_hashes);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -543,6 +592,8 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 	struct consumer c = { 0 };
 	c.blob_sha = EVP_MD_CTX_new();
 	c.tar_sha = EVP_MD_CTX_new();
+	c.chunk_sha = EVP_MD_CTX_new();
+	c.chunk_bytes = o->chunk_bytes ? o->chunk_bytes : CLIP_DEFAULT_CHUNK_BYTES;
 	c.entries = clip_tree_layer_new();
 	c.tar = clip_tar_parser_new(on_tar_entry, &c);
 	bool gzip = o->compression == CLIP_COMPRESSION_GZIP;
@@ -555,7 +606,8 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 		c.gz = clip_gz_builder_new(&go);
 	}
 	int rc = 0;
-	if (c.blob_sha == NULL || c.tar_sha == NULL || c.entries == NULL || c.tar == NULL ||
+	if (c.blob_sha == NULL || c.tar_sha == NULL || c.chunk_sha == NULL || c.entries == NULL ||
+	    c.tar == NULL || !EVP_DigestInit_ex(c.chunk_sha, EVP_sha256(), NULL) ||
 	    (gzip && !o->no_checkpoints && c.gz == NULL) ||
 	    !EVP_DigestInit_ex(c.blob_sha, EVP_sha256(), NULL) ||
 	    !EVP_DigestInit_ex(c.tar_sha, EVP_sha256(), NULL)) {
@@ -603,7 +655,14 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 		if (rc < 0)
 			goto out;
 	}
+	if (c.chunk_fill) {
+		rc = chunk_finish(&c, err);
+		if (rc < 0)
+			goto out;
+	}
 	digest_hex(c.tar_sha, result->diff_id);
+	result->chunk_hashes = clip_steal(c.chunks);
+	result->nchunks = c.nchunks;
 	if (plain)
 		memcpy(result->digest, result->diff_id, sizeof(result->digest));
 	else
@@ -618,6 +677,8 @@ out:
 		stream->close(stream->opaque);
 	EVP_MD_CTX_free(c.blob_sha);
 	EVP_MD_CTX_free(c.tar_sha);
+	EVP_MD_CTX_free(c.chunk_sha);
+	free(c.chunks);
 	clip_tar_parser_free(c.tar);
 	clip_gz_builder_free(c.gz);
 	clip_tree_layer_free(c.entries);
@@ -661,25 +722,76 @@ struct layer_job {
 	int rc;
 };
 
+/* Where the image's blobs come from: a local layout or a registry. */
+struct image_source {
+	struct clip_oci_layout *layout; /* one of these two */
+	struct clip_registry *registry;
+};
+
 struct image_jobs {
-	struct clip_oci_layout *layout;
+	struct image_source *source;
 	struct layer_job *jobs;
 	size_t njobs;
 	atomic_size_t next;
 	atomic_bool failed;
 	struct clip_layer_options options;
+	const struct clip_index_options *index_options;
 };
+
+/* A stream that reports progress as it is read. */
+struct counting_stream {
+	struct clip_stream inner;
+	const struct clip_index_options *o;
+	size_t layer, nlayers;
+	uint64_t bytes, total;
+};
+
+static ssize_t counting_read(void *opaque, void *buf, size_t len, struct clip_err *err)
+{
+	struct counting_stream *cs = opaque;
+	ssize_t n = cs->inner.read(cs->inner.opaque, buf, len, err);
+	if (n > 0) {
+		cs->bytes += (uint64_t)n;
+		cs->o->progress(cs->o->progress_opaque, cs->layer, cs->nlayers, cs->bytes,
+				cs->total);
+	}
+	return n;
+}
+
+static void counting_close(void *opaque)
+{
+	struct counting_stream *cs = opaque;
+	if (cs->inner.close)
+		cs->inner.close(cs->inner.opaque);
+}
+
+static int open_layer_stream(struct image_source *src, const struct clip_image_layer *l,
+			     struct fd_stream *fs, struct clip_stream *out, struct clip_err *err)
+{
+	if (src->registry)
+		return clip_registry_blob_stream(src->registry, l->digest, l->size, out, err);
+	int rc = clip_oci_layout_open_blob(src->layout, l->digest, &fs->fd, err);
+	if (rc < 0)
+		return rc;
+	*out = (struct clip_stream){ fd_stream_read, fd_stream_close, fs };
+	return 0;
+}
 
 static int index_one(struct image_jobs *ij, struct layer_job *job)
 {
 	const struct clip_image_layer *l = job->layer;
 	struct clip_err *err = &job->err;
-	int fd;
-	int rc = clip_oci_layout_open_blob(ij->layout, l->digest, &fd, err);
+	struct fd_stream fs = { -1 };
+	struct clip_stream stream;
+	int rc = open_layer_stream(ij->source, l, &fs, &stream, err);
 	if (rc < 0)
 		return clip_err_prefix(err, "layer %s", l->digest);
-	struct fd_stream fs = { fd };
-	struct clip_stream stream = { fd_stream_read, fd_stream_close, &fs };
+	struct counting_stream cs;
+	if (ij->index_options->progress) {
+		cs = (struct counting_stream){ stream, ij->index_options, job->index, ij->njobs, 0,
+					       l->size };
+		stream = (struct clip_stream){ counting_read, counting_close, &cs };
+	}
 	struct clip_layer_options o = ij->options;
 	o.compression = l->compression;
 	rc = clip_index_layer(&stream, &o, &job->result, err);
@@ -747,19 +859,26 @@ static char *config_json(const struct clip_image *img)
 	return s;
 }
 
-static char *source_json(const char *dir, const char *tag, const struct clip_image *img,
-			 const struct clip_platform *platform)
+static char *source_json(const char *dir, const char *tag, const struct clip_ref *ref,
+			 const struct clip_image *img, const struct clip_platform *platform)
 {
-	char abs[PATH_MAX];
-	if (realpath(dir, abs) == NULL)
-		snprintf(abs, sizeof(abs), "%s", dir);
 	char plat[100];
 	snprintf(plat, sizeof(plat), "%s/%s%s%s", platform->os, platform->architecture,
 		 platform->variant[0] ? "/" : "", platform->variant);
 	json_t *o = json_object();
-	json_object_set_new(o, "type", json_string("oci-layout"));
-	json_object_set_new(o, "path", json_string(abs));
-	json_object_set_new(o, "tag", tag ? json_string(tag) : json_null());
+	if (ref) {
+		json_object_set_new(o, "type", json_string("registry"));
+		json_object_set_new(o, "registry", json_string(ref->domain));
+		json_object_set_new(o, "repository", json_string(ref->repository));
+		json_object_set_new(o, "tag", ref->tag ? json_string(ref->tag) : json_null());
+	} else {
+		char abs[PATH_MAX];
+		if (realpath(dir, abs) == NULL)
+			snprintf(abs, sizeof(abs), "%s", dir);
+		json_object_set_new(o, "type", json_string("oci-layout"));
+		json_object_set_new(o, "path", json_string(abs));
+		json_object_set_new(o, "tag", tag ? json_string(tag) : json_null());
+	}
 	json_object_set_new(o, "manifest", json_string(img->manifest_digest));
 	json_object_set_new(o, "config", json_string(img->config_digest));
 	json_object_set_new(o, "platform", json_string(plat));
@@ -779,13 +898,23 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 {
 	cleanup_free char *dir = NULL;
 	cleanup_free char *tag = NULL;
-	int rc = clip_oci_layout_parse_ref(o->image_ref, &dir, &tag, err);
-	if (rc < 0)
+	struct clip_ref ref = { 0 };
+	bool from_registry = strncmp(o->image_ref, "oci:", 4) != 0;
+	struct image_source source = { 0 };
+	int rc;
+	if (from_registry) {
+		rc = clip_ref_parse(o->image_ref, &ref, err);
+		if (rc == 0)
+			rc = clip_registry_open(&ref, o->registry, &source.registry, err);
+	} else {
+		rc = clip_oci_layout_parse_ref(o->image_ref, &dir, &tag, err);
+		if (rc == 0)
+			rc = clip_oci_layout_open(dir, &source.layout, err);
+	}
+	if (rc < 0) {
+		clip_ref_clear(&ref);
 		return rc;
-	struct clip_oci_layout *layout = NULL;
-	rc = clip_oci_layout_open(dir, &layout, err);
-	if (rc < 0)
-		return rc;
+	}
 	struct clip_platform platform;
 	if (o->platform)
 		platform = *o->platform;
@@ -795,8 +924,12 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 	struct clip_tree *tree = NULL;
 	struct layer_job *jobs = NULL;
 	struct clip_archive_layer_info *infos = NULL;
-	char *config = NULL, *source = NULL;
-	rc = clip_oci_layout_resolve(layout, tag, &platform, &img, err);
+	char *config = NULL, *source_text = NULL;
+	if (from_registry)
+		rc = clip_registry_resolve(source.registry, clip_ref_manifest_reference(&ref),
+					   &platform, &img, err);
+	else
+		rc = clip_oci_layout_resolve(source.layout, tag, &platform, &img, err);
 	if (rc < 0)
 		goto out;
 
@@ -808,7 +941,8 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 		goto out;
 	}
 	struct image_jobs ij = {
-		.layout = layout,
+		.source = &source,
+		.index_options = o,
 		.jobs = jobs,
 		.njobs = img.nlayers,
 		.options = {
@@ -816,6 +950,7 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 			.large_file_threshold = o->large_file_threshold
 							? o->large_file_threshold
 							: CLIP_DEFAULT_LARGE_FILE,
+			.chunk_bytes = o->chunk_bytes ? o->chunk_bytes : CLIP_DEFAULT_CHUNK_BYTES,
 		},
 	};
 	atomic_init(&ij.next, 0);
@@ -862,6 +997,8 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 			.compressed_size = jobs[i].result.compressed_size,
 			.uncompressed_size = jobs[i].result.uncompressed_size,
 			.gz = jobs[i].result.gz,
+			.chunk_hashes = (const unsigned char(*)[32])jobs[i].result.chunk_hashes,
+			.nchunks = jobs[i].result.nchunks,
 		};
 		ncheckpoints += jobs[i].result.gz ? jobs[i].result.gz->count : 0;
 		csum += jobs[i].result.compressed_size;
@@ -871,8 +1008,8 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 	if (rc < 0)
 		goto out;
 	config = config_json(&img);
-	source = source_json(dir, tag, &img, &platform);
-	if (config == NULL || source == NULL) {
+	source_text = source_json(dir, tag, from_registry ? &ref : NULL, &img, &platform);
+	if (config == NULL || source_text == NULL) {
 		rc = clip_err_set(err, ENOMEM, "out of memory");
 		goto out;
 	}
@@ -881,9 +1018,10 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 		.layers = infos,
 		.nlayers = img.nlayers,
 		.config_json = config,
-		.source_json = source,
+		.source_json = source_text,
 		.span_bytes = ij.options.span_bytes,
 		.large_file_threshold = ij.options.large_file_threshold,
+		.chunk_bytes = ij.options.chunk_bytes,
 	};
 	rc = clip_archive_write(o->output, &wo, err);
 	if (rc < 0)
@@ -903,9 +1041,11 @@ out:
 	free(jobs);
 	free(infos);
 	free(config);
-	free(source);
+	free(source_text);
 	clip_tree_free(tree);
 	clip_image_clear(&img);
-	clip_oci_layout_free(layout);
+	clip_oci_layout_free(source.layout);
+	clip_registry_free(source.registry);
+	clip_ref_clear(&ref);
 	return rc;
 }

@@ -1375,7 +1375,9 @@ int clip_registry_open(const struct clip_ref *ref, const struct clip_registry_op
 					       : options->retries;
 	reg->backoff_ms = options->backoff_ms > 0 ? options->backoff_ms : DEFAULT_BACKOFF_MS;
 
-	bool plain = options->plain_http || clip_ref_host_is_loopback(ref->api_host);
+	/* A CA given for a loopback registry means it speaks TLS. */
+	bool plain = options->plain_http ||
+		     (clip_ref_host_is_loopback(ref->api_host) && options->ca_file == NULL);
 	reg->ref.domain = strdup(ref->domain);
 	reg->ref.api_host = strdup(ref->api_host);
 	reg->ref.repository = strdup(ref->repository);

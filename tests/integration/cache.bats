@@ -1,0 +1,183 @@
+#!/usr/bin/env bats
+# The read tiers behind `clip cat --cache-dir`: chunks produced from checkpoint spans, from
+# whole layers (zstd, plain tar, --no-checkpoints) and from the disk cache, checked against the
+# unpacked images; a corrupted or truncated cache chunk is refetched, never served; an archive
+# of format version 1 (no chunk hashes) still opens and reads.
+
+load helpers
+
+setup_file() {
+	CLIP_SKIP_REASON=$(require_env umoci python3 tar zstd)
+	export CLIP_SKIP_REASON
+	[ -z "$CLIP_SKIP_REASON" ] || return 0
+	W=$(make_workdir)
+	export W
+	"$CLIP_SOURCE_ROOT/scripts/build-sample-image" "$W/sample" >/dev/null
+	umoci unpack --image "$W/sample:latest" "$W/bundle" >/dev/null
+	"$CLIP_SOURCE_ROOT/scripts/tree-manifest" "$W/bundle/rootfs" >"$W/expected"
+	"$CLIP" index -q "oci:$W/sample" -o "$W/sample.clip"
+}
+
+teardown_file() {
+	remove_workdir "${W:-}"
+}
+
+setup() {
+	[ -z "${CLIP_SKIP_REASON:-}" ] || skip "$CLIP_SKIP_REASON"
+	T=$(mktemp -d "$W/test.XXXXXX")
+	# `clip cat` through a disk cache, for manifest_tool cat-check.
+	cat >"$T/clip-cached" <<EOF
+#!/bin/sh
+exec "$CLIP" "\$@" --cache-dir "$T/cache"
+EOF
+	chmod +x "$T/clip-cached"
+}
+
+teardown() {
+	[ -z "${T:-}" ] || rm -rf "$T"
+}
+
+# stat_of ARCHIVE PATH [cat options]: the JSON counters `clip cat --stats` prints last.
+stats_of() {
+	"$CLIP" cat --stats "$@" 2>&1 >/dev/null | tail -n 1
+}
+
+# json_field JSON EXPR: a python expression over the parsed JSON `s`.
+json_field() {
+	python3 -c 'import json, sys; s = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+@test "every file read through a cold and then a warm disk cache equals the unpacked bytes" {
+	run manifest_tool cat-check "$T/clip-cached" "$W/sample.clip" "$W/bundle/rootfs" \
+		"$W/expected"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ -n "$(find "$T/cache" -type f)" ]
+	# Warm: everything from disk, nothing fetched.
+	local s
+	s=$(stats_of "$W/sample.clip" /etc/os-release --cache-dir "$T/cache")
+	echo "$s"
+	[ "$(json_field "$s" 's["tiers"]["disk"]["hits"] > 0')" = True ]
+	[ "$(json_field "$s" 's["tiers"]["span"]["hits"] + s["tiers"]["layer"]["hits"]')" = 0 ]
+	[ "$(json_field "$s" 's["source_bytes"]')" = 0 ]
+	run manifest_tool cat-check "$T/clip-cached" "$W/sample.clip" "$W/bundle/rootfs" \
+		"$W/expected"
+	[ "$status" -eq 0 ]
+}
+
+@test "a flipped byte or a truncated chunk in the cache is refetched, never served" {
+	local f
+	f=$(python3 - "$W/expected" <<'PY'
+import sys
+# the largest regular file
+best = max((l.split("\t") for l in open(sys.argv[1])), key=lambda f: int(f[5]) if f[1] == "f" else -1)
+print(best[0])
+PY
+	)
+	"$CLIP" cat "$W/sample.clip" "$f" --cache-dir "$T/cache" >"$T/first"
+	cmp "$T/first" "$W/bundle/rootfs$f"
+	# Flip one byte near the end of every other chunk file, cut the others short.
+	local chunks c i=0
+	mapfile -t chunks < <(find "$T/cache" -type f -size +4k | sort)
+	[ "${#chunks[@]}" -ge 2 ]
+	for c in "${chunks[@]}"; do
+		if [ $((i++ % 2)) = 0 ]; then
+			python3 - "$c" <<'PY'
+import os, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(-100, os.SEEK_END)
+    b = f.read(1)
+    f.seek(-100, os.SEEK_END)
+    f.write(bytes([b[0] ^ 0x55]))
+PY
+		else
+			truncate -s -1000 "$c"
+		fi
+	done
+	local s
+	s=$(stats_of "$W/sample.clip" "$f" --cache-dir "$T/cache")
+	echo "$s"
+	[ "$(json_field "$s" 's["disk_cache"]["corrupt"]')" -ge 1 ]
+	"$CLIP" cat "$W/sample.clip" "$f" --cache-dir "$T/cache" >"$T/second"
+	cmp "$T/second" "$W/bundle/rootfs$f"
+	# Every damaged chunk is gone or whole again: reading all files finds no more damage
+	# than what was left in chunks this file did not touch.
+	run manifest_tool cat-check "$T/clip-cached" "$W/sample.clip" "$W/bundle/rootfs" \
+		"$W/expected"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	s=$(stats_of "$W/sample.clip" "$f" --cache-dir "$T/cache")
+	[ "$(json_field "$s" 's["disk_cache"]["corrupt"]')" = 0 ]
+	[ "$(json_field "$s" 's["source_bytes"]')" = 0 ]
+}
+
+@test "zstd, plain tar and --no-checkpoints layers fill the cache from whole layers" {
+	cp -a "$W/sample" "$T/recomp"
+	python3 - "$T/recomp" <<'PY'
+import hashlib, json, subprocess, sys
+d = sys.argv[1]
+def path(dg): return "%s/blobs/sha256/%s" % (d, dg[7:])
+def put(data):
+    dg = "sha256:" + hashlib.sha256(data).hexdigest()
+    open(path(dg), "wb").write(data)
+    return dg, len(data)
+idx = json.load(open(d + "/index.json"))
+desc = idx["manifests"][0]
+man = json.load(open(path(desc["digest"])))
+kinds = [("application/vnd.oci.image.layer.v1.tar+zstd", ["zstd", "-q", "-c", "-19"]),
+         ("application/vnd.oci.image.layer.v1.tar", ["cat"])]
+for layer, (mt, cmd) in zip(man["layers"], kinds):
+    tar = subprocess.run(["gzip", "-dc", path(layer["digest"])], check=True,
+                         stdout=subprocess.PIPE).stdout
+    blob = subprocess.run(cmd, input=tar, check=True, stdout=subprocess.PIPE).stdout
+    layer["digest"], layer["size"] = put(blob)
+    layer["mediaType"] = mt
+desc["digest"], desc["size"] = put(json.dumps(man).encode())
+json.dump(idx, open(d + "/index.json", "w"))
+PY
+	"$CLIP" index -q "oci:$T/recomp" -o "$T/recomp.clip"
+	run manifest_tool cat-check "$T/clip-cached" "$T/recomp.clip" "$W/bundle/rootfs" \
+		"$W/expected"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	# The zstd layer was fetched whole once, however many files came from it.
+	local s
+	rm -rf "$T/cache"
+	s=$(stats_of "$T/recomp.clip" /etc/os-release --cache-dir "$T/cache")
+	echo "$s"
+	[ "$(json_field "$s" 's["tiers"]["layer"]["hits"] + s["tiers"]["span"]["hits"]')" -ge 1 ]
+
+	# gzip layers read with --no-checkpoints go through the whole-layer tier too.
+	cat >"$T/clip-nocp" <<EOF
+#!/bin/sh
+exec "$CLIP" "\$@" --cache-dir "$T/cache-nocp" --no-checkpoints
+EOF
+	chmod +x "$T/clip-nocp"
+	run manifest_tool cat-check "$T/clip-nocp" "$W/sample.clip" "$W/bundle/rootfs" \
+		"$W/expected"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	s=$(stats_of "$W/sample.clip" /etc/os-release --cache-dir "$T/cache-nocp2" \
+		--no-checkpoints)
+	echo "$s"
+	[ "$(json_field "$s" 's["tiers"]["layer"]["hits"]')" -ge 1 ]
+	[ "$(json_field "$s" 's["tiers"]["span"]["hits"]')" = 0 ]
+}
+
+@test "an archive of format version 1 opens and reads, with and without a disk cache" {
+	local v1=$CLIP_SOURCE_ROOT/tests/data/v1
+	"$CLIP" info "$v1/v1.clip" | grep -q '^format: *1$'
+	"$CLIP" info "$v1/v1.clip" | grep -q 'none recorded'
+	python3 -c 'import sys; sys.stdout.write("".join("%d\n" % i for i in range(1, 100001)))' \
+		>"$T/numbers"
+	"$CLIP" cat "$v1/v1.clip" /usr/share/doc/numbers.txt --source "$v1/img" >"$T/a"
+	cmp "$T/a" "$T/numbers"
+	"$CLIP" cat "$v1/v1.clip" /usr/share/doc/numbers.txt --source "$v1/img" \
+		--cache-dir "$T/cache" >"$T/b"
+	cmp "$T/b" "$T/numbers"
+	"$CLIP" cat "$v1/v1.clip" /usr/share/doc/numbers.txt --source "oci:$v1/img" \
+		--cache-dir "$T/cache" >"$T/c"
+	cmp "$T/c" "$T/numbers"
+	[ "$("$CLIP" cat "$v1/v1.clip" /hello.txt --source "$v1/img")" = \
+		"hello from a version 1 archive" ]
+}
