@@ -16,6 +16,9 @@ static const struct command commands[] = {
 	{ "ls", cmd_ls, "list a directory of an archive (ls -l like)" },
 	{ "stat", cmd_stat, "show the metadata of one path" },
 	{ "cat", cmd_cat, "print a file's bytes, read lazily from its layer" },
+	{ "mount", cmd_mount, "serve an archive as a lazy read-only FUSE filesystem" },
+	{ "umount", cmd_umount, "unmount a clip mount" },
+	{ "stats", cmd_stats, "print the read counters of a clip mount" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,511 @@
+/* clip mount, clip umount, clip stats: an archive as a lazy read-only FUSE
+ * filesystem, and the two commands that act on such a mount. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "clip/content.h"
+#include "clip/fuse.h"
+
+/* The cache is shared by every mount of the same user; without a bound it
+ * would grow with every image ever mounted. */
+#define DEFAULT_CACHE_MAX (10ull << 30)
+#define DEFAULT_THREADS	  16
+
+#define OPT_CACHE_DIR	   2001
+#define OPT_CACHE_MAX	   2002
+#define OPT_CHUNK_SIZE	   2003
+#define OPT_NO_CACHE	   2004
+#define OPT_NO_CHECKPOINTS 2005
+#define OPT_PREFETCH	   2006
+#define OPT_SOURCE	   2007
+#define OPT_LOG		   2008
+#define OPT_THREADS	   2009
+#define OPT_REMOTE_CACHE   2010
+#define OPT_REMOTE_TIMEOUT 2011
+#define OPT_REMOTE_PREFIX  2012
+
+static void mount_help(void)
+{
+	printf("usage: clip mount [options] ARCHIVE MOUNTPOINT\n"
+	       "\n"
+	       "Serve the image indexed in ARCHIVE as a read-only filesystem at MOUNTPOINT.\n"
+	       "File contents are read on demand from the image source recorded in the\n"
+	       "archive (or --source) and kept in a disk cache. Without -f the command returns\n"
+	       "once the mount is ready, leaving a daemon serving it; `clip umount MOUNTPOINT`,\n"
+	       "`fusermount3 -u MOUNTPOINT` or SIGTERM to the daemon unmount it.\n"
+	       "\n"
+	       "options:\n"
+	       "      --cache-dir DIR           disk cache of uncompressed chunks, shared by\n"
+	       "                                mounts (default: $XDG_CACHE_HOME/clip, else\n"
+	       "                                /var/cache/clip for root, ~/.cache/clip)\n"
+	       "      --cache-max SIZE          bound of the disk cache, least recently used\n"
+	       "                                chunks evicted (default 10G; 0: unbounded)\n"
+	       "      --chunk-size SIZE         disk cache chunk size (default: 1M)\n"
+	       "      --no-cache                no disk cache: every read goes to the source\n"
+	       "      --no-checkpoints          gzip layers: fetch and inflate whole layers\n"
+	       "      --prefetch                fetch every layer into the disk cache in the\n"
+	       "                                background, yielding to programs' reads\n"
+	       "      --source SRC              read blobs from SRC: an OCI layout (oci:DIR or\n"
+	       "                                a directory) or a registry repository (a mirror)\n"
+	       "%s"
+	       "      --log FILE                append errors after start-up (failed reads) to\n"
+	       "                                FILE (default: syslog; standard error with -f)\n"
+	       "      --threads N               requests served at once (default %d)\n"
+	       "      --remote-cache URL        a cache of chunks shared by every node:\n"
+	       "                                redis://[user:password@]host:port[/db] or\n"
+	       "                                unix:///path (a Redis Cluster is detected)\n"
+	       "      --remote-timeout MS       skip the remote cache after MS (default 50)\n"
+	       "      --remote-prefix PREFIX    its keys are PREFIX<layer hex>:<chunk> (default\n"
+	       "                                clip:)\n"
+	       "  -f, --foreground              serve in the foreground until unmounted\n"
+	       "  -o OPT[,OPT...]               FUSE mount options: allow_other, allow_root,\n"
+	       "                                suid and dev (root: honour setuid bits and\n"
+	       "                                device nodes, off by default), ...\n"
+	       "  -h, --help                    this text\n",
+	       CLI_REGISTRY_HELP, DEFAULT_THREADS);
+}
+
+/* `path` made absolute against the working directory, which the daemon
+ * leaves; NULL when out of memory. */
+static char *absolute_path(const char *path)
+{
+	if (path[0] == '/')
+		return strdup(path);
+	char cwd[PATH_MAX];
+	if (getcwd(cwd, sizeof(cwd)) == NULL)
+		return NULL;
+	char *out;
+	if (asprintf(&out, "%s/%s", cwd, path) < 0)
+		return NULL;
+	return out;
+}
+
+/* --source made absolute when it names a local layout ("oci:DIR" or an
+ * existing directory); registry references are kept as given. */
+static char *absolute_source(const char *source)
+{
+	if (strncmp(source, "oci:", 4) == 0) {
+		char *dir = absolute_path(source + 4);
+		char *out = NULL;
+		if (dir && asprintf(&out, "oci:%s", dir) < 0)
+			out = NULL;
+		free(dir);
+		return out;
+	}
+	struct stat st;
+	if (stat(source, &st) == 0 && S_ISDIR(st.st_mode))
+		return absolute_path(source);
+	return strdup(source);
+}
+
+static char *default_cache_dir(void)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	char *out = NULL;
+	if (xdg && xdg[0] == '/') {
+		if (asprintf(&out, "%s/clip", xdg) < 0)
+			return NULL;
+	} else if (geteuid() == 0) {
+		out = strdup("/var/cache/clip");
+	} else if (home && home[0] == '/') {
+		if (asprintf(&out, "%s/.cache/clip", home) < 0)
+			return NULL;
+	}
+	return out;
+}
+
+int cmd_mount(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
+		{ "cache-max", required_argument, NULL, OPT_CACHE_MAX },
+		{ "chunk-size", required_argument, NULL, OPT_CHUNK_SIZE },
+		{ "no-cache", no_argument, NULL, OPT_NO_CACHE },
+		{ "no-checkpoints", no_argument, NULL, OPT_NO_CHECKPOINTS },
+		{ "prefetch", no_argument, NULL, OPT_PREFETCH },
+		{ "source", required_argument, NULL, OPT_SOURCE },
+		{ "log", required_argument, NULL, OPT_LOG },
+		{ "threads", required_argument, NULL, OPT_THREADS },
+		{ "remote-cache", required_argument, NULL, OPT_REMOTE_CACHE },
+		{ "remote-timeout", required_argument, NULL, OPT_REMOTE_TIMEOUT },
+		{ "remote-prefix", required_argument, NULL, OPT_REMOTE_PREFIX },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		CLI_REGISTRY_OPTIONS,
+		{ 0 },
+	};
+	struct clip_content_options co = { 0 };
+	struct clip_registry_options ro = { 0 };
+	struct clip_fuse_options fo = { 0 };
+	struct clip_rcache_options rco = { 0 };
+	const char *cache_dir = NULL, *source = NULL, *log_path = NULL;
+	uint64_t cache_max = DEFAULT_CACHE_MAX, n;
+	bool no_cache = false;
+	unsigned threads = DEFAULT_THREADS;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "fo:h", opts, NULL)) != -1) {
+		int urc = 0;
+		if (cli_registry_option("mount", c, optarg, &ro, &urc)) {
+			if (urc)
+				return urc;
+			continue;
+		}
+		switch (c) {
+		case OPT_CACHE_DIR: cache_dir = optarg; break;
+		case OPT_CACHE_MAX:
+			if (!cli_parse_size(optarg, &cache_max))
+				return cli_usage_error("mount", "--cache-max %s: not a size",
+						       optarg);
+			break;
+		case OPT_CHUNK_SIZE:
+			if (!cli_parse_size(optarg, &n) || n < 4096 || n > (1u << 30))
+				return cli_usage_error("mount",
+						       "--chunk-size %s: expected a size from 4K "
+						       "to 1G",
+						       optarg);
+			co.chunk_size = (uint32_t)n;
+			break;
+		case OPT_NO_CACHE: no_cache = true; break;
+		case OPT_NO_CHECKPOINTS: co.no_checkpoints = true; break;
+		case OPT_PREFETCH: fo.prefetch = true; break;
+		case OPT_SOURCE: source = optarg; break;
+		case OPT_LOG: log_path = optarg; break;
+		case OPT_THREADS:
+			if (!cli_parse_u64(optarg, &n) || n < 1 || n > 1024)
+				return cli_usage_error("mount", "--threads %s: expected 1 to 1024",
+						       optarg);
+			threads = (unsigned)n;
+			break;
+		case OPT_REMOTE_CACHE: co.remote_cache = optarg; break;
+		case OPT_REMOTE_TIMEOUT:
+			if (!cli_parse_u64(optarg, &n) || n < 1 || n > 60000)
+				return cli_usage_error(
+					"mount", "--remote-timeout %s: expected 1 to 60000 ms",
+					optarg);
+			rco.timeout_ms = (long)n;
+			break;
+		case OPT_REMOTE_PREFIX: rco.key_prefix = optarg; break;
+		case 'f': fo.foreground = true; break;
+		case 'o': fo.fuse_options = optarg; break;
+		case 'h': mount_help(); return 0;
+		default: return cli_usage_error("mount", "invalid option");
+		}
+	}
+	if (argc - optind != 2)
+		return cli_usage_error("mount", "expected ARCHIVE MOUNTPOINT");
+	if (no_cache && (cache_dir || fo.prefetch))
+		return cli_usage_error("mount", "--no-cache excludes --cache-dir and --prefetch");
+
+	/* Every path the daemon uses later is made absolute now: it leaves the
+	 * working directory. */
+	char *owned_cache = NULL, *owned_source = NULL, *owned_log = NULL, *archive_path = NULL;
+	char *owned_ca = NULL;
+	struct clip_archive *archive = NULL;
+	struct clip_content *content = NULL;
+	struct clip_err err = { 0 };
+	int rc = 0;
+	if (!no_cache) {
+		owned_cache = cache_dir ? absolute_path(cache_dir) : default_cache_dir();
+		if (owned_cache == NULL && cache_dir) {
+			rc = cli_fail(CLI_EXIT_FAILURE, "--cache-dir %s: %s", cache_dir,
+				      strerror(errno));
+			goto out;
+		}
+		if (owned_cache == NULL) {
+			rc = cli_fail(CLI_EXIT_FAILURE,
+				      "mount: no cache directory (set HOME or XDG_CACHE_HOME, give "
+				      "--cache-dir, or --no-cache)");
+			goto out;
+		}
+	}
+	if ((source && (owned_source = absolute_source(source)) == NULL) ||
+	    (log_path && (owned_log = absolute_path(log_path)) == NULL)) {
+		rc = cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));
+		goto out;
+	}
+	archive_path = realpath(argv[optind], NULL);
+	if (archive_path == NULL) {
+		rc = cli_fail(CLI_EXIT_FAILURE, "archive %s: %s", argv[optind], strerror(errno));
+		goto out;
+	}
+	if (ro.ca_file && (owned_ca = absolute_path(ro.ca_file)) == NULL) {
+		rc = cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));
+		goto out;
+	}
+	if (owned_ca)
+		ro.ca_file = owned_ca;
+	co.source = owned_source;
+	co.registry = &ro;
+	co.remote_cache_options = &rco;
+	co.cache_dir = owned_cache;
+	co.cache_max = cache_max;
+
+	archive = cli_open_archive(archive_path);
+	if (archive == NULL) {
+		rc = CLI_EXIT_FAILURE;
+		goto out;
+	}
+	if (clip_content_open(archive, &co, &content, &err) < 0) {
+		rc = cli_error(&err);
+		goto out;
+	}
+	if (co.remote_cache && !clip_content_remote_usable(content))
+		fprintf(stderr,
+			"clip: warning: %s has no chunk hashes of this chunk size (format 1 or "
+			"another --chunk-size): the remote cache is not used for it\n",
+			argv[optind]);
+	fo.mountpoint = argv[optind + 1];
+	fo.fsname = archive_path;
+	fo.log_path = owned_log;
+	fo.max_threads = threads;
+	if (clip_fuse_serve(archive, content, &fo, &err) < 0)
+		rc = cli_error(&err);
+out:
+	clip_content_close(content);
+	clip_archive_close(archive);
+	free(owned_cache);
+	free(owned_source);
+	free(owned_log);
+	free(owned_ca);
+	free(archive_path);
+	return rc;
+}
+
+/* ---- clip umount ---------------------------------------------------------- */
+
+static void umount_help(void)
+{
+	printf("usage: clip umount MOUNTPOINT\n"
+	       "\n"
+	       "Unmount a clip mount; its daemon then exits. Refuses anything that is not a\n"
+	       "clip mount. Root unmounts directly, others through fusermount3 -u.\n");
+}
+
+static int run_fusermount(const char *mountpoint)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return cli_fail(CLI_EXIT_FAILURE, "umount %s: fork: %s", mountpoint,
+				strerror(errno));
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "--", mountpoint, (char *)NULL);
+		fprintf(stderr, "clip: umount %s: fusermount3: %s\n", mountpoint, strerror(errno));
+		_exit(127);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return cli_fail(CLI_EXIT_FAILURE, "umount %s: waitpid: %s", mountpoint,
+					strerror(errno));
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	/* fusermount3 has said why on standard error. */
+	return cli_fail(CLI_EXIT_FAILURE, "umount %s: fusermount3 failed", mountpoint);
+}
+
+int cmd_umount(int argc, char **argv)
+{
+	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+		umount_help();
+		return 0;
+	}
+	if (argc != 2)
+		return cli_usage_error("umount", "expected MOUNTPOINT");
+	/* A mount whose daemon died answers ENOTCONN to everything, realpath
+	 * included: then the path is taken as given, made absolute. */
+	char *path = realpath(argv[1], NULL);
+	if (path == NULL)
+		path = absolute_path(argv[1]);
+	if (path == NULL)
+		return cli_fail(CLI_EXIT_FAILURE, "out of memory");
+	struct clip_err err = { 0 };
+	int rc = 0;
+	struct stat st;
+	int found = clip_fuse_find_mount(path, NULL, &err);
+	if (found == -ENOENT && stat(path, &st) < 0 && errno != ENOTCONN) {
+		rc = cli_fail(CLI_EXIT_FAILURE, "umount %s: %s", path, strerror(errno));
+	} else if (found < 0) {
+		rc = cli_fail(CLI_EXIT_FAILURE, "umount %s", err.msg);
+	} else if (geteuid() == 0) {
+		if (umount2(path, UMOUNT_NOFOLLOW) < 0)
+			rc = cli_fail(CLI_EXIT_FAILURE, "umount %s: %s", path, strerror(errno));
+	} else {
+		rc = run_fusermount(path);
+	}
+	free(path);
+	return rc;
+}
+
+/* ---- clip stats ------------------------------------------------------------ */
+
+static void stats_help(void)
+{
+	printf("usage: clip stats [--json] MOUNTPOINT\n"
+	       "\n"
+	       "Print the read counters of a clip mount: requests and bytes per read tier\n"
+	       "(disk cache, remote cache, checkpoint spans, whole layers) and what was\n"
+	       "fetched from the source. --json prints them as the mount reports them (the\n"
+	       "%s extended attribute of its root).\n",
+	       CLIP_FUSE_STATS_XATTR);
+}
+
+/* The stats JSON of the mount at `path` (a new string), or NULL after
+ * printing why. The value grows while the mount serves, so a buffer that
+ * turns out too small is retried larger. */
+static char *read_stats(const char *path)
+{
+	size_t cap = 4096;
+	for (int attempt = 0; attempt < 8; attempt++, cap *= 4) {
+		char *buf = malloc(cap + 1);
+		if (buf == NULL) {
+			cli_fail(CLI_EXIT_FAILURE, "out of memory");
+			return NULL;
+		}
+		ssize_t n = getxattr(path, CLIP_FUSE_STATS_XATTR, buf, cap);
+		if (n >= 0) {
+			buf[n] = '\0';
+			return buf;
+		}
+		int e = errno;
+		free(buf);
+		if (e == ERANGE)
+			continue;
+		if (e == ENODATA || e == ENOTSUP)
+			cli_fail(CLI_EXIT_FAILURE, "stats %s: not the root of a clip mount", path);
+		else
+			cli_fail(CLI_EXIT_FAILURE, "stats %s: %s", path, strerror(e));
+		return NULL;
+	}
+	cli_fail(CLI_EXIT_FAILURE, "stats %s: the counters keep growing past %zu bytes", path, cap);
+	return NULL;
+}
+
+static void print_number(json_t *v)
+{
+	if (json_is_integer(v))
+		printf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	else if (json_is_real(v))
+		printf("%.1f", json_real_value(v));
+	else if (json_is_string(v))
+		printf("%s", json_string_value(v));
+	else
+		printf("-");
+}
+
+/* Counters as "name: value" lines, the per-tier ones as a table. Fields are
+ * printed as the mount reports them, so new counters show up without a
+ * change here. */
+static void print_stats(json_t *root)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach (root, key, v) {
+		if (json_is_object(v))
+			continue;
+		printf("%-18s ", key);
+		print_number(v);
+		printf("\n");
+	}
+	json_t *tiers = json_object_get(root, "tiers");
+	if (!json_is_object(tiers) || json_object_size(tiers) == 0)
+		return;
+	/* Columns: the keys of the first tier. */
+	const char *first_name;
+	json_t *first;
+	json_object_foreach (tiers, first_name, first) {
+		break;
+	}
+	printf("\n%-8s", "tier");
+	json_object_foreach (first, key, v) {
+		printf(" %14s", key);
+	}
+	printf("\n");
+	const char *tier_name;
+	json_t *tier;
+	json_object_foreach (tiers, tier_name, tier) {
+		printf("%-8s", tier_name);
+		json_object_foreach (first, key, v) {
+			printf(" ");
+			json_t *value = json_object_get(tier, key);
+			char cell[64];
+			if (json_is_integer(value))
+				snprintf(cell, sizeof(cell), "%" JSON_INTEGER_FORMAT,
+					 json_integer_value(value));
+			else if (json_is_real(value))
+				snprintf(cell, sizeof(cell), "%.1f", json_real_value(value));
+			else
+				snprintf(cell, sizeof(cell), "-");
+			printf("%14s", cell);
+		}
+		printf("\n");
+	}
+	json_object_foreach (root, key, v) {
+		if (!json_is_object(v) || strcmp(key, "tiers") == 0)
+			continue;
+		printf("\n%s:\n", key);
+		const char *sub;
+		json_t *sv;
+		json_object_foreach (v, sub, sv) {
+			printf("  %-16s ", sub);
+			print_number(sv);
+			printf("\n");
+		}
+	}
+}
+
+int cmd_stats(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	bool json = false;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = true; break;
+		case 'h': stats_help(); return 0;
+		default: return cli_usage_error("stats", "invalid option");
+		}
+	}
+	if (argc - optind != 1)
+		return cli_usage_error("stats", "expected MOUNTPOINT");
+	const char *path = argv[optind];
+	char *text = read_stats(path);
+	if (text == NULL)
+		return CLI_EXIT_FAILURE;
+	int rc = 0;
+	if (json) {
+		printf("%s\n", text);
+	} else {
+		json_error_t jerr;
+		json_t *root = json_loads(text, 0, &jerr);
+		if (!json_is_object(root))
+			rc = cli_fail(CLI_EXIT_FAILURE, "stats %s: the counters are not JSON: %s",
+				      path, jerr.text);
+		else
+			print_stats(root);
+		json_decref(root);
+	}
+	free(text);
+	if (fflush(stdout) != 0)
+		rc = cli_fail(CLI_EXIT_FAILURE, "write error on standard output: %s",
+			      strerror(errno));
+	return rc;
+}
