@@ -59,15 +59,15 @@ fi
 read -r port registry_pid < <("$here/scripts/local-registry" "$T/registry")
 ref=127.0.0.1:$port/bench/debian:latest
 echo "registry.sh: pushing the image to $ref" >&2
-skopeo copy -q --dest-tls-verify=false "oci:$image" "docker://$ref" >&2
+skopeo copy -q --dest-tls-verify=false "oci:$image:latest" "docker://$ref" >&2
 
 echo "registry.sh: index times" >&2
 hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$T/index.json" \
 	-n registry "$CLIP index -q $ref -o $T/r.clip" \
-	-n layout "$CLIP index -q oci:$image -o $T/l.clip" \
+	-n layout "$CLIP index -q oci:$image:latest -o $T/l.clip" \
 	-n 'registry -j 1' "$CLIP index -q -j 1 $ref -o $T/r1.clip" >&2
 "$CLIP" index -q "$ref" -o "$T/r.clip"
-"$CLIP" index -q "oci:$image" -o "$T/l.clip"
+"$CLIP" index -q "oci:$image:latest" -o "$T/l.clip"
 
 echo "registry.sh: $reads cold random reads" >&2
 python3 - "$CLIP" "$T" "$reads" "$image" <<'PY'
@@ -86,7 +86,7 @@ print()
 
 # Files large enough for a 4 KiB read, from the archive's recursive listing.
 out = subprocess.run([clip, "ls", "-R", "--manifest", T + "/r.clip"], check=True,
-                     capture_output=True, text=True).stdout
+                     capture_output=True).stdout.decode("utf-8", "surrogateescape")
 files = []
 for line in out.splitlines():
     parts = line.split("\t")

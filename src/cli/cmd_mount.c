@@ -416,7 +416,7 @@ static void print_stats(json_t *root)
 	json_object_foreach (root, key, v) {
 		if (json_is_object(v))
 			continue;
-		printf("%-18s ", key);
+		printf("%-24s ", key);
 		print_number(v);
 		printf("\n");
 	}
@@ -460,7 +460,7 @@ static void print_stats(json_t *root)
 		const char *sub;
 		json_t *sv;
 		json_object_foreach (v, sub, sv) {
-			printf("  %-16s ", sub);
+			printf("  %-22s ", sub);
 			print_number(sv);
 			printf("\n");
 		}
