@@ -23,7 +23,6 @@
  */
 #include "clip/registry.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -38,6 +37,7 @@
 #include <time.h>
 
 #include "clip/auth.h"
+#include "curl_lazy.h"
 #include "util.h"
 
 #define MAX_REDIRECTS	    5
@@ -1351,6 +1351,9 @@ int clip_registry_open(const struct clip_ref *ref, const struct clip_registry_op
 		err = &scratch;
 	if (ref == NULL || ref->domain == NULL || ref->api_host == NULL || ref->repository == NULL)
 		return clip_err_set(err, EINVAL, "registry: incomplete image reference");
+	int lrc = clip_curl_load(err);
+	if (lrc < 0)
+		return clip_err_prefix(err, "registry");
 	pthread_once(&curl_once, curl_init_once);
 	if (curl_init_result != CURLE_OK)
 		return clip_err_set(err, EIO, "registry: curl_global_init: %s",
