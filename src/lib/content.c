@@ -68,6 +68,18 @@ struct inflight {
 	struct inflight *next;
 };
 
+#define READAHEAD_THREADS 2
+#define READAHEAD_BYTES	  (8u << 20) /* how far past a read's fetch to fetch */
+#define READAHEAD_QUEUE	  16	     /* pending read-aheads at most; more are dropped */
+
+struct readahead {
+	uint32_t layer;
+	uint64_t chunk;
+	uint64_t file_start, file_end;
+	uint64_t budget; /* bytes still to read ahead after this chunk's batch */
+	struct readahead *next;
+};
+
 struct clip_content {
 	const struct clip_archive *archive;
 	struct clip_oci_layout *layout; /* one of these two is the source */
@@ -82,6 +94,15 @@ struct clip_content {
 	uint32_t nlayers;
 	struct inflight *inflight;
 	atomic_int active_reads; /* reads in progress, which prefetch yields to */
+	/* Read-ahead: fetches of the chunks after a fetched batch of a file,
+	 * done by worker threads started on the first one (never before: the
+	 * FUSE daemon forks after clip_content_open). */
+	struct readahead *ra_queue;
+	unsigned ra_queued;
+	pthread_cond_t ra_wake;
+	pthread_t ra_threads[READAHEAD_THREADS];
+	unsigned ra_nthreads;
+	bool ra_stop;
 	struct clip_content_stats stats;
 };
 
@@ -214,6 +235,7 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 	c->archive = archive;
 	c->no_checkpoints = o && o->no_checkpoints;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->ra_wake, NULL);
 	atomic_init(&c->active_reads, 0);
 	struct clip_archive_stats st;
 	clip_archive_stats(archive, &st);
@@ -651,6 +673,11 @@ out:
 	return rc;
 }
 
+/* A byte range of a layer's tar: the file a read is for. */
+struct extent {
+	uint64_t start, end;
+};
+
 /* The chunks [*first, *last] one fetch for chunk k should produce. A gzip
  * span is inflated from its start whatever part of it is wanted, and chunks
  * are smaller than spans, so every chunk lying wholly inside the spans that
@@ -660,7 +687,7 @@ out:
  * block) do not become huge buffers. */
 #define SPAN_BATCH_MAX (16u << 20)
 static void span_batch(const struct clip_content *c, const struct layer_state *l, uint64_t k,
-		       uint64_t *first, uint64_t *last)
+		       const struct extent *file, uint64_t *first, uint64_t *last)
 {
 	*first = *last = k;
 	if (l->gz == NULL || l->gz->count == 0)
@@ -680,6 +707,17 @@ static void span_batch(const struct clip_content *c, const struct layer_state *l
 	uint64_t max_chunks = SPAN_BATCH_MAX / c->chunk_bytes;
 	if (max_chunks == 0)
 		max_chunks = 1;
+	/* Only chunks of the file being read: the rest of a span usually
+	 * holds other files that nobody may read, and inflating it for them
+	 * would cost as much as the read itself (small files, scattered). */
+	uint64_t file_lo = file->start / c->chunk_bytes;
+	uint64_t file_hi = (file->end + c->chunk_bytes - 1) / c->chunk_bytes;
+	if (lo < file_lo)
+		lo = file_lo;
+	if (hi > file_hi)
+		hi = file_hi;
+	if (lo > k)
+		lo = k;
 	if (lo < k && k - lo >= max_chunks)
 		lo = k;
 	if (hi > lo + max_chunks)
@@ -694,7 +732,7 @@ static void span_batch(const struct clip_content *c, const struct layer_state *l
  * fastest tier that has it. Concurrent callers for the same chunk (or, for
  * whole-layer fetches, the same layer) wait for the first. */
 static int chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k,
-		       struct chunk_want *want, struct clip_err *err)
+		       const struct extent *file, struct chunk_want *want, struct clip_err *err)
 {
 	pthread_mutex_lock(&c->lock);
 	if (!has_spans(l)) {
@@ -746,7 +784,7 @@ static int chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k
 	pthread_mutex_unlock(&c->lock);
 
 	uint64_t first, last;
-	span_batch(c, l, k, &first, &last);
+	span_batch(c, l, k, file, &first, &last);
 	uint64_t start = first * c->chunk_bytes;
 	size_t len = (size_t)(last * c->chunk_bytes + chunk_len(c, l, last) - start);
 	unsigned char *data = malloc(len ? len : 1);
@@ -795,11 +833,84 @@ static int chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k
 	return rc;
 }
 
+/* Queue a read-ahead of chunk k of file `file` (with `budget` bytes more
+ * after its batch), starting the workers on first use. Dropped when the
+ * queue is full: read-ahead only ever saves time. Called without c->lock. */
+static void readahead_push(struct clip_content *c, const struct layer_state *l, uint64_t k,
+			   const struct extent *file, uint64_t budget);
+
+static void *readahead_main(void *arg)
+{
+	struct clip_content *c = arg;
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		while (c->ra_queue == NULL && !c->ra_stop)
+			pthread_cond_wait(&c->ra_wake, &c->lock);
+		if (c->ra_stop)
+			break;
+		struct readahead *r = c->ra_queue;
+		c->ra_queue = r->next;
+		c->ra_queued--;
+		pthread_mutex_unlock(&c->lock);
+		struct layer_state *l = &c->layers[r->layer];
+		const struct extent file = { r->file_start, r->file_end };
+		uint64_t first, last;
+		span_batch(c, l, r->chunk, &file, &first, &last);
+		unsigned char probe;
+		struct clip_err e = { 0 };
+		bool cached =
+			clip_diskcache_read(c->cache, l->hex, r->chunk, chunk_len(c, l, r->chunk),
+					    expected_hash(c, l, r->chunk), &probe, 1, 0, &e) >= 0;
+		int rc = cached ? 0 : chunk_fetch(c, l, r->chunk, &file, NULL, &e);
+		uint64_t done = (last + 1 - r->chunk) * c->chunk_bytes;
+		if (rc >= 0 && r->budget > done)
+			readahead_push(c, l, last + 1, &file, r->budget - done);
+		free(r);
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+static void readahead_push(struct clip_content *c, const struct layer_state *l, uint64_t k,
+			   const struct extent *file, uint64_t budget)
+{
+	if (c->cache == NULL || !has_spans(l) || k * c->chunk_bytes >= file->end ||
+	    k >= chunk_count(c, l))
+		return;
+	struct readahead *r = malloc(sizeof(*r));
+	if (r == NULL)
+		return;
+	*r = (struct readahead){ l->index, k, file->start, file->end, budget, NULL };
+	pthread_mutex_lock(&c->lock);
+	if (c->ra_stop || c->ra_queued >= READAHEAD_QUEUE) {
+		pthread_mutex_unlock(&c->lock);
+		free(r);
+		return;
+	}
+	while (c->ra_nthreads < READAHEAD_THREADS &&
+	       pthread_create(&c->ra_threads[c->ra_nthreads], NULL, readahead_main, c) == 0)
+		c->ra_nthreads++;
+	if (c->ra_nthreads == 0) {
+		pthread_mutex_unlock(&c->lock);
+		free(r);
+		return;
+	}
+	struct readahead **tail = &c->ra_queue;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = r;
+	c->ra_queued++;
+	pthread_cond_signal(&c->ra_wake);
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* Copy [off, off+len) of chunk k (off relative to the chunk) into buf from
  * the fastest tier that has the chunk: the disk cache, the remote cache, or
  * a fetch from the source (which fills the faster tiers). */
-static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k, void *buf,
-		      size_t len, size_t off, struct clip_err *err)
+static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
+		      const struct extent *file, void *buf, size_t len, size_t off,
+		      struct clip_err *err)
 {
 	size_t clen = chunk_len(c, l, k);
 	/* A fetch that another reader made for us is looked for in the disk
@@ -832,11 +943,17 @@ static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
 				return 0;
 		}
 		struct chunk_want want = { k, buf, len, off, false };
-		int rc = chunk_fetch(c, l, k, &want, err);
+		int rc = chunk_fetch(c, l, k, file, &want, err);
 		if (rc < 0)
 			return rc;
-		if (want.done)
+		if (want.done) {
+			/* A reader had to wait for the source: fetch what follows
+			 * in its file meanwhile, on the other cores. */
+			uint64_t first, last;
+			span_batch(c, l, k, file, &first, &last);
+			readahead_push(c, l, last + 1, file, READAHEAD_BYTES);
 			return 0;
+		}
 	}
 	return clip_err_set(err, EIO, "chunk %llu: the disk cache does not keep it",
 			    (unsigned long long)k);
@@ -876,6 +993,7 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 		pthread_mutex_unlock(&c->lock);
 	} else {
 		size_t done = 0;
+		const struct extent file = { inode.data_offset, inode.data_offset + inode.size };
 		n = 0;
 		while (done < len) {
 			uint64_t pos = tar_off + done;
@@ -884,7 +1002,8 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 			size_t want = (size_t)c->chunk_bytes - in_chunk;
 			if (want > len - done)
 				want = len - done;
-			rc = chunk_read(c, l, k, (unsigned char *)buf + done, want, in_chunk, err);
+			rc = chunk_read(c, l, k, &file, (unsigned char *)buf + done, want, in_chunk,
+					err);
 			if (rc < 0) {
 				n = rc;
 				break;
@@ -918,6 +1037,7 @@ int clip_content_prefetch(struct clip_content *c, const volatile bool *stop, str
 		if (rc < 0)
 			return clip_err_prefix(err, "layer %s", l->info.digest);
 		uint64_t n = chunk_count(c, l);
+		const struct extent whole = { 0, l->info.uncompressed_size };
 		for (uint64_t k = 0; k < n && !*stop; k++) {
 			/* Programs first: wait while any read is in flight. */
 			while (atomic_load(&c->active_reads) > 0 && !*stop)
@@ -927,7 +1047,7 @@ int clip_content_prefetch(struct clip_content *c, const volatile bool *stop, str
 							expected_hash(c, l, k), &probe, 1, 0, &e);
 			if (r >= 0)
 				continue;
-			rc = chunk_fetch(c, l, k, NULL, err);
+			rc = chunk_fetch(c, l, k, &whole, NULL, err);
 			if (rc < 0)
 				return clip_err_prefix(err, "layer %s", l->info.digest);
 			if (!has_spans(l))
@@ -1021,6 +1141,18 @@ void clip_content_close(struct clip_content *c)
 {
 	if (c == NULL)
 		return;
+	pthread_mutex_lock(&c->lock);
+	c->ra_stop = true;
+	pthread_cond_broadcast(&c->ra_wake);
+	pthread_mutex_unlock(&c->lock);
+	for (unsigned i = 0; i < c->ra_nthreads; i++)
+		pthread_join(c->ra_threads[i], NULL);
+	while (c->ra_queue) {
+		struct readahead *r = c->ra_queue;
+		c->ra_queue = r->next;
+		free(r);
+	}
+	pthread_cond_destroy(&c->ra_wake);
 	for (uint32_t i = 0; c->layers && i < c->nlayers; i++) {
 		if (c->layers[i].fd >= 0)
 			close(c->layers[i].fd);
