@@ -20,6 +20,9 @@
 #include "clip/err.h"
 
 #define CLIP_IMAGE_MAX_JSON (4u << 20) /* largest manifest/index/config accepted */
+/* Layers in one manifest at most (docker's own limit is 127), so that a hostile
+ * manifest cannot make the indexer start millions of layer jobs. */
+#define CLIP_IMAGE_MAX_LAYERS 1024
 
 #define CLIP_MT_OCI_INDEX	"application/vnd.oci.image.index.v1+json"
 #define CLIP_MT_OCI_MANIFEST	"application/vnd.oci.image.manifest.v1+json"
@@ -110,7 +113,8 @@ int clip_image_index_select(const void *json, size_t len, const struct clip_plat
  * freed; on failure img is left unchanged.
  * Layer media types: tar, tar+gzip, tar+zstd, OCI and Docker's; non-
  * distributable variants too; anything else is -ENOTSUP "layer N: unsupported
- * media type X" (N counts from 0). Schema 1 is -ENOTSUP. */
+ * media type X" (N counts from 0). Schema 1 is -ENOTSUP. More than
+ * CLIP_IMAGE_MAX_LAYERS layers is -E2BIG. */
 int clip_image_parse_manifest(const void *json, size_t len, struct clip_image *img,
 			      struct clip_err *err);
 

@@ -26,6 +26,15 @@
 #define CLIP_TAR_MAX_PATH	4096	   /* bytes in a path or link target */
 #define CLIP_TAR_MAX_EXT_HEADER (1u << 20) /* bytes of one PAX/GNU long header */
 #define CLIP_TAR_MAX_XATTRS	1024	   /* xattrs on one member */
+/* Xattr limits. A value larger than Linux's XATTR_SIZE_MAX could not be set
+ * on any file. The per-member and per-layer totals stop a global ('g') PAX
+ * header from multiplying: its xattrs apply to every later member, each of
+ * which the tree copies, so 1 MiB of global xattrs over 100000 empty members
+ * (kilobytes of gzip) would otherwise ask for 100 GB. Real layers carry a
+ * few dozen bytes (security.capability, ACLs) on a few files. */
+#define CLIP_TAR_MAX_XATTR_VALUE	65536u
+#define CLIP_TAR_MAX_MEMBER_XATTR_BYTES (256u << 10)
+#define CLIP_TAR_MAX_LAYER_XATTR_BYTES	(64ull << 20)
 
 enum clip_tar_type {
 	CLIP_TAR_REG = 1,

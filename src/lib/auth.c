@@ -508,13 +508,12 @@ int clip_auth_lookup_in_config(const char *json, size_t len, const char *what, c
  * exist. */
 static int read_config(const char *path, struct secret_buf *out, struct clip_err *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ENOTDIR)
 			return 0;
 		return clip_err_set(err, errno, "%s: %s", path, strerror(errno));
 	}
-	cleanup_close int cfd = fd;
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return clip_err_set(err, errno, "%s: %s", path, strerror(errno));

@@ -632,6 +632,11 @@ int clip_image_parse_manifest(const void *json, size_t len, struct clip_image *i
 	if (r < 0)
 		goto out;
 	size_t n = json_array_size(jlayers);
+	if (n > CLIP_IMAGE_MAX_LAYERS) {
+		r = clip_err_set(err, E2BIG, "%s: %zu layers, more than the limit of %d", what, n,
+				 CLIP_IMAGE_MAX_LAYERS);
+		goto out;
+	}
 	if (n > 0) {
 		layers = calloc(n, sizeof(*layers));
 		if (layers == NULL) {

@@ -44,7 +44,8 @@
 #define LEN_PREFIX   155
 
 #define SCHILY_XATTR "SCHILY.xattr."
-#define GNU_SPARSE   "GNU.sparse."
+
+#define GNU_SPARSE "GNU.sparse."
 
 enum parser_state {
 	ST_HEADER, /* collecting a header block */
@@ -125,6 +126,7 @@ struct clip_tar_parser {
 	char uname[LEN_OWNER + 1], gname[LEN_OWNER + 1];
 	struct clip_tar_xattr *entry_xattrs; /* owned array */
 	size_t entry_xattrs_cap;
+	uint64_t xattr_bytes; /* names and values reported so far */
 };
 
 /* ---- attribute sets ------------------------------------------------------ */
@@ -349,6 +351,10 @@ static int set_xattr(struct clip_tar_parser *p, struct attrs *a, const char *nam
 		return member_error(p, err, hoff, NULL, "pax header: empty xattr name");
 	if (memchr(name, '\0', nlen) != NULL)
 		return member_error(p, err, hoff, NULL, "pax header: NUL byte in xattr name");
+	if (vlen > CLIP_TAR_MAX_XATTR_VALUE)
+		return member_error(p, err, hoff, NULL,
+				    "pax header: xattr value of %zu bytes exceeds the limit of %u",
+				    vlen, CLIP_TAR_MAX_XATTR_VALUE);
 
 	cleanup_free unsigned char *copy = NULL;
 	if (vlen > 0) {
@@ -664,6 +670,18 @@ static int build_xattrs(struct clip_tar_parser *p, size_t *count, uint64_t hoff,
 	}
 	if (n > CLIP_TAR_MAX_XATTRS)
 		return member_error(p, err, hoff, name, "more than %d xattrs", CLIP_TAR_MAX_XATTRS);
+	uint64_t bytes = 0;
+	for (size_t i = 0; i < n; i++)
+		bytes += strlen(p->entry_xattrs[i].name) + 1 + p->entry_xattrs[i].len;
+	if (bytes > CLIP_TAR_MAX_MEMBER_XATTR_BYTES)
+		return member_error(p, err, hoff, name,
+				    "xattrs of %llu bytes exceed the limit of %u per member",
+				    (unsigned long long)bytes, CLIP_TAR_MAX_MEMBER_XATTR_BYTES);
+	p->xattr_bytes += bytes;
+	if (p->xattr_bytes > CLIP_TAR_MAX_LAYER_XATTR_BYTES)
+		return member_error(p, err, hoff, name,
+				    "xattrs exceed the limit of %llu bytes in one layer",
+				    (unsigned long long)CLIP_TAR_MAX_LAYER_XATTR_BYTES);
 	*count = n;
 	return 0;
 }

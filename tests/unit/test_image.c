@@ -734,6 +734,45 @@ static void load_two_layers(struct clip_image *img)
 			 0);
 }
 
+/* A manifest of n identical gzip layers. */
+static char *manifest_with_layers(size_t n)
+{
+	const char *layer = "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\","
+			    "\"digest\":\"sha256:"
+			    "1111111111111111111111111111111111111111111111111111111111111111\","
+			    "\"size\":1}";
+	size_t cap = 512 + n * (strlen(layer) + 1);
+	char *m = malloc(cap);
+	assert_non_null(m);
+	size_t len = (size_t)snprintf(
+		m, cap,
+		"{\"schemaVersion\":2,\"mediaType\":\"" CLIP_MT_OCI_MANIFEST "\",\"config\":{"
+		"\"mediaType\":\"" CLIP_MT_OCI_CONFIG "\",\"digest\":\"sha256:"
+		"2222222222222222222222222222222222222222222222222222222222222222\",\"size\":2},"
+		"\"layers\":[");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(m + len, cap - len, "%s%s", i ? "," : "", layer);
+	snprintf(m + len, cap - len, "]}");
+	return m;
+}
+
+static void test_manifest_layer_limit(void **state)
+{
+	(void)state;
+	struct clip_image img = { 0 };
+	struct clip_err err = { 0 };
+	char *ok = manifest_with_layers(CLIP_IMAGE_MAX_LAYERS);
+	assert_int_equal(clip_image_parse_manifest(ok, strlen(ok), &img, &err), 0);
+	assert_int_equal(img.nlayers, CLIP_IMAGE_MAX_LAYERS);
+	clip_image_clear(&img);
+	free(ok);
+	char *big = manifest_with_layers(CLIP_IMAGE_MAX_LAYERS + 1);
+	assert_err(clip_image_parse_manifest(big, strlen(big), &img, &err), &err, -E2BIG,
+		   "1025 layers, more than the limit of 1024");
+	assert_int_equal(img.nlayers, 0);
+	free(big);
+}
+
 static void test_config_full(void **state)
 {
 	(void)state;
@@ -908,6 +947,7 @@ int main(void)
 		cmocka_unit_test(test_manifest_no_media_type),
 		cmocka_unit_test(test_manifest_bad),
 		cmocka_unit_test(test_manifest_failure_keeps_image),
+		cmocka_unit_test(test_manifest_layer_limit),
 		cmocka_unit_test(test_config_full),
 		cmocka_unit_test(test_config_minimal),
 		cmocka_unit_test(test_config_bad),
