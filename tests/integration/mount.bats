@@ -729,6 +729,25 @@ t = json.loads(sys.argv[1])["tiers"]
 assert t["disk"]["hits"] > 0 and t["span"]["hits"] == 0 and t["layer"]["hits"] == 0, t' "$output"
 }
 
+@test "--cache-max bounds the disk cache while more than that is read, every byte right" {
+	# 8 MiB of cache for the whole image (about 160 MB of files): chunks are evicted
+	# while the tree is read, and it still reads right.
+	mount_default --cache-max 8M
+	tree_sha "$MNT" >"$T/mount.sha"
+	cmp "$W/expected.sha" "$T/mount.sha"
+	local usage evicted
+	usage=$(du -sb --exclude=lock "$T/cache" | cut -f1)
+	evicted=$("$CLIP" stats --json "$MNT" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["disk_cache"]["evicted"])')
+	echo "cache usage $usage bytes, $evicted chunks evicted"
+	[ "$evicted" -gt 0 ]
+	# The bound, plus at most a chunk per read in flight (16 threads, 1 MiB chunks).
+	[ "$usage" -le $(((8 + 16) << 20)) ]
+	"$CLIP" umount "$MNT"
+	usage=$(du -sb --exclude=lock "$T/cache" | cut -f1)
+	[ "$usage" -le $((8 << 20)) ]
+}
+
 @test "unmounting during --prefetch stops it promptly" {
 	mount_default --prefetch --log "$T/log"
 	local pid
