@@ -424,17 +424,33 @@ static size_t chunk_len(const struct clip_content *c, const struct layer_state *
 	return (size_t)(end - start);
 }
 
+static const unsigned char *expected_hash(struct clip_content *c, const struct layer_state *l,
+					  uint64_t k)
+{
+	return c->archive_hashes ? clip_archive_chunk_hash(c->archive, l->index, k) : NULL;
+}
+
+/* Hash chunk k's bytes into `hash`: 1 when they match the archive's hash or
+ * it has none, 0 when they do not, -ENOMEM when hashing failed. */
+static int chunk_hash_check(struct clip_content *c, const struct layer_state *l, uint64_t k,
+			    const void *data, size_t len, unsigned char hash[32])
+{
+	unsigned int mdlen = 0;
+	if (!EVP_Digest(data, len, hash, &mdlen, EVP_sha256(), NULL))
+		return -ENOMEM;
+	const unsigned char *want = expected_hash(c, l, k);
+	return want == NULL || memcmp(want, hash, 32) == 0;
+}
+
 /* Check a produced chunk against the archive's hash (when it has one) and
  * return its SHA-256 in `hash`. */
 static int chunk_verify(struct clip_content *c, const struct layer_state *l, uint64_t k,
 			const void *data, size_t len, unsigned char hash[32], struct clip_err *err)
 {
-	unsigned int mdlen = 0;
-	if (!EVP_Digest(data, len, hash, &mdlen, EVP_sha256(), NULL))
+	int ok = chunk_hash_check(c, l, k, data, len, hash);
+	if (ok < 0)
 		return clip_err_set(err, ENOMEM, "SHA-256 failed");
-	const unsigned char *want =
-		c->archive_hashes ? clip_archive_chunk_hash(c->archive, l->index, k) : NULL;
-	if (want && memcmp(want, hash, 32) != 0) {
+	if (!ok) {
 		pthread_mutex_lock(&c->lock);
 		c->stats.tier[CLIP_TIER_SPAN].errors++;
 		pthread_mutex_unlock(&c->lock);
@@ -443,12 +459,6 @@ static int chunk_verify(struct clip_content *c, const struct layer_state *l, uin
 				    (unsigned long long)k);
 	}
 	return 0;
-}
-
-static const unsigned char *expected_hash(struct clip_content *c, const struct layer_state *l,
-					  uint64_t k)
-{
-	return c->archive_hashes ? clip_archive_chunk_hash(c->archive, l->index, k) : NULL;
 }
 
 /* The part of one chunk a reader waits for: whoever produces that chunk
@@ -509,11 +519,9 @@ static int remote_get(struct clip_content *c, const struct layer_state *l, uint6
 		count_tier(c, CLIP_TIER_REMOTE, -1, 0, t0);
 		return 0;
 	}
+	/* Only chunks with a hash in the archive are read from here. */
 	unsigned char hash[32];
-	unsigned int mdlen = 0;
-	const unsigned char *want = clip_archive_chunk_hash(c->archive, l->index, k);
-	if (!EVP_Digest(data, len, hash, &mdlen, EVP_sha256(), NULL) || want == NULL ||
-	    memcmp(hash, want, 32) != 0) {
+	if (expected_hash(c, l, k) == NULL || chunk_hash_check(c, l, k, data, len, hash) != 1) {
 		/* A poisoned or stale entry: count it and fall through. */
 		pthread_mutex_lock(&c->lock);
 		c->stats.remote_verify_failures++;
