@@ -44,6 +44,7 @@
 #include "clip/ocilayout.h"
 #include "clip/rcache.h"
 #include "clip/ref.h"
+#include "sha256.h"
 #include "util.h"
 
 struct layer_state {
@@ -435,9 +436,7 @@ static const unsigned char *expected_hash(struct clip_content *c, const struct l
 static int chunk_hash_check(struct clip_content *c, const struct layer_state *l, uint64_t k,
 			    const void *data, size_t len, unsigned char hash[32])
 {
-	unsigned int mdlen = 0;
-	if (!EVP_Digest(data, len, hash, &mdlen, EVP_sha256(), NULL))
-		return -ENOMEM;
+	clip_sha256_once(data, len, hash);
 	const unsigned char *want = expected_hash(c, l, k);
 	return want == NULL || memcmp(want, hash, 32) == 0;
 }
@@ -560,15 +559,14 @@ static int layer_fetch(struct clip_content *c, struct layer_state *l, struct chu
 		gzs = clip_gz_scanner_new();
 	else if (comp == CLIP_COMPRESSION_ZSTD)
 		zs = ZSTD_createDCtx();
-	EVP_MD_CTX *blob_sha = EVP_MD_CTX_new();
+	struct clip_sha256 blob_sha;
+	clip_sha256_init(&blob_sha);
 	struct clip_gz_boundary bounds[64];
 	size_t fill = 0;
 	uint64_t k = 0, cbytes = 0, ubytes = 0;
 	size_t zret = 1;
-	if (in == NULL || chunk == NULL || blob_sha == NULL ||
-	    (comp == CLIP_COMPRESSION_GZIP && gzs == NULL) ||
-	    (comp == CLIP_COMPRESSION_ZSTD && zs == NULL) ||
-	    !EVP_DigestInit_ex(blob_sha, EVP_sha256(), NULL)) {
+	if (in == NULL || chunk == NULL || (comp == CLIP_COMPRESSION_GZIP && gzs == NULL) ||
+	    (comp == CLIP_COMPRESSION_ZSTD && zs == NULL)) {
 		rc = clip_err_set(err, ENOMEM, "out of memory");
 		goto out;
 	}
@@ -581,7 +579,7 @@ static int layer_fetch(struct clip_content *c, struct layer_state *l, struct chu
 		}
 		eof = n == 0;
 		cbytes += (uint64_t)n;
-		EVP_DigestUpdate(blob_sha, in, (size_t)n);
+		clip_sha256_update(&blob_sha, in, (size_t)n);
 		size_t pos = 0;
 		/* Decompress into the chunk buffer; each full chunk is stored. */
 		while (rc == 0) {
@@ -658,8 +656,7 @@ static int layer_fetch(struct clip_content *c, struct layer_state *l, struct chu
 		 * what vouches for the data. */
 		char digest[72] = "sha256:";
 		unsigned char md[32];
-		unsigned int mdlen = 0;
-		EVP_DigestFinal_ex(blob_sha, md, &mdlen);
+		clip_sha256_final(&blob_sha, md);
 		for (int i = 0; i < 32; i++)
 			snprintf(digest + 7 + 2 * i, 3, "%02x", md[i]);
 		if (strcmp(digest, l->info.digest) != 0)
@@ -677,7 +674,6 @@ out:
 	free(chunk);
 	clip_gz_scanner_free(gzs);
 	ZSTD_freeDCtx(zs);
-	EVP_MD_CTX_free(blob_sha);
 	return rc;
 }
 

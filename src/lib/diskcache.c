@@ -64,7 +64,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -77,6 +76,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sha256.h"
 #include "util.h"
 
 /* Chunk file header: 64 bytes, little-endian. */
@@ -742,12 +742,11 @@ static int verify_copy(int fd, uint64_t chunk, size_t chunk_len, const unsigned 
 	memcpy(sha, hdr + CHUNK_HDR_SHA256, 32);
 
 	cleanup_free unsigned char *block = malloc(VERIFY_BLOCK);
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	if (block == NULL || md == NULL) {
-		EVP_MD_CTX_free(md);
+	if (block == NULL)
 		return -ENOMEM;
-	}
-	rc = EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 ? 1 : -EIO;
+	struct clip_sha256 md;
+	clip_sha256_init(&md);
+	rc = 1;
 	for (size_t pos = 0; rc == 1 && pos < chunk_len;) {
 		size_t n = chunk_len - pos < VERIFY_BLOCK ? chunk_len - pos : VERIFY_BLOCK;
 		rc = pread_full(fd, block, n, (off_t)(CHUNK_HDR_SIZE + pos));
@@ -757,10 +756,7 @@ static int verify_copy(int fd, uint64_t chunk, size_t chunk_len, const unsigned 
 		}
 		if (rc < 0)
 			break;
-		if (EVP_DigestUpdate(md, block, n) != 1) {
-			rc = -EIO;
-			break;
-		}
+		clip_sha256_update(&md, block, n);
 		/* the part of [pos, pos+n) inside [offset, offset+len) */
 		size_t lo = offset > pos ? offset : pos;
 		size_t hi = offset + len < pos + n ? offset + len : pos + n;
@@ -769,10 +765,8 @@ static int verify_copy(int fd, uint64_t chunk, size_t chunk_len, const unsigned 
 		pos += n;
 	}
 	unsigned char got[32];
-	unsigned int got_len = 0;
-	if (rc == 1 && (EVP_DigestFinal_ex(md, got, &got_len) != 1 || got_len != 32))
-		rc = -EIO;
-	EVP_MD_CTX_free(md);
+	if (rc == 1)
+		clip_sha256_final(&md, got);
 	if (rc == 1 && memcmp(got, sha, 32) != 0) {
 		*why = "payload does not match its hash";
 		rc = 0;

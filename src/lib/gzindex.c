@@ -17,11 +17,11 @@
 #include <string.h>
 
 #include <isa-l.h>
-#include <openssl/evp.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include "gzindex_internal.h"
+#include "sha256.h"
 #include "util.h"
 
 #define W CLIP_GZ_WINDOW
@@ -432,31 +432,19 @@ static void resume_end(struct resume *r)
  * window only after it has hashed the first part of the span, and it never
  * keeps a span whole. */
 
-static int sha_update(EVP_MD_CTX *h, const void *p, size_t n)
+static void sha_update(struct clip_sha256 *h, const void *p, size_t n)
 {
-	if (n == 0)
-		return 0;
-	return EVP_DigestUpdate(h, p, n) == 1 ? 0 : -EIO;
-}
-
-/* SHA-256 of `p`, with `h` as scratch. */
-static int sha_once(EVP_MD_CTX *h, const void *p, size_t n, unsigned char out[32])
-{
-	unsigned int len = 0;
-	if (EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1 || sha_update(h, p, n) ||
-	    EVP_DigestFinal_ex(h, out, &len) != 1)
-		return -EIO;
-	return 0;
+	clip_sha256_update(h, p, n);
 }
 
 /* The span digest from its two halves; `out` may alias either. */
-static int sha_span(EVP_MD_CTX *h, const unsigned char window_md[32],
-		    const unsigned char compressed_md[32], unsigned char out[32])
+static void sha_span(const unsigned char window_md[32], const unsigned char compressed_md[32],
+		     unsigned char out[32])
 {
 	unsigned char both[64];
 	memcpy(both, window_md, 32);
 	memcpy(both + 32, compressed_md, 32);
-	return sha_once(h, both, sizeof(both), out);
+	clip_sha256_once(both, sizeof(both), out);
 }
 
 /* ======================================================================== */
@@ -525,7 +513,7 @@ struct clip_gz_builder {
 	 * span before it, kept running while the last checkpoint has produced
 	 * nothing, because a checkpoint with an empty span is dropped and its
 	 * predecessor's span then reaches further. */
-	EVP_MD_CTX *h_span, *h_prev, *h_tmp;
+	struct clip_sha256 *h_span, *h_prev;
 
 	/* The most recent boundary and its window. While OPEN, compressed bytes
 	 * from cand.in on sit in pend[] and h_span stops at cand.in; past
@@ -539,7 +527,7 @@ struct clip_gz_builder {
 	unsigned char *pend;
 	size_t pend_len;
 	bool overflow;
-	EVP_MD_CTX *h_close, *h_cand;
+	struct clip_sha256 *h_close, *h_cand;
 
 	/* Windows waiting to be made sparse, oldest first (a ring), and the
 	 * compressed stream [look_base, look_base + look_len) they need: from
@@ -580,10 +568,9 @@ struct clip_gz_builder *clip_gz_builder_new(const struct clip_gz_builder_options
 	b->look = malloc(LOOK_CAP);
 	b->pending = malloc(PENDING_MAX * sizeof(*b->pending));
 	b->scratch = malloc(5 * (size_t)W);
-	b->h_tmp = EVP_MD_CTX_new();
 	b->zc = ZSTD_createCCtx();
 	if (b->pend == NULL || b->look == NULL || b->pending == NULL || b->scratch == NULL ||
-	    b->h_tmp == NULL || b->zc == NULL) {
+	    b->zc == NULL) {
 		clip_gz_builder_free(b);
 		return NULL;
 	}
@@ -608,11 +595,10 @@ void clip_gz_builder_free(struct clip_gz_builder *b)
 	free(b->after_out);
 	free(b->win_md);
 	free(b->arena);
-	EVP_MD_CTX_free(b->h_span);
-	EVP_MD_CTX_free(b->h_prev);
-	EVP_MD_CTX_free(b->h_tmp);
-	EVP_MD_CTX_free(b->h_close);
-	EVP_MD_CTX_free(b->h_cand);
+	free(b->h_span);
+	free(b->h_prev);
+	free(b->h_close);
+	free(b->h_cand);
 	free(b->pend);
 	free(b->look);
 	free(b->pending);
@@ -631,41 +617,30 @@ static int build_fail(struct clip_gz_builder *b, struct clip_err *err, int code,
 
 /* A fresh hash for a compressed span; when it starts mid-byte, that byte
  * (holding the primed bits) comes first. */
-static EVP_MD_CTX *sha_start(bool partial, unsigned char partial_byte)
+static struct clip_sha256 *sha_start(bool partial, unsigned char partial_byte)
 {
-	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	struct clip_sha256 *h = malloc(sizeof(*h));
 	if (h == NULL)
 		return NULL;
-	if (EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1 ||
-	    (partial && sha_update(h, &partial_byte, 1))) {
-		EVP_MD_CTX_free(h);
-		return NULL;
-	}
+	clip_sha256_init(h);
+	if (partial)
+		clip_sha256_update(h, &partial_byte, 1);
 	return h;
 }
 
 /* Digest of `h` so far, leaving `h` usable. */
-static int sha_peek(struct clip_gz_builder *b, EVP_MD_CTX *h, unsigned char out[32])
+static void sha_peek(const struct clip_sha256 *h, unsigned char out[32])
 {
-	unsigned int n = 0;
-	if (EVP_MD_CTX_copy_ex(b->h_tmp, h) != 1 || EVP_DigestFinal_ex(b->h_tmp, out, &n) != 1)
-		return -ENOMEM;
-	return 0;
+	struct clip_sha256 copy = *h;
+	clip_sha256_final(&copy, out);
 }
 
-static int sha_final(EVP_MD_CTX *h, unsigned char out[32])
+static void feed_span(struct clip_gz_builder *b, const void *p, size_t n)
 {
-	unsigned int n = 0;
-	return EVP_DigestFinal_ex(h, out, &n) == 1 ? 0 : -EIO;
-}
-
-static int feed_span(struct clip_gz_builder *b, const void *p, size_t n)
-{
-	if (b->h_span && sha_update(b->h_span, p, n))
-		return -EIO;
-	if (b->h_prev && sha_update(b->h_prev, p, n))
-		return -EIO;
-	return 0;
+	if (b->h_span)
+		sha_update(b->h_span, p, n);
+	if (b->h_prev)
+		sha_update(b->h_prev, p, n);
 }
 
 static void snapshot_window(struct clip_gz_builder *b)
@@ -804,7 +779,8 @@ static int store_window(struct clip_gz_builder *b, size_t i, const unsigned char
 	p->window_zlen = (uint32_t)zlen;
 	b->wz_off[i] = b->arena_len;
 	b->arena_len += zlen;
-	return sha_once(b->h_tmp, win, len, b->win_md[i]);
+	clip_sha256_once(win, len, b->win_md[i]);
+	return 0;
 }
 
 /* Store the oldest pending window: sparse when the compressed bytes kept for
@@ -950,23 +926,22 @@ static int choose_cand_late(struct clip_gz_builder *b)
 	if (b->cand.out <= b->points[b->count - 1].out || b->cand.out >= b->fed_out)
 		return 0;
 	/* Output followed the last checkpoint, so its span cannot be dropped. */
-	EVP_MD_CTX_free(b->h_prev);
+	free(b->h_prev);
 	b->h_prev = NULL;
 
 	struct clip_gz_point *cur = &b->points[b->count - 1];
 	if (!b->overflow) {
-		if (sha_final(b->h_span, cur->span_sha256))
-			return -EIO;
-		EVP_MD_CTX_free(b->h_span);
+		clip_sha256_final(b->h_span, cur->span_sha256);
+		free(b->h_span);
 		b->h_span = sha_start(b->cand.bits != 0, b->cand_partial);
-		if (b->h_span == NULL || sha_update(b->h_span, b->pend, b->pend_len))
+		if (b->h_span == NULL)
 			return -ENOMEM;
+		sha_update(b->h_span, b->pend, b->pend_len);
 		b->pend_len = 0;
 	} else {
-		if (sha_final(b->h_close, cur->span_sha256))
-			return -EIO;
-		EVP_MD_CTX_free(b->h_close);
-		EVP_MD_CTX_free(b->h_span);
+		clip_sha256_final(b->h_close, cur->span_sha256);
+		free(b->h_close);
+		free(b->h_span);
 		b->h_span = b->h_cand;
 		b->h_close = b->h_cand = NULL;
 		b->overflow = false;
@@ -984,13 +959,12 @@ static int settle_cand(struct clip_gz_builder *b)
 	if (b->cand_state != CAND_OPEN)
 		return 0;
 	if (b->overflow) {
-		EVP_MD_CTX_free(b->h_close);
-		EVP_MD_CTX_free(b->h_cand);
+		free(b->h_close);
+		free(b->h_cand);
 		b->h_close = b->h_cand = NULL;
 		b->overflow = false;
 	} else {
-		if (feed_span(b, b->pend, b->pend_len))
-			return -EIO;
+		feed_span(b, b->pend, b->pend_len);
 		b->pend_len = 0;
 	}
 	return 0;
@@ -1003,18 +977,17 @@ static int choose_cand_now(struct clip_gz_builder *b)
 		/* The last checkpoint produced nothing: the new one replaces it
 		 * and its predecessor's span (kept running in h_prev) resumes. */
 		pop_point(b);
-		EVP_MD_CTX_free(b->h_span);
+		free(b->h_span);
 		b->h_span = b->h_prev;
 		b->h_prev = NULL;
 	}
 	if (b->count > 0) {
-		if (sha_peek(b, b->h_span, b->points[b->count - 1].span_sha256))
-			return -ENOMEM;
-		EVP_MD_CTX_free(b->h_prev);
+		sha_peek(b->h_span, b->points[b->count - 1].span_sha256);
+		free(b->h_prev);
 		b->h_prev = b->h_span;
 	} else {
-		EVP_MD_CTX_free(b->h_span);
-		EVP_MD_CTX_free(b->h_prev);
+		free(b->h_span);
+		free(b->h_prev);
 		b->h_prev = NULL;
 	}
 	b->h_span = sha_start(b->cand.bits != 0, b->cand_partial);
@@ -1075,20 +1048,21 @@ int clip_gz_builder_compressed(struct clip_gz_builder *b, const void *in, size_t
 			goto fed;
 		}
 		/* A long block: stop holding back, hash both futures. */
-		b->h_close = EVP_MD_CTX_new();
-		if (b->h_close == NULL || EVP_MD_CTX_copy_ex(b->h_close, b->h_span) != 1)
+		b->h_close = malloc(sizeof(*b->h_close));
+		if (b->h_close == NULL)
 			return build_fail(b, err, ENOMEM, "out of memory");
+		*b->h_close = *b->h_span;
 		b->h_cand = sha_start(b->cand.bits != 0, b->cand_partial);
-		if (b->h_cand == NULL || sha_update(b->h_cand, b->pend, b->pend_len) ||
-		    feed_span(b, b->pend, b->pend_len))
+		if (b->h_cand == NULL)
 			return build_fail(b, err, ENOMEM, "out of memory");
+		sha_update(b->h_cand, b->pend, b->pend_len);
+		feed_span(b, b->pend, b->pend_len);
 		b->pend_len = 0;
 		b->overflow = true;
 	}
-	if (b->overflow && sha_update(b->h_cand, p, len))
-		return build_fail(b, err, EIO, "sha256 failed");
-	if (feed_span(b, p, len))
-		return build_fail(b, err, EIO, "sha256 failed");
+	if (b->overflow)
+		sha_update(b->h_cand, p, len);
+	feed_span(b, p, len);
 fed:
 	b->fed_in += len;
 	b->last_byte = p[len - 1];
@@ -1104,7 +1078,7 @@ int clip_gz_builder_uncompressed(struct clip_gz_builder *b, const void *out, siz
 	if (len == 0)
 		return 0;
 	/* The last checkpoint's span is not empty any more. */
-	EVP_MD_CTX_free(b->h_prev);
+	free(b->h_prev);
 	b->h_prev = NULL;
 
 	if (len >= W) {
@@ -1238,7 +1212,7 @@ int clip_gz_builder_finish(struct clip_gz_builder *b, struct clip_gz_index **out
 	if (b->count > 0 && b->points[b->count - 1].out == b->fed_out) {
 		/* Nothing after it: useless, and its predecessor's span runs on. */
 		pop_point(b);
-		EVP_MD_CTX_free(b->h_span);
+		free(b->h_span);
 		b->h_span = b->h_prev;
 		b->h_prev = NULL;
 	}
@@ -1248,13 +1222,11 @@ int clip_gz_builder_finish(struct clip_gz_builder *b, struct clip_gz_index **out
 		if (r < 0)
 			return build_fail(b, err, -r, "storing a window");
 	}
-	if (b->count > 0 && sha_final(b->h_span, b->points[b->count - 1].span_sha256))
-		return build_fail(b, err, EIO, "sha256 failed");
+	if (b->count > 0)
+		clip_sha256_final(b->h_span, b->points[b->count - 1].span_sha256);
 	for (size_t i = 0; i < b->count; i++)
-		if (sha_span(b->h_tmp, b->win_md[i], b->points[i].span_sha256,
-			     b->points[i].span_sha256))
-			return build_fail(b, err, EIO, "sha256 failed");
-	EVP_MD_CTX_free(b->h_span);
+		sha_span(b->win_md[i], b->points[i].span_sha256, b->points[i].span_sha256);
+	free(b->h_span);
 	b->h_span = NULL;
 	b->cand_state = CAND_NONE;
 	b->failed = -EINVAL; /* finished: any further use is a caller bug */
@@ -1404,8 +1376,7 @@ ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
 	/* Verify everything the read touches before inflating any of it, so a
 	 * corrupt span never leaves partial output behind. */
 	ZSTD_DCtx *dctx = NULL;
-	EVP_MD_CTX *h = EVP_MD_CTX_new();
-	int ret = h ? 0 : -ENOMEM;
+	int ret = 0;
 	for (size_t k = 0; k < nspans && ret == 0; k++) {
 		size_t i = (size_t)first + k;
 		const struct clip_gz_point *p = &index->points[i];
@@ -1423,16 +1394,12 @@ ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
 			ret = clip_err_set(err, ret, "span %zu: decoding window", i);
 			break;
 		}
-		if (sha_once(h, win, p->window_len, win_md) ||
-		    sha_once(h, fetch + s0, (size_t)(s1 - s0), span_md) ||
-		    sha_span(h, win_md, span_md, md)) {
-			ret = clip_err_set(err, EIO, "span %zu: sha256 failed", i);
-			break;
-		}
+		clip_sha256_once(win, p->window_len, win_md);
+		clip_sha256_once(fetch + s0, (size_t)(s1 - s0), span_md);
+		sha_span(win_md, span_md, md);
 		if (memcmp(md, p->span_sha256, sizeof(md)) != 0)
 			ret = clip_err_set(err, EBADMSG, "span %zu: digest mismatch", i);
 	}
-	EVP_MD_CTX_free(h);
 	if (ret < 0) {
 		ZSTD_freeDCtx(dctx);
 		return ret;

@@ -16,13 +16,13 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <openssl/sha.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
 
+#include "sha256.h"
 #include "util.h"
 
 #define SHA256_HEX_LEN	  64
@@ -86,9 +86,9 @@ int clip_digest_valid(const char *digest)
 void clip_digest_of(const void *data, size_t len, char out[72])
 {
 	static const char hexdigits[] = "0123456789abcdef";
-	unsigned char md[SHA256_DIGEST_LENGTH];
+	unsigned char md[CLIP_SHA256_LEN];
 
-	SHA256(data != NULL ? data : (const void *)"", len, md);
+	clip_sha256_once(data, len, md);
 	memcpy(out, SHA256_PREFIX, SHA256_PREFIX_LEN);
 	char *hex = out + SHA256_PREFIX_LEN;
 	for (size_t i = 0; i < sizeof(md); i++) {

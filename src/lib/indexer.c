@@ -15,7 +15,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,6 +28,7 @@
 #include "clip/ref.h"
 #include "clip/registry.h"
 #include "clip/tar.h"
+#include "sha256.h"
 #include "util.h"
 
 #define IN_CHUNK    (1u << 20)
@@ -445,14 +445,14 @@ static void *producer_main(void *arg)
 /* ---- the consumer: hash, parse, checkpoint ----------------------------- */
 
 struct consumer {
-	EVP_MD_CTX *blob_sha;
-	EVP_MD_CTX *tar_sha;
+	struct clip_sha256 blob_sha;
+	struct clip_sha256 tar_sha;
 	struct clip_tar_parser *tar;
 	struct clip_gz_builder *gz; /* NULL unless gzip with checkpoints */
 	struct clip_tree_layer *entries;
 	uint64_t cpos, upos; /* compressed and uncompressed bytes consumed */
 	/* Chunk hashes: chunk_sha covers the chunk_fill bytes of the current one. */
-	EVP_MD_CTX *chunk_sha;
+	struct clip_sha256 chunk_sha;
 	uint64_t chunk_bytes, chunk_fill;
 	unsigned char (*chunks)[32];
 	size_t nchunks, chunks_cap;
@@ -469,10 +469,8 @@ static int chunk_finish(struct consumer *c, struct clip_err *err)
 		c->chunks = p;
 		c->chunks_cap = cap;
 	}
-	unsigned int mdlen = 0;
-	if (!EVP_DigestFinal_ex(c->chunk_sha, c->chunks[c->nchunks], &mdlen) ||
-	    !EVP_DigestInit_ex(c->chunk_sha, EVP_sha256(), NULL))
-		return clip_err_set(err, ENOMEM, "SHA-256 failed");
+	clip_sha256_final(&c->chunk_sha, c->chunks[c->nchunks]);
+	clip_sha256_init(&c->chunk_sha);
 	c->nchunks++;
 	c->chunk_fill = 0;
 	return 0;
@@ -483,7 +481,7 @@ static int chunk_hash(struct consumer *c, const unsigned char *p, size_t len, st
 	while (len) {
 		size_t n =
 			c->chunk_bytes - c->chunk_fill < len ? c->chunk_bytes - c->chunk_fill : len;
-		EVP_DigestUpdate(c->chunk_sha, p, n);
+		clip_sha256_update(&c->chunk_sha, p, n);
 		c->chunk_fill += n;
 		p += n;
 		len -= n;
@@ -517,7 +515,7 @@ static int consume_uncompressed(struct consumer *c, const unsigned char *p, size
 		if (rc < 0)
 			return rc;
 	}
-	EVP_DigestUpdate(c->tar_sha, p, len);
+	clip_sha256_update(&c->tar_sha, p, len);
 	c->upos += len;
 	int rc = chunk_hash(c, p, len, err);
 	if (rc < 0)
@@ -530,7 +528,7 @@ static int consume_batch(struct consumer *c, const struct batch *b, bool plain,
 {
 	const unsigned char *in = b->in ? b->in->data + b->in_off : NULL;
 	if (!plain && b->in_len)
-		EVP_DigestUpdate(c->blob_sha, in, b->in_len);
+		clip_sha256_update(&c->blob_sha, in, b->in_len);
 	if (c->gz == NULL) {
 		c->cpos += b->in_len;
 		return consume_uncompressed(c, b->out, b->out_len, err);
@@ -563,11 +561,10 @@ static int consume_batch(struct consumer *c, const struct batch *b, bool plain,
 	return consume_uncompressed(c, b->out + (c->upos - u0), u0 + b->out_len - c->upos, err);
 }
 
-static void digest_hex(EVP_MD_CTX *ctx, char out[72])
+static void digest_hex(struct clip_sha256 *ctx, char out[72])
 {
 	unsigned char md[32];
-	unsigned int mdlen = 0;
-	EVP_DigestFinal_ex(ctx, md, &mdlen);
+	clip_sha256_final(ctx, md);
 	strcpy(out, "sha256:");
 	for (int i = 0; i < 32; i++)
 		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
@@ -590,9 +587,9 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 	struct pool pool = { .nin = 0 };
 	pthread_mutex_init(&pool.lock, NULL);
 	struct consumer c = { 0 };
-	c.blob_sha = EVP_MD_CTX_new();
-	c.tar_sha = EVP_MD_CTX_new();
-	c.chunk_sha = EVP_MD_CTX_new();
+	clip_sha256_init(&c.blob_sha);
+	clip_sha256_init(&c.tar_sha);
+	clip_sha256_init(&c.chunk_sha);
 	c.chunk_bytes = o->chunk_bytes ? o->chunk_bytes : CLIP_DEFAULT_CHUNK_BYTES;
 	c.entries = clip_tree_layer_new();
 	c.tar = clip_tar_parser_new(on_tar_entry, &c);
@@ -606,11 +603,7 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 		c.gz = clip_gz_builder_new(&go);
 	}
 	int rc = 0;
-	if (c.blob_sha == NULL || c.tar_sha == NULL || c.chunk_sha == NULL || c.entries == NULL ||
-	    c.tar == NULL || !EVP_DigestInit_ex(c.chunk_sha, EVP_sha256(), NULL) ||
-	    (gzip && !o->no_checkpoints && c.gz == NULL) ||
-	    !EVP_DigestInit_ex(c.blob_sha, EVP_sha256(), NULL) ||
-	    !EVP_DigestInit_ex(c.tar_sha, EVP_sha256(), NULL)) {
+	if (c.entries == NULL || c.tar == NULL || (gzip && !o->no_checkpoints && c.gz == NULL)) {
 		rc = clip_err_set(err, ENOMEM, "out of memory");
 		goto out;
 	}
@@ -660,13 +653,13 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 		if (rc < 0)
 			goto out;
 	}
-	digest_hex(c.tar_sha, result->diff_id);
+	digest_hex(&c.tar_sha, result->diff_id);
 	result->chunk_hashes = clip_steal(c.chunks);
 	result->nchunks = c.nchunks;
 	if (plain)
 		memcpy(result->digest, result->diff_id, sizeof(result->digest));
 	else
-		digest_hex(c.blob_sha, result->digest);
+		digest_hex(&c.blob_sha, result->digest);
 	result->compressed_size = plain ? c.upos : c.cpos;
 	result->uncompressed_size = c.upos;
 	result->entries = clip_steal(c.entries);
@@ -675,9 +668,6 @@ out:
 	pool_destroy(&pool);
 	if (stream->close)
 		stream->close(stream->opaque);
-	EVP_MD_CTX_free(c.blob_sha);
-	EVP_MD_CTX_free(c.tar_sha);
-	EVP_MD_CTX_free(c.chunk_sha);
 	free(c.chunks);
 	clip_tar_parser_free(c.tar);
 	clip_gz_builder_free(c.gz);
