@@ -176,7 +176,7 @@ static void check_layers(struct walk *w)
 					      p->window_z[p->window_zlen - 1]);
 		}
 		if (gz->count > 0 && gz->csize < (64u << 20)) {
-			struct clip_blob_source src = { blob_pread, &w->st };
+			struct clip_blob_source src = { .pread = blob_pread, .opaque = &w->st };
 			unsigned char buf[4096];
 			uint64_t offs[] = { 0, gz->usize / 2, gz->usize ? gz->usize - 1 : 0,
 					    gz->points[gz->count - 1].out };

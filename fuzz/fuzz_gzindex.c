@@ -263,7 +263,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!scan_ok || !ref_ok) {
 		/* The fallback reader must fail the same way, not crash. */
 		struct memsrc m = { gz.p, gz.len };
-		struct clip_blob_source src = { mem_pread, &m };
+		struct clip_blob_source src = { .pread = mem_pread, .opaque = &m };
 		unsigned char small[64];
 		struct clip_err err = { 0 };
 		if (ref.len <= MAX_OUT / 4)
@@ -299,7 +299,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 
 	struct memsrc m = { gz.p, gz.len };
-	struct clip_blob_source src = { mem_pread, &m };
+	struct clip_blob_source src = { .pread = mem_pread, .opaque = &m };
 	size_t cap = 200000;
 	unsigned char *buf = malloc(cap);
 	for (int r = 0; r < 24; r++) {
@@ -327,7 +327,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		buf_add(&bad, gz.p, gz.len);
 		bad.p[below(&seed, bad.len)] ^= (unsigned char)(1 + below(&seed, 255));
 		struct memsrc bm = { bad.p, bad.len };
-		struct clip_blob_source bsrc = { mem_pread, &bm };
+		struct clip_blob_source bsrc = { .pread = mem_pread, .opaque = &bm };
 		for (int r = 0; r < 8; r++) {
 			uint64_t off = below(&seed, ref.len + 1);
 			size_t len = (size_t)below(&seed, cap + 1);

@@ -175,12 +175,27 @@ void clip_gz_builder_free(struct clip_gz_builder *builder);
 
 /* ---- reading ------------------------------------------------------------ */
 
+/* Compressed bytes mapped in place (see clip_blob_source.map). */
+struct clip_blob_map {
+	const unsigned char *data; /* the bytes asked for */
+	void *base;		   /* munmap(base, base_len) when done; NULL: nothing to unmap */
+	size_t base_len;
+};
+
 /* Where compressed bytes come from. pread returns the number of bytes read
- * (short only at end of blob) or a negative errno with `err` set. */
+ * (short only at end of blob) or a negative errno with `err` set.
+ *
+ * map is optional (NULL: pread is used). For a local file it maps
+ * [offset, offset+len) instead of copying it, which saves a cold read the
+ * copy and the page faults of a buffer as large as the span: 0, or a
+ * negative errno with `err` set, -EIO when the blob is shorter than
+ * offset+len (it never maps past the end of the file). */
 struct clip_blob_source {
 	ssize_t (*pread)(void *opaque, void *buf, size_t len, uint64_t offset,
 			 struct clip_err *err);
 	void *opaque;
+	int (*map)(void *opaque, uint64_t offset, size_t len, struct clip_blob_map *m,
+		   struct clip_err *err);
 };
 
 struct clip_gz_read_stats {

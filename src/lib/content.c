@@ -28,12 +28,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -212,6 +212,45 @@ static ssize_t blob_pread(void *opaque, void *buf, size_t len, uint64_t offset,
 	return (ssize_t)got;
 }
 
+/* clip_blob_source.map for a local blob (gzindex.h). OCI tools never rewrite
+ * a blob in place (they write a new file and rename it: the name is its
+ * digest), so a mapping is not cut short under the reader; the size is
+ * checked first so that a short blob is an error, never a SIGBUS. */
+static int blob_map(void *opaque, uint64_t offset, size_t len, struct clip_blob_map *m,
+		    struct clip_err *err)
+{
+	const struct layer_state *l = opaque;
+	struct stat st;
+	if (fstat(l->fd, &st) < 0)
+		return clip_err_set(err, errno, "compressed blob: %s", strerror(errno));
+	uint64_t size = (uint64_t)st.st_size;
+	if (size < offset || size - offset < len)
+		return clip_err_set(err, EIO,
+				    "compressed blob: ends at %llu, index expects %llu bytes",
+				    (unsigned long long)size, (unsigned long long)(offset + len));
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t base_off = offset - offset % page;
+	size_t base_len = len + (size_t)(offset - base_off);
+	void *p = mmap(NULL, base_len, PROT_READ, MAP_PRIVATE, l->fd, (off_t)base_off);
+	if (p == MAP_FAILED)
+		return clip_err_set(err, errno, "compressed blob: mapping %zu bytes at %llu: %s",
+				    len, (unsigned long long)offset, strerror(errno));
+	m->base = p;
+	m->base_len = base_len;
+	m->data = (const unsigned char *)p + (offset - base_off);
+	return 0;
+}
+
+/* Where a layer's compressed bytes come from: the registry, or the local
+ * blob (mapped for the checkpoint reader). */
+static struct clip_blob_source layer_source(struct layer_state *l)
+{
+	struct clip_blob_source src = { .pread = blob_pread, .opaque = l };
+	if (l->content->registry == NULL)
+		src.map = blob_map;
+	return src;
+}
+
 /* A sequential stream of a local blob. */
 struct fd_stream {
 	const struct layer_state *layer;
@@ -324,7 +363,7 @@ static bool has_spans(const struct layer_state *l)
 static ssize_t span_read(struct clip_content *c, struct layer_state *l, void *buf, size_t len,
 			 uint64_t off, struct clip_gz_read_stats *gz, struct clip_err *err)
 {
-	struct clip_blob_source src = { blob_pread, l };
+	struct clip_blob_source src = layer_source(l);
 	if (l->info.compression == CLIP_COMPRESSION_NONE) {
 		ssize_t n = blob_pread(l, buf, len, off, err);
 		if (n > 0)
@@ -401,7 +440,7 @@ out:
 static ssize_t direct_read(struct clip_content *c, struct layer_state *l, void *buf, size_t len,
 			   uint64_t off, struct clip_gz_read_stats *gz, struct clip_err *err)
 {
-	struct clip_blob_source src = { blob_pread, l };
+	struct clip_blob_source src = layer_source(l);
 	if (has_spans(l))
 		return span_read(c, l, buf, len, off, gz, err);
 	if (l->info.compression == CLIP_COMPRESSION_GZIP)

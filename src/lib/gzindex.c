@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <isa-l.h>
 #include <zlib.h>
@@ -1308,6 +1309,12 @@ static int window_decode(const struct clip_gz_point *p, ZSTD_DCtx **dctx, unsign
 	}
 }
 
+static void blob_unmap(struct clip_blob_map *m)
+{
+	if (m->base != NULL)
+		munmap(m->base, m->base_len);
+}
+
 /* What the reader relies on for memory safety, checked on the spans it uses:
  * an index from an archive is trusted only this far. */
 static int check_span(const struct clip_gz_index *index, size_t i, struct clip_err *err)
@@ -1359,19 +1366,33 @@ ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
 	/* Windows decoded for verification are kept for the inflate pass, up to
 	 * a few: a huge read decodes the rest twice rather than hold them all. */
 	size_t keep = min_size(nspans, 8);
-	cleanup_free unsigned char *fetch = malloc(fetch_len ? fetch_len : 1);
 	cleanup_free unsigned char *windows = malloc((keep + 1) * W);
-	if (fetch == NULL || windows == NULL)
-		return clip_err_set(err, ENOMEM, "gzip read: out of memory (%zu bytes)", fetch_len);
-	ssize_t got = source_read(source, fetch, fetch_len, cstart, err);
-	if (got < 0)
-		return got;
+	if (windows == NULL)
+		return clip_err_set(err, ENOMEM, "gzip read: out of memory");
+	cleanup_free unsigned char *copy = NULL;
+	__attribute__((cleanup(blob_unmap))) struct clip_blob_map map = { 0 };
+	const unsigned char *fetch;
+	if (source->map != NULL && fetch_len > 0) {
+		int r = source->map(source->opaque, cstart, fetch_len, &map, err);
+		if (r < 0)
+			return r;
+		fetch = map.data;
+	} else {
+		if ((copy = malloc(fetch_len ? fetch_len : 1)) == NULL)
+			return clip_err_set(err, ENOMEM, "gzip read: out of memory (%zu bytes)",
+					    fetch_len);
+		ssize_t got = source_read(source, copy, fetch_len, cstart, err);
+		if (got < 0)
+			return got;
+		if ((size_t)got < fetch_len)
+			return clip_err_set(
+				err, EIO, "compressed blob: ends at %llu, index expects %llu bytes",
+				(unsigned long long)(cstart + (uint64_t)got),
+				(unsigned long long)cend);
+		fetch = copy;
+	}
 	if (stats)
-		stats->compressed_bytes += (uint64_t)got;
-	if ((size_t)got < fetch_len)
-		return clip_err_set(
-			err, EIO, "compressed blob: ends at %llu, index expects %llu bytes",
-			(unsigned long long)(cstart + (uint64_t)got), (unsigned long long)cend);
+		stats->compressed_bytes += fetch_len;
 
 	/* Verify everything the read touches before inflating any of it, so a
 	 * corrupt span never leaves partial output behind. */

@@ -352,6 +352,42 @@ tampered_layout() {
 	[[ $stderr == *"${hex:0:12}"* ]] || { echo "stderr does not name $DIGEST"; return 1; }
 }
 
+# cat_all ARCHIVE MESSAGE: cat every regular file of ARCHIVE; each either comes out equal to the
+# unpacked sample image's file, or fails with MESSAGE on stderr having printed no more than a
+# correct prefix of it (never a wrong byte). Prints how many failed.
+cat_all() {
+	local archive=$1 message=$2 failed=0 path type size
+	while IFS=$'\t' read -r path type _ _ _ size _; do
+		[ "$type" = f ] && [ "$size" -gt 0 ] && [[ $path != *\\* ]] || continue
+		local want=$W/sample-bundle/rootfs$path
+		if "$CLIP" cat "$archive" "$path" >"$T/out" 2>"$T/err"; then
+			cmp -s "$T/out" "$want" || { echo "wrong bytes for $path" >&2; return 1; }
+		else
+			grep -q "$message" "$T/err" || { cat "$T/err" >&2; return 1; }
+			cmp -s "$T/out" <(head -c "$(stat -c %s "$T/out")" "$want") ||
+				{ echo "$path: wrong bytes before the error" >&2; return 1; }
+			failed=$((failed + 1))
+		fi
+	done < <("$CLIP" ls -R --manifest "$archive")
+	echo "$failed"
+}
+
+@test "cat of a blob changed after indexing: an error, never a wrong byte" {
+	tampered_layout
+	"$CLIP" index -q "oci:$T/layout:latest" -o "$T/a.clip"
+	# A flipped byte in the middle of the largest layer: the files in its span fail.
+	flip_byte "$BLOB" $(($(stat -c %s "$BLOB") / 2))
+	local n
+	n=$(cat_all "$T/a.clip" "digest mismatch")
+	echo "flipped byte: $n files refused"
+	[ "$n" -gt 0 ]
+	# The blob cut to a third: every file of that layer fails, naming the sizes.
+	truncate -s $(($(stat -c %s "$BLOB") / 3)) "$BLOB"
+	n=$(cat_all "$T/a.clip" "bytes, the archive expects")
+	echo "truncated blob: $n files refused"
+	[ "$n" -gt 0 ]
+}
+
 @test "index --platform of a platform the image lacks lists the available ones" {
 	cp -a "$W/sample" "$T/layout"
 	local host others

@@ -257,8 +257,25 @@ struct memsrc {
 	size_t len;
 	size_t dribble; /* when set, return at most this much per call */
 	int fail;	/* when set, every read fails with this errno */
+	bool map;	/* when set, the source offers map (in place of a copy) too */
 	unsigned long calls;
 };
+
+/* clip_blob_source.map over memory: the reader takes the bytes in place. */
+static int mem_map(void *opaque, uint64_t off, size_t len, struct clip_blob_map *mp,
+		   struct clip_err *err)
+{
+	struct memsrc *m = opaque;
+	m->calls++;
+	if (m->fail)
+		return clip_err_set(err, m->fail, "test source: injected failure");
+	if (off > m->len || m->len - off < len)
+		return clip_err_set(err, EIO, "test source: ends at %zu", m->len);
+	mp->data = m->p + off;
+	mp->base = NULL;
+	mp->base_len = 0;
+	return 0;
+}
 
 static ssize_t mem_pread(void *opaque, void *buf, size_t len, uint64_t off, struct clip_err *err)
 {
@@ -614,7 +631,9 @@ static void check_one_read(const struct clip_gz_index *ix, struct memsrc *src,
 			   const struct gzt_buf *ref, uint64_t off, size_t len,
 			   enum clip_gz_inflater inflater, unsigned char *buf)
 {
-	struct clip_blob_source source = { .pread = mem_pread, .opaque = src };
+	struct clip_blob_source source = { .pread = mem_pread,
+					   .opaque = src,
+					   .map = src->map ? mem_map : NULL };
 	struct clip_gz_read_stats st = { 0 };
 	struct clip_err err = { 0 };
 	memset(buf, 0xa5, len + 16);
@@ -671,11 +690,13 @@ static void check_reads(const struct clip_gz_index *ix, const struct gzt_buf *gz
 				len = 2;
 			}
 		}
+		src.map = r % 2 == 1; /* half the reads take the bytes mapped */
 		check_one_read(ix, &src, ref, off, len, CLIP_GZ_INFLATER_ISAL, buf);
 		if (r % 3 == 0)
 			check_one_read(ix, &src, ref, off, len, CLIP_GZ_INFLATER_ZLIB, buf);
 	}
 	/* A source that returns little at a time behaves the same. */
+	src.map = false;
 	src.dribble = 777;
 	for (unsigned r = 0; r < 10; r++)
 		check_one_read(ix, &src, ref, rng_below(&s, ref->len + 1), 100 * KiB,
@@ -1663,6 +1684,19 @@ static void test_corruption(void **state)
 	assert_non_null(strstr(err.msg, "injected failure"));
 	assert_int_equal(clip_gz_read_from_start(&src, buf, 10, off, NULL, &err), -ETIMEDOUT);
 	m.fail = 0;
+
+	/* The same through a source that maps: short blob, failure, success. */
+	struct clip_blob_source msrc = { .pread = mem_pread, .opaque = &m, .map = mem_map };
+	m.len = (size_t)clip_gz_span_end(ix, k) - 1;
+	clip_err_clear(&err);
+	assert_int_equal(clip_gz_index_read(ix, &msrc, buf, 10, off, NULL, &err), -EIO);
+	assert_non_null(strstr(err.msg, "ends at"));
+	m.len = gz.len;
+	m.fail = ETIMEDOUT;
+	assert_int_equal(clip_gz_index_read(ix, &msrc, buf, 10, off, NULL, &err), -ETIMEDOUT);
+	m.fail = 0;
+	assert_int_equal(clip_gz_index_read(ix, &msrc, buf, 10, off, NULL, &err), 10);
+	assert_memory_equal(buf, ref.p + off, 10);
 
 	built_free(&res);
 	gzt_buf_free(&data);
