@@ -122,10 +122,15 @@ bench() {
 	echo "index.sh: timing $name ($runs runs each)" >&2
 	hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$T/$dir.json" \
 		"${cmds[@]}" >&2
+	# The checkpoints' share of the archive (what gztool's .gzi holds): 72-byte records
+	# (docs/FORMAT.md) plus the stored windows, as `clip info` counts them.
+	local ckpt
+	ckpt=$("$CLIP" info "$T/$dir/out.clip" |
+		awk '/^checkpoints:/ { n = $2 } /^windows:/ { w = $2 } END { print 72 * n + w }')
 	python3 - "$T/$dir.json" "$name" "$csize" "$(stat -c %s "$T/$dir/out.clip")" \
-		"$(cat "${gzis[@]}" | wc -c)" <<'PY' >>"$T/rows"
+		"$(cat "${gzis[@]}" | wc -c)" "$ckpt" <<'PY' >>"$T/rows"
 import json, sys
-path, name, csize, archive, gzi = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+path, name, csize, archive, gzi, ckpt = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
 results = json.load(open(path))["results"]
 clip = [r for r in results if r["command"] == "clip index"][0]["median"]
 for r in results:
@@ -133,6 +138,8 @@ for r in results:
         name, r["command"], r["median"], r["min"], r["max"], r["median"] / clip))
 print("| %s | archive size vs compressed layers | %d B vs %d B | | %.2f %% |" % (
     name, archive, csize, 100.0 * archive / csize))
+print("| %s | of which checkpoints (records + windows) | %d B | | %.2f %% |" % (
+    name, ckpt, 100.0 * ckpt / csize))
 print("| %s | gztool index size (.gzi, -s 2) | %d B | | %.2f %% |" % (
     name, gzi, 100.0 * gzi / csize))
 PY

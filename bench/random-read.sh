@@ -261,6 +261,9 @@ print()
 print("| layer | reader | p50 ms | p99 ms | mean bytes inflated | p50 ratio vs gztool |")
 print("|---|---|---:|---:|---:|---:|")
 print("\n".join(rows))
+floor = [run(["true"])[0] for _ in range(nreads)]
+print("| (process start floor) | `true`, spawned the same way | %.2f | %.2f | | |" % (
+    1e3 * pct(floor, 50), 1e3 * pct(floor, 99)))
 print()
 print("### The end of the synthetic layer: checkpoints vs inflating from the start")
 print()
@@ -278,5 +281,8 @@ for name in deb big; do
 	s=$(stat -c %s "$T/$name/layout/blobs/sha256/$(ls -S "$T/$name/layout/blobs/sha256/" | head -n 1)")
 	a=$(stat -c %s "$T/$name/a.clip")
 	echo
-	echo "Archive size, $name: $a B for a $s B layer ($(python3 -c "print('%.2f' % (100.0*$a/$s))") %)."
+	k=$("$CLIP" info "$T/$name/a.clip" |
+		awk '/^checkpoints:/ { n = $2 } /^windows:/ { w = $2 } END { print 72 * n + w }')
+	echo "Archive size, $name: $a B for a $s B layer ($(python3 -c "print('%.2f' % (100.0*$a/$s))") %);" \
+		"of which checkpoints (records + windows): $k B ($(python3 -c "print('%.2f' % (100.0*$k/$s))") %)."
 done

@@ -12,7 +12,10 @@
 #   1. clip index REGISTRY-REF next to clip index oci:LAYOUT (the same image): the overhead of
 #      HTTP (target <= 10%);
 #   2. clip index REGISTRY-REF with -j 1 next to the default (one job per core): the gain of
-#      indexing layers in parallel (target >= 1.6x on 2 cores);
+#      indexing layers in parallel (target >= 1.6x on 2 cores). Also -j 1 pinned to one core
+#      (taskset -c 0): one layer at a time with nothing overlapping, the gain of using 2 cores
+#      at all, since -j 1 alone already runs each layer's inflate and parsing on two threads;
+#      and the share of the largest layer, which bounds what layer parallelism can gain;
 #   3. N cold 4 KiB reads at random (file, offset) pairs, each a fresh `clip cat --offset O
 #      --length 4096 --stats` process, once through the registry and once from the local layout
 #      (blobs in the page cache), on the same pairs: p50/p99 latency, and the compressed bytes
@@ -65,9 +68,13 @@ echo "registry.sh: index times" >&2
 hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$T/index.json" \
 	-n registry "$CLIP index -q $ref -o $T/r.clip" \
 	-n layout "$CLIP index -q oci:$image:latest -o $T/l.clip" \
-	-n 'registry -j 1' "$CLIP index -q -j 1 $ref -o $T/r1.clip" >&2
+	-n 'registry -j 1' "$CLIP index -q -j 1 $ref -o $T/r1.clip" \
+	-n 'registry -j 1, one core' "taskset -c 0 $CLIP index -q -j 1 $ref -o $T/r1.clip" >&2
 "$CLIP" index -q "$ref" -o "$T/r.clip"
 "$CLIP" index -q "oci:$image:latest" -o "$T/l.clip"
+"$CLIP" info "$T/r.clip" | sed -n 's/^layer [0-9]*: [^ ]* [a-z]* \([0-9]*\) -> .*/\1/p' |
+	python3 -c 'import json, sys; print(json.dumps([int(x) for x in sys.stdin.read().split()]))' \
+	>"$T/layers.json"
 
 echo "registry.sh: $reads cold random reads" >&2
 python3 - "$CLIP" "$T" "$reads" "$image" <<'PY'
@@ -82,6 +89,12 @@ print("|---|---:|---:|")
 print(f"| clip index oci:LAYOUT | {med['layout']:.3f} | 1.00 |")
 print(f"| clip index REGISTRY-REF | {med['registry']:.3f} | {med['registry']/med['layout']:.2f} (target <= 1.10) |")
 print(f"| clip index -j 1 REGISTRY-REF | {med['registry -j 1']:.3f} | parallel speed-up {med['registry -j 1']/med['registry']:.2f}x (target >= 1.6x) |")
+print(f"| taskset -c 0 clip index -j 1 REGISTRY-REF | {med['registry -j 1, one core']:.3f} | 2 cores vs 1: speed-up {med['registry -j 1, one core']/med['registry']:.2f}x |")
+print()
+lay = json.load(open(T + "/layers.json"))
+print(f"Layers (compressed bytes): {', '.join(str(x) for x in lay)}; the largest is "
+      f"{100.0 * max(lay) / sum(lay):.0f}% of the image, so indexing layers at once can save at "
+      f"most the time of the others: at most {sum(lay) / max(lay):.2f}x when time follows bytes.")
 print()
 
 # Files large enough for a 4 KiB read, from the archive's recursive listing.
