@@ -543,6 +543,10 @@ static const struct {
 	{ "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", CLIP_COMPRESSION_ZSTD },
 	{ "application/vnd.docker.image.rootfs.diff.tar.gzip", CLIP_COMPRESSION_GZIP },
 	{ "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", CLIP_COMPRESSION_GZIP },
+	/* Not in Docker's schema 2 text, but containerd defines them and BuildKit
+	 * pushes them for uncompressed layers in Docker manifests. */
+	{ "application/vnd.docker.image.rootfs.diff.tar", CLIP_COMPRESSION_NONE },
+	{ "application/vnd.docker.image.rootfs.foreign.diff.tar", CLIP_COMPRESSION_NONE },
 };
 
 static int layer_compression(const char *media_type, enum clip_compression *out)

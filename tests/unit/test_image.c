@@ -567,14 +567,18 @@ static void test_manifest_docker(void **state)
 		"  \"config\": " CONFIG_DESC(CLIP_MT_DOCKER_CONFIG) ",\n  \"layers\": [\n"
 		LAYER("application/vnd.docker.image.rootfs.diff.tar.gzip", DA, "1") ",\n"
 		"{\"mediaType\":\"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip\","
-		"\"digest\":\"" DB "\",\"size\":2,\"urls\":[\"https://example.com/x\"]}\n]\n}\n";
+		"\"digest\":\"" DB "\",\"size\":2,\"urls\":[\"https://example.com/x\"]},\n"
+		LAYER("application/vnd.docker.image.rootfs.diff.tar", DC, "3") ",\n"
+		LAYER("application/vnd.docker.image.rootfs.foreign.diff.tar", DD, "4") "\n]\n}\n";
 	struct clip_err err = { 0 };
 	struct clip_image img = { 0 };
 	assert_int_equal(clip_image_parse_manifest(json, strlen(json), &img, &err), 0);
 	assert_string_equal(img.manifest_media_type, CLIP_MT_DOCKER_MANIFEST);
-	assert_int_equal(img.nlayers, 2);
+	assert_int_equal(img.nlayers, 4);
 	assert_int_equal(img.layers[0].compression, CLIP_COMPRESSION_GZIP);
 	assert_int_equal(img.layers[1].compression, CLIP_COMPRESSION_GZIP);
+	assert_int_equal(img.layers[2].compression, CLIP_COMPRESSION_NONE);
+	assert_int_equal(img.layers[3].compression, CLIP_COMPRESSION_NONE);
 	assert_string_equal(img.layers[1].media_type,
 			    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip");
 	clip_image_clear(&img);
@@ -655,7 +659,7 @@ static void test_manifest_bad(void **state)
 		{ HEAD OK_CONFIG ",\"layers\":[" LAYER(MT_LAYER_GZ, DA, "1") ","
 		  LAYER("application/x-foo", DB, "1") "]}",
 		  -ENOTSUP, "layer 1: unsupported media type application/x-foo" },
-		{ HEAD OK_CONFIG ",\"layers\":[" LAYER("application/vnd.docker.image.rootfs.diff.tar",
+		{ HEAD OK_CONFIG ",\"layers\":[" LAYER("application/vnd.docker.image.rootfs.diff.tar.bz2",
 						       DB, "1") "]}",
 		  -ENOTSUP, "layer 0: unsupported media type" },
 		{ HEAD OK_CONFIG ",\"layers\":[" LAYER(MT_LAYER_GZ, DA, "-1") "]}", -EBADMSG,
