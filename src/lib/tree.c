@@ -296,61 +296,124 @@ struct clip_tree *clip_tree_new(void)
 	return tree;
 }
 
-/* Walk the directory part of `path` (everything before the last '/'),
- * creating missing directories (0755 root:root, as container runtimes do) and
- * marking existing ones as declared by `stamp`, which keeps them when an
- * opaque marker of the same layer prunes their parent. On success *dir is the
- * parent directory and *base the last component. */
-static int walk_parent(struct clip_tree *tree, const char *path, uint32_t stamp,
-		       struct clip_tree_node **dir, const char **base, struct clip_err *err)
+/* Resolving one member's parents follows at most FOLLOW_MAX symlinks (the
+ * kernel's limit) and takes at most WALK_STEPS_MAX steps (components): a path
+ * has at most 2048 components of its own, and the cap keeps a hostile chain of
+ * long targets from costing each member 40 times that. */
+#define FOLLOW_MAX     40
+#define WALK_STEPS_MAX (4u * CLIP_TAR_MAX_PATH)
+
+struct walk_budget {
+	int follows;
+	unsigned steps;
+};
+
+/* Walk p[0..len) as directories from `start`, the way a container runtime
+ * resolves a member's parent when it extracts a layer (umoci through
+ * securejoin, containerd through its RootPath): a symlink is followed, an
+ * absolute target from the root and a relative one from the link's
+ * directory, and ".." never climbs above the root. When `create`, missing
+ * directories are created (0755 root:root, as runtimes do) and existing ones
+ * marked as declared by `stamp`, which keeps them when an opaque marker of the
+ * same layer prunes their parent; otherwise a missing one is -ENOENT.
+ * -ENOTDIR when a component is neither a directory nor a symlink to one,
+ * -ELOOP past the budget (FOLLOW_MAX symlinks, WALK_STEPS_MAX components).
+ * `err` is not set: the caller names the member. */
+static int walk_dirs(struct clip_tree *tree, struct clip_tree_node *start, const char *p,
+		     size_t len, bool create, uint32_t stamp, struct walk_budget *budget,
+		     struct clip_tree_node **out)
 {
-	struct clip_tree_node *cur = tree->root;
-	const char *p = path;
-	for (;;) {
-		const char *slash = strchr(p, '/');
-		if (slash == NULL)
-			break;
-		size_t len = (size_t)(slash - p);
-		struct clip_tree_node *next = child_find(tree, cur, p, len);
+	struct clip_tree_node *cur = start;
+	const char *end = p + len;
+	while (p < end) {
+		const char *slash = memchr(p, '/', (size_t)(end - p));
+		size_t n = slash ? (size_t)(slash - p) : (size_t)(end - p);
+		const char *comp = p;
+		p += n + (slash ? 1 : 0);
+		if (budget->steps++ >= WALK_STEPS_MAX)
+			return -ELOOP;
+		if (n == 0 || (n == 1 && comp[0] == '.'))
+			continue;
+		if (n == 2 && comp[0] == '.' && comp[1] == '.') {
+			if (cur->parent != NULL)
+				cur = cur->parent;
+			continue;
+		}
+		struct clip_tree_node *next = child_find(tree, cur, comp, n);
 		if (next == NULL) {
+			if (!create)
+				return -ENOENT;
 			struct clip_tree_inode *ino = inode_new(S_IFDIR | 0755);
 			if (ino == NULL ||
-			    (next = node_add(tree, cur, p, len, ino, stamp)) == NULL) {
+			    (next = node_add(tree, cur, comp, n, ino, stamp)) == NULL) {
 				free(ino);
-				return clip_err_set(err, ENOMEM, "out of memory");
+				return -ENOMEM;
 			}
+		} else if (S_ISLNK(next->inode->mode)) {
+			if (--budget->follows < 0)
+				return -ELOOP;
+			const char *target = next->inode->symlink ? next->inode->symlink : "";
+			int r = walk_dirs(tree, target[0] == '/' ? tree->root : cur, target,
+					  strlen(target), create, stamp, budget, &next);
+			if (r < 0)
+				return r;
 		} else if (!node_is_dir(next)) {
-			return clip_err_set(err, ENOTDIR, "%s: parent %.*s is not a directory",
-					    path, (int)(slash - path), path);
-		} else if (next->stamp < stamp) {
+			return -ENOTDIR;
+		} else if (create && next->stamp < stamp) {
 			next->stamp = stamp;
 		}
 		cur = next;
-		p = slash + 1;
 	}
-	*dir = cur;
-	*base = p;
+	*out = cur;
 	return 0;
 }
 
-/* Find an existing path without creating anything (hard link targets). */
+/* The directory that holds `path`'s last component, created as needed (see
+ * walk_dirs); *base is that component. */
+static int walk_parent(struct clip_tree *tree, const char *path, uint32_t stamp,
+		       struct clip_tree_node **dir, const char **base, struct clip_err *err)
+{
+	const char *last = strrchr(path, '/');
+	*base = last ? last + 1 : path;
+	struct walk_budget budget = { FOLLOW_MAX, 0 };
+	int r = walk_dirs(tree, tree->root, path, last ? (size_t)(last - path) : 0, true, stamp,
+			  &budget, dir);
+	if (r == -ENOTDIR)
+		return clip_err_set(err, ENOTDIR, "%s: a parent is not a directory", path);
+	if (r == -ELOOP)
+		return clip_err_set(err, ELOOP,
+				    "%s: too many symlinks in its parents (more than %d, or %u "
+				    "path components)",
+				    path, FOLLOW_MAX, WALK_STEPS_MAX);
+	if (r < 0)
+		return clip_err_set(err, -r, "out of memory");
+	return 0;
+}
+
+/* Find an existing path without creating anything (hard link targets): its
+ * parents are resolved as in walk_dirs, its last component is not followed. */
 static struct clip_tree_node *lookup_path(struct clip_tree *tree, const char *path)
 {
-	struct clip_tree_node *cur = tree->root;
-	const char *p = path;
-	while (*p) {
-		const char *slash = strchr(p, '/');
-		size_t len = slash ? (size_t)(slash - p) : strlen(p);
-		if (!node_is_dir(cur))
-			return NULL;
-		cur = child_find(tree, cur, p, len);
-		if (cur == NULL)
-			return NULL;
-		p += len;
-		if (*p == '/')
-			p++;
-	}
-	return cur;
+	const char *last = strrchr(path, '/');
+	const char *base = last ? last + 1 : path;
+	struct clip_tree_node *dir;
+	struct walk_budget budget = { FOLLOW_MAX, 0 };
+	if (walk_dirs(tree, tree->root, path, last ? (size_t)(last - path) : 0, false, 0, &budget,
+		      &dir) < 0)
+		return NULL;
+	if (*base == '\0')
+		return dir;
+	return child_find(tree, dir, base, strlen(base));
+}
+
+/* An existing directory, symlinks followed (whiteouts); NULL when none. */
+static struct clip_tree_node *lookup_dir(struct clip_tree *tree, const char *path)
+{
+	struct clip_tree_node *dir;
+	struct walk_budget budget = { FOLLOW_MAX, 0 };
+	if (walk_dirs(tree, tree->root, path, strlen(path), false, 0, &budget, &dir) < 0)
+		return NULL;
+	return dir;
 }
 
 static uint32_t type_bits(enum clip_tar_type type)
@@ -430,8 +493,8 @@ static int apply_whiteout(struct clip_tree *tree, uint32_t layer, const struct l
 		char parent[base - e->path];
 		memcpy(parent, e->path, (size_t)(base - e->path) - 1);
 		parent[base - e->path - 1] = '\0';
-		dir = lookup_path(tree, parent);
-		if (dir == NULL || !node_is_dir(dir))
+		dir = lookup_dir(tree, parent);
+		if (dir == NULL)
 			return 0;
 	}
 	if (strcmp(base, WHITEOUT_OPAQUE) == 0) {

@@ -312,6 +312,54 @@ PY
 	[ ! -e "$T/bad.clip" ]
 }
 
+@test "members under symlinked directories land where umoci unpack puts them" {
+	# A usrmerged lower layer (bin -> usr/bin) and links that are absolute, climb past the
+	# root, or chain; the upper layer writes, whites out and hard-links through them.
+	python3 - "$T" <<'PY'
+import io, sys, tarfile
+T = sys.argv[1]
+def tar(name, members):
+    with tarfile.open("%s/%s" % (T, name), "w", format=tarfile.PAX_FORMAT) as t:
+        for path, kind, arg in members:
+            ti = tarfile.TarInfo(path)
+            ti.mtime, ti.mode = 1700000000, 0o755 if kind in "d" else 0o644
+            if kind == "d":
+                ti.type = tarfile.DIRTYPE
+                t.addfile(ti)
+            elif kind == "l":
+                ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, arg, 0o777
+                t.addfile(ti)
+            elif kind == "h":
+                ti.type, ti.linkname = tarfile.LNKTYPE, arg
+                t.addfile(ti)
+            else:
+                ti.size = len(arg)
+                t.addfile(ti, io.BytesIO(arg))
+tar("l1.tar", [("usr", "d", None), ("usr/bin", "d", None), ("usr/lib", "d", None),
+               ("usr/bin/a", "f", b"a\n"), ("usr/bin/b", "f", b"b\n"),
+               ("bin", "l", "usr/bin"), ("lib", "l", "/usr/lib"), ("etc", "d", None),
+               ("etc/up", "l", "../../usr"), ("sbin", "l", "bin")])
+tar("l2.tar", [("bin/foo", "f", b"foo\n"), ("lib/libx.so", "f", b"x\n"),
+               ("etc/up/bin/z", "f", b"z\n"), ("sbin/chained", "f", b"c\n"),
+               ("bin/.wh.a", "f", b""), ("hard", "h", "bin/foo")])
+PY
+	umoci init --layout "$T/img" >/dev/null
+	umoci new --image "$T/img:t" >/dev/null
+	umoci raw add-layer --image "$T/img:t" "$T/l1.tar" >/dev/null
+	umoci raw add-layer --image "$T/img:t" "$T/l2.tar" >/dev/null
+	umoci unpack --image "$T/img:t" "$T/bundle" >/dev/null
+	[ -f "$T/bundle/rootfs/usr/bin/foo" ] && [ ! -e "$T/bundle/rootfs/usr/bin/a" ]
+	run --separate-stderr "$CLIP" index "oci:$T/img:t" -o "$T/a.clip"
+	echo "index: status $status, stderr: $stderr"
+	[ "$status" -eq 0 ]
+	"$CLIP_SOURCE_ROOT/scripts/tree-manifest" "$T/bundle/rootfs" >"$T/expected"
+	"$CLIP" ls -R --manifest "$T/a.clip" >"$T/got"
+	diff -u "$T/expected" "$T/got"
+	run manifest_tool cat-check "$CLIP" "$T/a.clip" "$T/bundle/rootfs" "$T/expected"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
+
 # tampered_layout: a copy of the sample layout in $T/layout; sets DIGEST and BLOB to its
 # largest layer.
 tampered_layout() {

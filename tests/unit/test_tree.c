@@ -286,7 +286,102 @@ static void test_bad_links_and_parents(void **state)
 	add_file(&t, "f/g", "y");
 	tt_tar_finish(&t);
 	assert_int_equal(build(&tree, &err, 1, &t), -ENOTDIR);
-	assert_non_null(strstr(err.msg, "f/g: parent f is not a directory"));
+	assert_non_null(strstr(err.msg, "f/g: a parent is not a directory"));
+	clip_tree_free(tree);
+	tt_buf_free(&t);
+}
+
+/* A member under a symlinked directory lands where the link points, as a
+ * runtime extracting the layer puts it (umoci unpack does the same). */
+static void test_symlinked_parents(void **state)
+{
+	(void)state;
+	struct tt_buf l0 = { 0 }, l1 = { 0 };
+	add_dir(&l0, "usr/bin/", 0755);
+	add_file(&l0, "usr/bin/a", "a");
+	add_file(&l0, "usr/bin/b", "b");
+	add_link(&l0, '2', "bin", "usr/bin");	   /* usrmerge */
+	add_link(&l0, '2', "lib", "/usr/lib");	   /* absolute, target missing */
+	add_link(&l0, '2', "etc/up", "../../usr"); /* climbs past the root */
+	tt_tar_finish(&l0);
+	add_file(&l1, "bin/foo", "foo");
+	add_file(&l1, "lib/x/y", "y");
+	add_file(&l1, "etc/up/./bin/z", "z");
+	add_link(&l1, '0', "bin/.wh.a", ""); /* a whiteout through the link */
+	add_link(&l1, '1', "h", "bin/foo");  /* a hard link whose target's parent is a link */
+	tt_tar_finish(&l1);
+	struct clip_tree *tree;
+	struct clip_err err = { 0 };
+	if (build(&tree, &err, 2, &l0, &l1) != 0)
+		fail_msg("%s", err.msg);
+	assert_true(S_ISLNK(find(tree, "bin")->inode->mode));
+	assert_true(S_ISLNK(find(tree, "lib")->inode->mode));
+	const struct clip_tree_node *foo = find(tree, "usr/bin/foo");
+	assert_non_null(foo);
+	assert_int_equal(foo->inode->layer, 1);
+	assert_non_null(find(tree, "usr/lib/x/y"));
+	assert_true(S_ISDIR(find(tree, "usr/lib")->inode->mode));
+	assert_non_null(find(tree, "usr/bin/z"));
+	assert_null(find(tree, "usr/bin/a"));
+	assert_non_null(find(tree, "usr/bin/b"));
+	assert_ptr_equal(find(tree, "h")->inode, foo->inode);
+	assert_int_equal(foo->inode->nlink, 2);
+	clip_tree_free(tree);
+	tt_buf_free(&l0);
+	tt_buf_free(&l1);
+
+	/* A loop, and a link to a file, as parents: errors naming the member. */
+	struct tt_buf t = { 0 };
+	add_link(&t, '2', "p", "q");
+	add_link(&t, '2', "q", "p");
+	add_file(&t, "p/x", "x");
+	tt_tar_finish(&t);
+	assert_int_equal(build(&tree, &err, 1, &t), -ELOOP);
+	assert_non_null(strstr(err.msg, "p/x: too many symlinks in its parents"));
+	clip_tree_free(tree);
+	tt_buf_free(&t);
+	/* Nine links whose targets are 2000 components long: within the
+	 * symlink count, past the steps a member may take. */
+	char target[4100];
+	for (int i = 1; i <= 9; i++) {
+		char name[8], prev[8];
+		snprintf(name, sizeof(name), "s%d", i);
+		snprintf(prev, sizeof(prev), "s%d", i - 1);
+		size_t n = 0;
+		for (int k = 0; k < 2000; k++) {
+			target[n++] = '.';
+			target[n++] = '/';
+		}
+		memcpy(target + n, prev, strlen(prev) + 1);
+		add_link(&t, '2', name, target);
+	}
+	add_dir(&t, "s0", 0755);
+	add_file(&t, "s9/x", "x");
+	tt_tar_finish(&t);
+	assert_int_equal(build(&tree, &err, 1, &t), -ELOOP);
+	assert_non_null(strstr(err.msg, "s9/x: too many symlinks"));
+	clip_tree_free(tree);
+	tt_buf_free(&t);
+	/* Three such links are fine: the member lands in s0. */
+	for (int i = 1; i <= 3; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "s%d", i);
+		snprintf(target + 4000, sizeof(target) - 4000, "s%d", i - 1);
+		add_link(&t, '2', name, target);
+	}
+	add_dir(&t, "s0", 0755);
+	add_file(&t, "s3/x", "x");
+	tt_tar_finish(&t);
+	assert_int_equal(build(&tree, &err, 1, &t), 0);
+	assert_non_null(find(tree, "s0/x"));
+	clip_tree_free(tree);
+	tt_buf_free(&t);
+	add_file(&t, "f", "x");
+	add_link(&t, '2', "s", "f");
+	add_file(&t, "s/x", "y");
+	tt_tar_finish(&t);
+	assert_int_equal(build(&tree, &err, 1, &t), -ENOTDIR);
+	assert_non_null(strstr(err.msg, "s/x: a parent is not a directory"));
 	clip_tree_free(tree);
 	tt_buf_free(&t);
 }
@@ -385,6 +480,7 @@ int main(void)
 		cmocka_unit_test(test_opaque_directory),
 		cmocka_unit_test(test_hard_links),
 		cmocka_unit_test(test_bad_links_and_parents),
+		cmocka_unit_test(test_symlinked_parents),
 		cmocka_unit_test(test_root_metadata_symlinks_devices_xattrs),
 		cmocka_unit_test(test_many_entries),
 	};
