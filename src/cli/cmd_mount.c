@@ -254,6 +254,14 @@ int cmd_mount(int argc, char **argv)
 	co.cache_dir = owned_cache;
 	co.cache_max = cache_max;
 
+	/* The daemon outlives its caller, so it must not keep the caller's
+	 * descriptors: a pipe the caller waits to see closed (a test harness, a
+	 * shell's command substitution) would never close, a file it holds keeps
+	 * a filesystem busy. Nothing of clip's own is open yet beyond stdio. */
+	if (!fo.foreground && close_range(3, ~0U, 0) < 0)
+		for (int fd = 3; fd < 4096; fd++)
+			close(fd);
+
 	archive = cli_open_archive(archive_path);
 	if (archive == NULL) {
 		rc = CLI_EXIT_FAILURE;

@@ -201,6 +201,20 @@ stats_field() {
 	[ "$(readlink "/proc/$pid/cwd")" = / ]
 }
 
+@test "the daemon keeps none of its caller's file descriptors" {
+	: >"$T/held-w"
+	: >"$T/held-r"
+	mount_default 7>"$T/held-w" 8<"$T/held-r"
+	local pid fd target
+	pid=$(daemon_pid "$MNT")
+	for fd in /proc/"$pid"/fd/*; do
+		target=$(readlink "$fd" || true)
+		echo "fd ${fd##*/}: $target"
+		[[ $target != "$T"/held-* ]] || { echo "the daemon holds $target"; return 1; }
+	done
+	[ -f "$MNT/etc/os-release" ]
+}
+
 @test "the mounted tree equals the unpacked image: metadata and every file's bytes" {
 	mount_default
 	"$CLIP_SOURCE_ROOT/scripts/tree-manifest" "$MNT" >"$T/mount.manifest"
