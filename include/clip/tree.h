@@ -31,6 +31,9 @@ size_t clip_tree_layer_count(const struct clip_tree_layer *layer);
 void clip_tree_layer_free(struct clip_tree_layer *layer);
 
 #define CLIP_TREE_MAX_ENTRIES (16u << 20) /* members in one layer */
+/* Entries of the merged tree, whatever the number of layers: each layer is
+ * bounded, and this bounds their sum (the memory of the merge). */
+#define CLIP_TREE_MAX_TOTAL (16u << 20)
 
 /* An inode of the merged tree. Hard links share one. */
 struct clip_tree_inode {
@@ -75,9 +78,13 @@ struct clip_tree;
 
 struct clip_tree *clip_tree_new(void);
 
+/* Lower the cap on the merged tree's entries from CLIP_TREE_MAX_TOTAL (tests
+ * use a small one). clip_tree_apply() fails with -E2BIG past it. */
+void clip_tree_set_max_entries(struct clip_tree *tree, size_t max_entries);
+
 /* Apply one layer's members (index `layer_index`, applied in increasing order).
  * Errors name the member: hard link to a missing target or a directory, a
- * member whose parent is not a directory. */
+ * member whose parent is not a directory; -E2BIG past the entry cap. */
 int clip_tree_apply(struct clip_tree *tree, uint32_t layer_index,
 		    const struct clip_tree_layer *layer, struct clip_err *err);
 

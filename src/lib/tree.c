@@ -144,6 +144,7 @@ struct clip_tree {
 	struct clip_tree_node **buckets; /* (parent, name) -> child */
 	size_t nbuckets;
 	size_t nnodes; /* excluding the root */
+	size_t max_nodes;
 	bool finished;
 	struct clip_tree_node **inode_nodes; /* by ino, after finish */
 	size_t ninodes;
@@ -278,6 +279,7 @@ struct clip_tree *clip_tree_new(void)
 	if (tree == NULL)
 		return NULL;
 	tree->nbuckets = 1024;
+	tree->max_nodes = CLIP_TREE_MAX_TOTAL;
 	tree->buckets = calloc(tree->nbuckets, sizeof(*tree->buckets));
 	tree->root = calloc(1, sizeof(*tree->root));
 	struct clip_tree_inode *ri = inode_new(S_IFDIR | 0755);
@@ -622,6 +624,11 @@ int clip_tree_apply(struct clip_tree *tree, uint32_t layer_index,
 		int r = apply_entry(tree, stamp, e, err);
 		if (r < 0)
 			return r;
+		/* One member adds at most its path's components. */
+		if (tree->nnodes > tree->max_nodes)
+			return clip_err_set(err, E2BIG,
+					    "%s: the image has more than %zu files and directories",
+					    e->path, tree->max_nodes);
 		if (e->type != CLIP_TAR_HARDLINK) {
 			const char *base = strrchr(e->path, '/');
 			base = base ? base + 1 : e->path;
@@ -632,6 +639,12 @@ int clip_tree_apply(struct clip_tree *tree, uint32_t layer_index,
 	if (any_opaque)
 		apply_opaque(tree, tree->root, stamp);
 	return 0;
+}
+
+void clip_tree_set_max_entries(struct clip_tree *tree, size_t max_entries)
+{
+	if (max_entries < tree->max_nodes)
+		tree->max_nodes = max_entries;
 }
 
 static int cmp_nodes(const void *a, const void *b)

@@ -467,6 +467,23 @@ static void test_many_entries(void **state)
 	assert_null(find(tree, "d0/f0"));
 	assert_non_null(find(tree, "d1/f1"));
 	clip_tree_free(tree);
+
+	/* The cap on the merged tree counts entries across layers, after
+	 * whiteouts: 20100 entries in layer 0 fit under 20100 ... */
+	struct clip_tree_layer *a = layer_of(&l0), *b = layer_of(&l1);
+	tree = clip_tree_new();
+	clip_tree_set_max_entries(tree, 20100);
+	assert_int_equal(clip_tree_apply(tree, 0, a, &err), 0);
+	assert_int_equal(clip_tree_apply(tree, 1, b, &err), 0);
+	clip_tree_free(tree);
+	/* ... and one more directory does not. */
+	tree = clip_tree_new();
+	clip_tree_set_max_entries(tree, 20099);
+	assert_int_equal(clip_tree_apply(tree, 0, a, &err), -E2BIG);
+	assert_non_null(strstr(err.msg, "more than 20099 files and directories"));
+	clip_tree_free(tree);
+	clip_tree_layer_free(a);
+	clip_tree_layer_free(b);
 	tt_buf_free(&l0);
 	tt_buf_free(&l1);
 }
