@@ -242,17 +242,22 @@ PY
 	[ "$status" -eq 0 ]
 }
 
+# same_as_unpacked ARCHIVE ROOTFS: clip's manifest of ARCHIVE is tree-manifest's of the unpacked
+# ROOTFS, line for line, and every file reads back the same bytes.
+same_as_unpacked() {
+	"$CLIP_SOURCE_ROOT/scripts/tree-manifest" "$2" >"$T/expected"
+	"$CLIP" ls -R --manifest "$1" >"$T/got"
+	diff -u "$T/expected" "$T/got"
+	run manifest_tool cat-check "$CLIP" "$1" "$2" "$T/expected"
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
+
 @test "sample image: the whole manifest and every file match" {
 	run --separate-stderr "$CLIP" index "oci:$W/sample" -o "$T/sample.clip"
 	echo "index: status $status, stderr: $stderr"
 	[ "$status" -eq 0 ]
-	"$CLIP_SOURCE_ROOT/scripts/tree-manifest" "$W/sample-bundle/rootfs" >"$T/expected"
-	"$CLIP" ls -R --manifest "$T/sample.clip" >"$T/got"
-	diff -u "$T/expected" "$T/got"
-	run manifest_tool cat-check "$CLIP" "$T/sample.clip" "$W/sample-bundle/rootfs" \
-		"$T/expected"
-	echo "$output"
-	[ "$status" -eq 0 ]
+	same_as_unpacked "$T/sample.clip" "$W/sample-bundle/rootfs"
 }
 
 @test "index of a missing layout directory fails cleanly" {
@@ -294,13 +299,7 @@ PY
 	[ "$status" -eq 0 ]
 	"$CLIP" info "$T/recomp.clip" | grep -q "zstd"
 	"$CLIP" info "$T/recomp.clip" | grep -q " none "
-	"$CLIP_SOURCE_ROOT/scripts/tree-manifest" "$W/sample-bundle/rootfs" >"$T/expected"
-	"$CLIP" ls -R --manifest "$T/recomp.clip" >"$T/got"
-	diff -u "$T/expected" "$T/got"
-	run manifest_tool cat-check "$CLIP" "$T/recomp.clip" "$W/sample-bundle/rootfs" \
-		"$T/expected"
-	echo "$output"
-	[ "$status" -eq 0 ]
+	same_as_unpacked "$T/recomp.clip" "$W/sample-bundle/rootfs"
 	# A truncated zstd blob is refused with the layer named.
 	local zdigest
 	zdigest=$(python3 -c 'import json,sys; d=sys.argv[1]; i=json.load(open(d+"/index.json")); m=json.load(open(d+"/blobs/sha256/"+i["manifests"][0]["digest"][7:])); print(m["layers"][0]["digest"])' "$T/recomp")
@@ -352,12 +351,7 @@ PY
 	run --separate-stderr "$CLIP" index "oci:$T/img:t" -o "$T/a.clip"
 	echo "index: status $status, stderr: $stderr"
 	[ "$status" -eq 0 ]
-	"$CLIP_SOURCE_ROOT/scripts/tree-manifest" "$T/bundle/rootfs" >"$T/expected"
-	"$CLIP" ls -R --manifest "$T/a.clip" >"$T/got"
-	diff -u "$T/expected" "$T/got"
-	run manifest_tool cat-check "$CLIP" "$T/a.clip" "$T/bundle/rootfs" "$T/expected"
-	echo "$output"
-	[ "$status" -eq 0 ]
+	same_as_unpacked "$T/a.clip" "$T/bundle/rootfs"
 }
 
 # tampered_layout: a copy of the sample layout in $T/layout; sets DIGEST and BLOB to its
