@@ -433,11 +433,6 @@ static void resume_end(struct resume *r)
  * window only after it has hashed the first part of the span, and it never
  * keeps a span whole. */
 
-static void sha_update(struct clip_sha256 *h, const void *p, size_t n)
-{
-	clip_sha256_update(h, p, n);
-}
-
 /* The span digest from its two halves; `out` may alias either. */
 static void sha_span(const unsigned char window_md[32], const unsigned char compressed_md[32],
 		     unsigned char out[32])
@@ -639,9 +634,9 @@ static void sha_peek(const struct clip_sha256 *h, unsigned char out[32])
 static void feed_span(struct clip_gz_builder *b, const void *p, size_t n)
 {
 	if (b->h_span)
-		sha_update(b->h_span, p, n);
+		clip_sha256_update(b->h_span, p, n);
 	if (b->h_prev)
-		sha_update(b->h_prev, p, n);
+		clip_sha256_update(b->h_prev, p, n);
 }
 
 static void snapshot_window(struct clip_gz_builder *b)
@@ -937,7 +932,7 @@ static int choose_cand_late(struct clip_gz_builder *b)
 		b->h_span = sha_start(b->cand.bits != 0, b->cand_partial);
 		if (b->h_span == NULL)
 			return -ENOMEM;
-		sha_update(b->h_span, b->pend, b->pend_len);
+		clip_sha256_update(b->h_span, b->pend, b->pend_len);
 		b->pend_len = 0;
 	} else {
 		clip_sha256_final(b->h_close, cur->span_sha256);
@@ -955,10 +950,10 @@ static int choose_cand_late(struct clip_gz_builder *b)
 
 /* The candidate will not be a checkpoint: the held-back bytes belong to the
  * current span. */
-static int settle_cand(struct clip_gz_builder *b)
+static void settle_cand(struct clip_gz_builder *b)
 {
 	if (b->cand_state != CAND_OPEN)
-		return 0;
+		return;
 	if (b->overflow) {
 		free(b->h_close);
 		free(b->h_cand);
@@ -968,7 +963,6 @@ static int settle_cand(struct clip_gz_builder *b)
 		feed_span(b, b->pend, b->pend_len);
 		b->pend_len = 0;
 	}
-	return 0;
 }
 
 /* The candidate, just seen (nothing held back), becomes a checkpoint now. */
@@ -1056,13 +1050,13 @@ int clip_gz_builder_compressed(struct clip_gz_builder *b, const void *in, size_t
 		b->h_cand = sha_start(b->cand.bits != 0, b->cand_partial);
 		if (b->h_cand == NULL)
 			return build_fail(b, err, ENOMEM, "out of memory");
-		sha_update(b->h_cand, b->pend, b->pend_len);
+		clip_sha256_update(b->h_cand, b->pend, b->pend_len);
 		feed_span(b, b->pend, b->pend_len);
 		b->pend_len = 0;
 		b->overflow = true;
 	}
 	if (b->overflow)
-		sha_update(b->h_cand, p, len);
+		clip_sha256_update(b->h_cand, p, len);
 	feed_span(b, p, len);
 fed:
 	b->fed_in += len;
@@ -1131,8 +1125,7 @@ int clip_gz_builder_boundary(struct clip_gz_builder *b, const struct clip_gz_bou
 	}
 	if (fire && choose_cand_late(b))
 		return build_fail(b, err, ENOMEM, "out of memory");
-	if (settle_cand(b))
-		return build_fail(b, err, EIO, "sha256 failed");
+	settle_cand(b);
 
 	if (bd->member_start)
 		b->hist_len = 0; /* windows never reach into the previous member */
@@ -1208,8 +1201,7 @@ int clip_gz_builder_finish(struct clip_gz_builder *b, struct clip_gz_index **out
 		if (choose_cand_late(b))
 			return build_fail(b, err, ENOMEM, "out of memory");
 	}
-	if (settle_cand(b))
-		return build_fail(b, err, EIO, "sha256 failed");
+	settle_cand(b);
 	if (b->count > 0 && b->points[b->count - 1].out == b->fed_out) {
 		/* Nothing after it: useless, and its predecessor's span runs on. */
 		pop_point(b);
