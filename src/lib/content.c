@@ -470,10 +470,10 @@ static const unsigned char *expected_hash(struct clip_content *c, const struct l
 	return c->archive_hashes ? clip_archive_chunk_hash(c->archive, l->index, k) : NULL;
 }
 
-/* Hash chunk k's bytes into `hash`: 1 when they match the archive's hash or
- * it has none, 0 when they do not, -ENOMEM when hashing failed. */
-static int chunk_hash_check(struct clip_content *c, const struct layer_state *l, uint64_t k,
-			    const void *data, size_t len, unsigned char hash[32])
+/* Hash chunk k's bytes into `hash`: true when they match the archive's hash
+ * or it has none. */
+static bool chunk_hash_check(struct clip_content *c, const struct layer_state *l, uint64_t k,
+			     const void *data, size_t len, unsigned char hash[32])
 {
 	clip_sha256_once(data, len, hash);
 	const unsigned char *want = expected_hash(c, l, k);
@@ -485,10 +485,7 @@ static int chunk_hash_check(struct clip_content *c, const struct layer_state *l,
 static int chunk_verify(struct clip_content *c, const struct layer_state *l, uint64_t k,
 			const void *data, size_t len, unsigned char hash[32], struct clip_err *err)
 {
-	int ok = chunk_hash_check(c, l, k, data, len, hash);
-	if (ok < 0)
-		return clip_err_set(err, ENOMEM, "SHA-256 failed");
-	if (!ok) {
+	if (!chunk_hash_check(c, l, k, data, len, hash)) {
 		pthread_mutex_lock(&c->lock);
 		c->stats.tier[CLIP_TIER_SPAN].errors++;
 		pthread_mutex_unlock(&c->lock);
@@ -559,7 +556,7 @@ static int remote_get(struct clip_content *c, const struct layer_state *l, uint6
 	}
 	/* Only chunks with a hash in the archive are read from here. */
 	unsigned char hash[32];
-	if (expected_hash(c, l, k) == NULL || chunk_hash_check(c, l, k, data, len, hash) != 1) {
+	if (expected_hash(c, l, k) == NULL || !chunk_hash_check(c, l, k, data, len, hash)) {
 		/* A poisoned or stale entry: count it and fall through. */
 		pthread_mutex_lock(&c->lock);
 		c->stats.remote_verify_failures++;
