@@ -45,15 +45,23 @@ enum scan_state {
 	SCAN_BETWEEN_MEMBERS, /* after a member's trailer: zero padding or a new member */
 };
 
+/* The scanner checks each member's CRC-32 and length itself, with ISA-L's
+ * folding CRC, and turns zlib's check off (inflateValidate): zlib's table CRC
+ * cost the inflating thread, the one serial stage of indexing, 6-7 % of its
+ * time, ISA-L's a tenth of that. The trailer is the last 8 bytes of the
+ * member, kept in `tail` as they pass. */
 struct clip_gz_scanner {
 	z_stream strm;
 	enum scan_state state;
 	bool header_done; /* the current member's first boundary was reported */
 	uint64_t in;	  /* compressed bytes consumed since the start of the stream */
 	uint64_t out;
-	uint64_t member_in; /* compressed offset of the current member */
-	uint64_t members;   /* complete members */
-	int failed;	    /* the error code, once the stream is known to be bad */
+	uint64_t member_in;  /* compressed offset of the current member */
+	uint64_t member_out; /* uncompressed offset of the current member */
+	uint32_t crc;	     /* CRC-32 of the current member's output so far */
+	unsigned char tail[8];
+	uint64_t members; /* complete members */
+	int failed;	  /* the error code, once the stream is known to be bad */
 };
 
 struct clip_gz_scanner *clip_gz_scanner_new(void)
@@ -66,6 +74,7 @@ struct clip_gz_scanner *clip_gz_scanner_new(void)
 		free(s);
 		return NULL;
 	}
+	inflateValidate(&s->strm, 0);
 	s->state = SCAN_FIRST_MEMBER;
 	return s;
 }
@@ -103,6 +112,34 @@ static int scan_fail(struct clip_gz_scanner *s, struct clip_err *err)
 	return s->failed;
 }
 
+/* Append the `n` bytes at `p` to the 8-byte window of the last bytes seen. */
+static void keep_tail(unsigned char tail[8], const unsigned char *p, size_t n)
+{
+	if (n >= 8) {
+		memcpy(tail, p + n - 8, 8);
+	} else if (n > 0) {
+		memmove(tail, tail + n, 8 - n);
+		memcpy(tail + 8 - n, p, n);
+	}
+}
+
+/* At the end of a member: its trailer (CRC-32 and length mod 2^32, the last
+ * 8 bytes consumed) against what was produced. The messages are zlib's. */
+static int member_check(struct clip_gz_scanner *s, struct clip_err *err)
+{
+	uint32_t want_crc = clip_get_le32(s->tail), want_len = clip_get_le32(s->tail + 4);
+	const char *why = NULL;
+	if (want_crc != s->crc)
+		why = "incorrect data check";
+	else if (want_len != (uint32_t)(s->out - s->member_out))
+		why = "incorrect length check";
+	if (why == NULL)
+		return 0;
+	s->failed = clip_err_set(err, EBADMSG, "gzip member at offset %llu: %s",
+				 (unsigned long long)s->member_in, why);
+	return s->failed;
+}
+
 int clip_gz_scanner_run(struct clip_gz_scanner *s, const void *in, size_t in_len, size_t *in_used,
 			void *out, size_t out_cap, size_t *out_len, struct clip_gz_boundary *bounds,
 			size_t bounds_cap, size_t *nbounds, struct clip_err *err)
@@ -136,18 +173,23 @@ int clip_gz_scanner_run(struct clip_gz_scanner *s, const void *in, size_t in_len
 				s->failed = ret;
 				break;
 			}
-			if (inflateReset(&s->strm) != Z_OK) {
+			if (inflateReset(&s->strm) != Z_OK ||
+			    inflateValidate(&s->strm, 0) != Z_OK) {
 				ret = s->failed = clip_err_set(err, EINVAL, "inflateReset failed");
 				break;
 			}
 			s->state = SCAN_IN_MEMBER;
 			s->member_in = s->in;
+			s->member_out = s->out;
+			s->crc = 0;
 			s->header_done = false;
 		} else if (s->state == SCAN_FIRST_MEMBER) {
 			if (iu == in_len)
 				break;
 			s->state = SCAN_IN_MEMBER;
 			s->member_in = 0;
+			s->member_out = 0;
+			s->crc = 0;
 		}
 
 		size_t avail_in = min_size(in_len - iu, FEED_MAX);
@@ -159,12 +201,18 @@ int clip_gz_scanner_run(struct clip_gz_scanner *s, const void *in, size_t in_len
 		int zret = inflate(&s->strm, Z_BLOCK);
 		size_t got_in = avail_in - s->strm.avail_in;
 		size_t got_out = avail_out - s->strm.avail_out;
+		if (got_out)
+			s->crc = crc32_gzip_refl(s->crc, (unsigned char *)out + ou, got_out);
+		keep_tail(s->tail, ip + iu, got_in);
 		iu += got_in;
 		ou += got_out;
 		s->in += got_in;
 		s->out += got_out;
 
 		if (zret == Z_STREAM_END) {
+			ret = member_check(s, err);
+			if (ret < 0)
+				break;
 			s->state = SCAN_BETWEEN_MEMBERS;
 			s->members++;
 			continue;
