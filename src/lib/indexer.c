@@ -1,13 +1,17 @@
 /* Indexing: layers streamed once through a reader/consumer pipeline, then
  * merged into one tree and written as an archive.
  *
- * Why two threads per layer: inflate is inherently serial and is the
+ * Why three threads per layer: inflate is inherently serial and is the
  * bottleneck (zlib with Z_BLOCK, the only inflater that can stop at block
- * boundaries). Everything else — SHA-256 of both streams, tar parsing, window
- * snapshots and their compression, span digests — runs on the consumer
- * thread, so that the inflating core never waits for it. The two exchange
- * batches through a small bounded queue: a batch is a run of compressed input,
- * the uncompressed output it produced, and the block boundaries inside it.
+ * boundaries). Everything else runs beside it: a reader thread pulls the
+ * stream (read() of a local blob, or curl receiving from a registry) into
+ * buffers ahead of the inflater, and the consumer thread does the SHA-256 of
+ * both streams, tar parsing, window snapshots and their compression, and the
+ * piece digests, so that the inflating core never waits for either. The
+ * stages exchange work through small bounded queues: the reader's are
+ * megabyte buffers of the stream, the inflater's batches (a run of compressed
+ * input, the uncompressed output it produced, and the block boundaries inside
+ * it).
  */
 #include "clip/indexer.h"
 
@@ -208,9 +212,12 @@ static void queue_cancel(struct queue *q)
 
 /* ---- the producer: read and decompress --------------------------------- */
 
+struct reader;
+
 struct producer {
 	struct pool *pool;
 	struct clip_stream *stream;
+	struct reader *reader; /* set while producing */
 	enum clip_compression compression;
 	struct queue *queue;
 	/* Allocated before the thread starts, so that the consumer always gets
@@ -233,20 +240,118 @@ static ssize_t read_full(struct clip_stream *s, void *buf, size_t len, struct cl
 	return (ssize_t)got;
 }
 
+/* ---- the reader: the stream, ahead of the inflater ------------------------ */
+
+/* Reading costs the inflating thread its copy out of the page cache, and for
+ * a registry all of curl's receiving: 2 % and more of the one serial stage,
+ * so a thread of its own does it, up to READ_AHEAD buffers ahead. */
+#define READ_AHEAD 4
+
+struct reader {
+	struct pool *pool;
+	struct clip_stream *stream;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	struct inbuf *items[READ_AHEAD];
+	size_t head, count;
+	bool done;	/* the reader stopped: end of stream, or error */
+	bool cancelled; /* the inflater stopped taking buffers */
+	int error;	/* negative errno when the stream failed, message in err */
+	struct clip_err err;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	struct clip_err err = { 0 };
+	int rc = 0;
+	for (;;) {
+		pthread_mutex_lock(&r->lock);
+		while (r->count == READ_AHEAD && !r->cancelled)
+			pthread_cond_wait(&r->changed, &r->lock);
+		bool stop = r->cancelled;
+		pthread_mutex_unlock(&r->lock);
+		if (stop)
+			break;
+		struct inbuf *in = inbuf_get(r->pool);
+		if (in == NULL) {
+			rc = clip_err_set(&err, ENOMEM, "out of memory");
+			break;
+		}
+		ssize_t n = read_full(r->stream, in->data, IN_CHUNK, &err);
+		if (n <= 0) {
+			inbuf_unref(in);
+			rc = (int)n;
+			break;
+		}
+		in->len = (size_t)n;
+		pthread_mutex_lock(&r->lock);
+		r->items[(r->head + r->count) % READ_AHEAD] = in;
+		r->count++;
+		pthread_cond_broadcast(&r->changed);
+		pthread_mutex_unlock(&r->lock);
+	}
+	pthread_mutex_lock(&r->lock);
+	r->done = true;
+	r->error = rc;
+	if (rc < 0)
+		r->err = err;
+	pthread_cond_broadcast(&r->changed);
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+static int reader_start(struct reader *r, struct pool *pool, struct clip_stream *stream,
+			struct clip_err *err)
+{
+	memset(r, 0, sizeof(*r));
+	r->pool = pool;
+	r->stream = stream;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->changed, NULL);
+	int terr = pthread_create(&r->thread, NULL, reader_main, r);
+	if (terr) {
+		pthread_mutex_destroy(&r->lock);
+		pthread_cond_destroy(&r->changed);
+		return clip_err_set(err, terr, "cannot start a thread: %s", strerror(terr));
+	}
+	return 0;
+}
+
+/* Stop the reader (it finishes the read it is in) and drop what it read. */
+static void reader_stop(struct reader *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->cancelled = true;
+	pthread_cond_broadcast(&r->changed);
+	pthread_mutex_unlock(&r->lock);
+	pthread_join(r->thread, NULL);
+	for (size_t i = 0; i < r->count; i++)
+		inbuf_unref(r->items[(r->head + i) % READ_AHEAD]);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->changed);
+}
+
 /* The next chunk of the stream in a pool buffer: *out is set and its length
  * returned, or 0 at the end of the stream (nothing set), or a negative errno. */
 static ssize_t read_chunk(struct producer *p, struct inbuf **out, struct clip_err *err)
 {
-	struct inbuf *in = inbuf_get(p->pool);
-	if (in == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
-	ssize_t n = read_full(p->stream, in->data, IN_CHUNK, err);
-	if (n <= 0) {
-		inbuf_unref(in);
-		return n;
+	struct reader *r = p->reader;
+	pthread_mutex_lock(&r->lock);
+	while (r->count == 0 && !r->done)
+		pthread_cond_wait(&r->changed, &r->lock);
+	ssize_t n = 0;
+	if (r->count > 0) {
+		*out = r->items[r->head];
+		r->head = (r->head + 1) % READ_AHEAD;
+		r->count--;
+		n = (ssize_t)(*out)->len;
+		pthread_cond_broadcast(&r->changed);
+	} else if (r->error < 0) {
+		n = clip_err_set(err, r->error, "%s", r->err.msg);
 	}
-	in->len = (size_t)n;
-	*out = in;
+	pthread_mutex_unlock(&r->lock);
 	return n;
 }
 
@@ -431,11 +536,17 @@ static void *producer_main(void *arg)
 {
 	struct producer *p = arg;
 	struct clip_err err = { 0 };
-	int rc;
-	switch (p->compression) {
-	case CLIP_COMPRESSION_GZIP: rc = produce_gzip(p, &err); break;
-	case CLIP_COMPRESSION_ZSTD: rc = produce_zstd(p, &err); break;
-	default: rc = produce_plain(p, &err); break;
+	struct reader reader;
+	int rc = reader_start(&reader, p->pool, p->stream, &err);
+	if (rc == 0) {
+		p->reader = &reader;
+		switch (p->compression) {
+		case CLIP_COMPRESSION_GZIP: rc = produce_gzip(p, &err); break;
+		case CLIP_COMPRESSION_ZSTD: rc = produce_zstd(p, &err); break;
+		default: rc = produce_plain(p, &err); break;
+		}
+		reader_stop(&reader);
+		p->reader = NULL;
 	}
 	if (rc != -ECANCELED)
 		push_end(p, rc, &err);
@@ -608,7 +719,11 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 		goto out;
 	}
 
-	struct producer p = { &pool, stream, o->compression, &q, batch_new(&pool) };
+	struct producer p = { .pool = &pool,
+			      .stream = stream,
+			      .compression = o->compression,
+			      .queue = &q,
+			      .end = batch_new(&pool) };
 	if (p.end == NULL) {
 		rc = clip_err_set(err, ENOMEM, "out of memory");
 		goto out;
