@@ -4,15 +4,16 @@
  * An archive that passed clip_archive_open can still carry checkpoints that
  * are consistent enough to pass its validation and wrong in every other way:
  * offsets that point into the middle of a block, windows that lie, spans that
- * overlap. The span digests stop a stranger's bytes, but the archive's author
+ * overlap. The digests stop a stranger's bytes, but the archive's author
  * chooses the digests too. So this harness plays the author: it builds an
- * index from the input and computes each span's digest exactly as the reader
- * will check it, and then reads. The reader must stay memory-safe, return
+ * index from the input and computes the digests exactly as the reader will
+ * check them (piece digests of the blob and stored-window digests, as format
+ * 3 has them, or whole-span digests as formats 1 and 2 do), and then reads. The reader must stay memory-safe, return
  * either the number of bytes the contract promises or one of its documented
  * errors, and never write past the length asked for.
  *
- * Input: a 16-byte header (point count, usize, csize adjustment, blob
- * offset), 16 bytes per point (in, out, bits, codec, window length, window
+ * Input: a 16-byte header (point count, digest kind and piece size, usize,
+ * csize adjustment, read seed), 16 bytes per point (in, out, bits, codec, window length, window
  * offset in the input), then the compressed blob (for seeds, a real gzip
  * stream, so that resumed inflates get somewhere).
  *
@@ -99,10 +100,14 @@ static bool decode_window(const struct clip_gz_point *p, unsigned char *dst)
 	}
 }
 
-/* The digest the reader checks, when the span lies inside the blob. */
+/* The digests the reader checks, when the span lies inside the blob. */
 static void sign(struct clip_gz_index *index, size_t i, const struct blob *b)
 {
 	struct clip_gz_point *p = &index->points[i];
+	if (index->piece_bytes) {
+		SHA256(p->window_z, p->window_zlen, p->window_sha256);
+		return;
+	}
 	static unsigned char win[CLIP_GZ_WINDOW];
 	if (p->window_len > CLIP_GZ_WINDOW || !decode_window(p, win))
 		return;
@@ -157,13 +162,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (r[9] & 0x80)
 			p->window_len += wlen; /* raw with a lying length */
 	}
+	/* Data[1] bit 0: piece digests (4 KiB to 32 KiB pieces) or span digests. */
+	unsigned char *pieces = NULL;
+	if (data[1] & 1) {
+		index.piece_bytes = 4096u << ((data[1] >> 1) % 4);
+		index.npieces = (size_t)((index.csize + index.piece_bytes - 1) / index.piece_bytes);
+		/* Now and then one piece too few or too many. */
+		if (data[1] & 0x80)
+			index.npieces += (data[1] & 0x40) ? 1 : (index.npieces ? (size_t)-1 : 0);
+		pieces = calloc(index.npieces + 1, 32);
+		if (pieces == NULL)
+			return 0;
+		for (size_t k = 0; k < index.npieces; k++) {
+			uint64_t a = (uint64_t)k * index.piece_bytes;
+			if (a >= b.len)
+				break;
+			size_t n = b.len - a < index.piece_bytes ? (size_t)(b.len - a)
+								 : index.piece_bytes;
+			SHA256(b.p + a, n, pieces + 32 * k);
+		}
+		index.piece_sha256 = pieces;
+	}
 	for (size_t i = 0; i < npoints; i++)
 		sign(&index, i, &b);
 
 	size_t cap = 1u << 20;
 	unsigned char *buf = malloc(cap + 64);
-	if (buf == NULL)
+	if (buf == NULL) {
+		free(pieces);
 		return 0;
+	}
 	uint64_t seed = clip_get_le32(data + 12) | 1;
 	for (int k = 0; k < 6; k++) {
 		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -192,5 +220,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(buf[len + j] == 0xee);
 	}
 	free(buf);
+	free(pieces);
 	return 0;
 }

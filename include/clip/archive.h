@@ -98,6 +98,7 @@ struct clip_archive_stats {
 	uint64_t regular_bytes; /* sum of regular files' sizes (each inode once) */
 	uint64_t span_bytes, large_file_threshold;
 	uint64_t chunk_bytes; /* chunk size of the chunk hashes; 0: none (version 1) */
+	uint64_t piece_bytes; /* piece size of the compressed digests; 0: none (< 3) */
 };
 
 void clip_archive_stats(const struct clip_archive *archive, struct clip_archive_stats *out);
@@ -135,6 +136,7 @@ struct clip_archive_layer {
 	uint64_t uncompressed_size;
 	uint32_t ncheckpoints;
 	uint32_t nchunks; /* chunk hashes recorded (0: none) */
+	uint32_t npieces; /* digests of its compressed pieces (0: none; format < 3) */
 };
 
 int clip_archive_layer(const struct clip_archive *archive, uint32_t index,

@@ -8,10 +8,11 @@
  *     boundary (clip_gz_scanner_*), on the thread that inflates;
  *   - picks checkpoints among those boundaries, keeps of each window only the
  *     bytes the span after it can reach (the rest zeroed) and compresses it,
- *     and hashes the compressed span behind each one (clip_gz_builder_*), on
- *     a second thread that sees the same bytes;
+ *     and hashes the compressed stream in fixed pieces (clip_gz_builder_*),
+ *     on a second thread that sees the same bytes;
  *   - reads any uncompressed range by inflating from the nearest checkpoint at
- *     or before it, after verifying the fetched span (clip_gz_index_read).
+ *     or before it, handing the inflater each piece of the fetched bytes only
+ *     once it is verified (clip_gz_index_read).
  * Multi-member gzip (concatenated members, optionally separated by zero
  * padding) is supported; each member's first block is a checkpoint with an
  * empty window.
@@ -82,28 +83,52 @@ enum clip_gz_window_codec {
  * clip_gz_span_end(i)). The window is the last window_len bytes of output
  * before `out` (within the member), as a resumed inflate needs them for the
  * span: bytes no back-reference of the span reaches may be zero, and
- * window_len may stop short of 32 KiB (0 when nothing is reached). span_sha256
- * is SHA-256(SHA-256(window) || SHA-256(compressed span bytes)), so that a
- * flipped byte in either is caught before anything is returned. */
+ * window_len may stop short of 32 KiB (0 when nothing is reached).
+ *
+ * What vouches for the bytes depends on the index (struct clip_gz_index):
+ * with piece digests, window_sha256 is the SHA-256 of the window_zlen stored
+ * window bytes and the compressed bytes are checked piece by piece; without
+ * (archives of format 1 and 2), span_sha256 is SHA-256(SHA-256(window) ||
+ * SHA-256(compressed span bytes)) and a span is checked whole. Either way a
+ * flipped byte in the window or the span is caught before the inflater sees
+ * it. */
 struct clip_gz_point {
 	uint64_t in;
 	uint64_t out;
 	uint8_t bits;
-	uint8_t window_codec;	       /* enum clip_gz_window_codec */
-	uint32_t window_len;	       /* uncompressed window bytes, 0..32768 */
-	uint32_t window_zlen;	       /* stored window bytes */
-	const unsigned char *window_z; /* borrowed: from the builder's index or the archive */
-	unsigned char span_sha256[32];
+	uint8_t window_codec;		 /* enum clip_gz_window_codec */
+	uint32_t window_len;		 /* uncompressed window bytes, 0..32768 */
+	uint32_t window_zlen;		 /* stored window bytes */
+	const unsigned char *window_z;	 /* borrowed: from the builder's index or the archive */
+	unsigned char window_sha256[32]; /* with piece digests */
+	unsigned char span_sha256[32];	 /* without */
 };
+
+/* Default size of the pieces the compressed blob is hashed in: a read hashes
+ * the pieces its inflate consumes, about half a span on average, where a
+ * whole-span digest made it hash all of it; and the digests cost 32 bytes per
+ * 64 KiB (0.05 % of the layer). */
+#define CLIP_GZ_DEFAULT_PIECE_BYTES (64u << 10)
+#define CLIP_GZ_MIN_PIECE_BYTES	    4096u
+#define CLIP_GZ_MAX_PIECE_BYTES	    (1u << 30)
 
 struct clip_gz_index {
 	uint64_t csize; /* compressed blob size */
 	uint64_t usize; /* uncompressed size */
 	size_t count;
 	struct clip_gz_point *points; /* sorted by `out`, non-decreasing */
+	/* Piece digests: the SHA-256 of compressed bytes [k * piece_bytes,
+	 * (k + 1) * piece_bytes) of the blob (the last piece shorter), for k <
+	 * npieces = ceil(csize / piece_bytes). piece_bytes is 0 for an index
+	 * without them (then span_sha256 is used). Borrowed from the archive,
+	 * or owned_pieces. */
+	uint32_t piece_bytes;
+	size_t npieces;
+	const unsigned char *piece_sha256;
 	/* clip_gz_index_free() releases points[] when owns_points is set, and
-	 * owned_storage (the builder's windows) when not NULL. */
+	 * owned_storage (the builder's windows) and owned_pieces when not NULL. */
 	void *owned_storage;
+	void *owned_pieces;
 	bool owns_points;
 };
 
@@ -125,6 +150,7 @@ void clip_gz_index_free(struct clip_gz_index *index);
 struct clip_gz_builder_options {
 	uint64_t span_bytes;	       /* uncompressed distance between periodic checkpoints */
 	uint64_t large_file_threshold; /* files larger than this get a checkpoint before them */
+	uint32_t piece_bytes;	       /* 0: CLIP_GZ_DEFAULT_PIECE_BYTES; else 4 KiB..1 GiB */
 };
 
 struct clip_gz_builder;
@@ -140,8 +166,9 @@ struct clip_gz_builder;
  * once they have been fed; a checkpoint whose 32 KiB take more than 256 KiB
  * of compressed input, or that is one of more than 8 checkpoints waiting at
  * once, keeps its whole window. They are stored zstd-compressed (raw when that
- * is not smaller). The compressed stream is not kept: memory stays bounded
- * (about 2 MiB plus the index) however long a deflate block is. */
+ * is not smaller). The compressed stream is hashed in pieces as it is fed and
+ * not kept: memory stays bounded (about 1 MiB plus the index) however long a
+ * deflate block is. */
 struct clip_gz_builder *clip_gz_builder_new(const struct clip_gz_builder_options *options);
 
 /* Feed the stream in order. Contract: when clip_gz_builder_boundary() is
@@ -207,8 +234,11 @@ struct clip_gz_read_stats {
 /* Read uncompressed [offset, offset+len) into buf, like pread on the
  * uncompressed blob: returns bytes read (short or 0 at/after usize), or a
  * negative errno with `err` set: -EIO for a source error, -EBADMSG when a
- * span's digest does not match ("span N of layer: digest mismatch") or the
- * data does not inflate. `stats` may be NULL; it is added to. */
+ * digest does not match ("span N: digest mismatch ...") or the data does not
+ * inflate. One fetch covers the spans the range needs (with piece digests,
+ * widened to whole pieces). No byte reaches the inflater unverified, but with
+ * piece digests a failure can come after part of buf was written. `stats`
+ * may be NULL; it is added to. */
 ssize_t clip_gz_index_read(const struct clip_gz_index *index, const struct clip_blob_source *source,
 			   void *buf, size_t len, uint64_t offset, struct clip_gz_read_stats *stats,
 			   struct clip_err *err);

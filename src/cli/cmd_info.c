@@ -70,6 +70,12 @@ int cmd_info(int argc, char **argv)
 	else
 		printf("%-14s none recorded (format 1): caches hash chunks as they fill\n",
 		       "chunks:");
+	if (st.piece_bytes)
+		printf("%-14s %" PRIu64 " bytes of the compressed gzip layers, hashed with "
+		       "SHA-256\n",
+		       "pieces:", st.piece_bytes);
+	else if (st.version < 3)
+		printf("%-14s none (format %u): spans are verified whole\n", "pieces:", st.version);
 	uint64_t ctotal = 0;
 	for (uint32_t i = 0; i < st.layers; i++) {
 		struct clip_archive_layer l;

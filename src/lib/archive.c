@@ -160,7 +160,7 @@ struct section {
 	uint32_t count, record_size;
 };
 
-enum { NSECTIONS = 11 };
+enum { NSECTIONS = 12 };
 
 struct writer {
 	struct strtab strings;
@@ -268,6 +268,22 @@ static int write_inodes(struct writer *w, const struct clip_tree *tree, uint64_t
 	return 0;
 }
 
+/* The piece size the layers' digests share (0: none has any), or -EINVAL when
+ * two differ: META records one. */
+static int64_t piece_bytes_of(const struct clip_archive_write_options *o)
+{
+	uint32_t piece = 0;
+	for (size_t i = 0; i < o->nlayers; i++) {
+		const struct clip_gz_index *gz = o->layers[i].gz;
+		if (gz == NULL || gz->piece_bytes == 0)
+			continue;
+		if (piece && gz->piece_bytes != piece)
+			return -EINVAL;
+		piece = gz->piece_bytes;
+	}
+	return piece;
+}
+
 static int write_layers(struct writer *w, const struct clip_archive_write_options *o)
 {
 	uint32_t next_cp = 0;
@@ -282,6 +298,11 @@ static int write_layers(struct writer *w, const struct clip_archive_write_option
 		if (rc < 0)
 			return rc;
 		size_t ncp = l->gz ? l->gz->count : 0;
+		/* Readers verify what they fetch for a checkpoint piece by piece. */
+		if (ncp && (l->gz->piece_bytes == 0 ||
+			    l->gz->npieces != (l->compressed_size + l->gz->piece_bytes - 1) /
+						      l->gz->piece_bytes))
+			return -EINVAL;
 		unsigned char *r = add_record(w, SECTION_LAYERS);
 		if (r == NULL)
 			return -ENOMEM;
@@ -303,6 +324,16 @@ static int write_layers(struct writer *w, const struct clip_archive_write_option
 		    buf_append(&chunks->data, l->chunk_hashes, l->nchunks * CHUNK_SIZEOF) < 0)
 			return -ENOMEM;
 		chunks->count += (uint32_t)l->nchunks;
+		struct section *pieces = sec(w, SECTION_PIECES);
+		size_t npieces = l->gz && l->gz->piece_bytes ? l->gz->npieces : 0;
+		if (npieces > UINT32_MAX - pieces->count)
+			return -EFBIG;
+		clip_put_le32(r + LAYER_PIECE_FIRST, pieces->count);
+		clip_put_le32(r + LAYER_PIECE_COUNT, (uint32_t)npieces);
+		if (npieces &&
+		    buf_append(&pieces->data, l->gz->piece_sha256, npieces * PIECE_SIZEOF) < 0)
+			return -ENOMEM;
+		pieces->count += (uint32_t)npieces;
 		for (size_t c = 0; c < ncp; c++) {
 			const struct clip_gz_point *p = &l->gz->points[c];
 			struct section *win = sec(w, SECTION_WINDOWS);
@@ -320,7 +351,8 @@ static int write_layers(struct writer *w, const struct clip_archive_write_option
 			clip_put_le32(cp + CP_WINDOW_LEN, p->window_len);
 			clip_put_le32(cp + CP_WINDOW_ZLEN, p->window_zlen);
 			clip_put_le64(cp + CP_WINDOW_OFF, woff);
-			memcpy(cp + CP_SHA256, p->span_sha256, 32);
+			memcpy(cp + CP_SHA256,
+			       l->gz->piece_bytes ? p->window_sha256 : p->span_sha256, 32);
 		}
 	}
 	return 0;
@@ -398,7 +430,7 @@ int clip_archive_write(const char *path, const struct clip_archive_write_options
 {
 	static const uint32_t record_sizes[NSECTIONS] = {
 		META_SIZE, 1, INO_SIZEOF, DIRENT_SIZEOF, XATTR_SIZEOF, LAYER_SIZEOF, CP_SIZEOF,
-		1,	   1, 1,	  CHUNK_SIZEOF,
+		1,	   1, 1,	  CHUNK_SIZEOF,	 PIECE_SIZEOF,
 	};
 	struct writer w = { 0 };
 	struct buf out = { 0 };
@@ -407,6 +439,12 @@ int clip_archive_write(const char *path, const struct clip_archive_write_options
 		w.sec[i].record_size = record_sizes[i];
 	}
 	uint64_t regular_bytes = 0;
+	int64_t piece_bytes = piece_bytes_of(o);
+	if (piece_bytes < 0) {
+		strtab_free(&w.strings);
+		return clip_err_set(err, EINVAL, "%s: layers hashed with different piece sizes",
+				    path);
+	}
 	int rc = write_inodes(&w, o->tree, &regular_bytes);
 	if (rc == 0)
 		rc = write_layers(&w, o);
@@ -423,6 +461,7 @@ int clip_archive_write(const char *path, const struct clip_archive_write_options
 			clip_put_le64(m + META_LARGE_FILE, o->large_file_threshold);
 			clip_put_le64(m + META_REGULAR_BYTES, regular_bytes);
 			clip_put_le64(m + META_CHUNK_BYTES, o->chunk_bytes);
+			clip_put_le64(m + META_PIECE_BYTES, (uint64_t)piece_bytes);
 		}
 	}
 	if (rc == 0)
@@ -433,8 +472,10 @@ int clip_archive_write(const char *path, const struct clip_archive_write_options
 	if (rc < 0) {
 		free(out.data);
 		return clip_err_set(err, rc, "%s: %s", path,
-				    rc == -EFBIG ? "too many strings for the format"
-						 : "out of memory");
+				    rc == -EFBIG    ? "too many strings for the format"
+				    : rc == -EINVAL ? "a layer's checkpoints come without the "
+						      "digests of its compressed pieces"
+						    : "out of memory");
 	}
 
 	size_t plen = strlen(path);
@@ -484,7 +525,16 @@ struct clip_archive {
 	const unsigned char *chunks; /* NULL in version 1 */
 	uint32_t nchunks;
 	uint64_t chunk_bytes;
+	const unsigned char *pieces; /* NULL before version 3 */
+	uint32_t npieces;
+	uint64_t piece_bytes;
+	size_t layer_size; /* LAYERS record size of this version */
 };
+
+static const unsigned char *layer_rec(const struct clip_archive *a, uint32_t i)
+{
+	return a->layers + (size_t)i * a->layer_size;
+}
 
 static const unsigned char *inode_rec(const struct clip_archive *a, uint32_t ino)
 {
@@ -561,9 +611,18 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 			1,
 			1,
 			CHUNK_SIZEOF,
+			PIECE_SIZEOF,
 		};
-		if (rsize != want_rsize[id] || (uint64_t)count * rsize != size)
+		uint32_t want = want_rsize[id];
+		if (a->version < 3 && id == SECTION_META)
+			want = META_SIZE_V2;
+		if (a->version < 3 && id == SECTION_LAYERS)
+			want = LAYER_SIZEOF_V2;
+		if (rsize != want || (uint64_t)count * rsize != size)
 			return BAD("%s: section %u has a wrong size", path, id);
+		if ((id == SECTION_CHUNKS && a->version < 2) ||
+		    (id == SECTION_PIECES && a->version < 3))
+			return BAD("%s: section %u in a version %u archive", path, id, a->version);
 		const unsigned char *p = a->map + off;
 		switch ((enum clip_section_id)id) {
 		case SECTION_META:
@@ -590,6 +649,7 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 		case SECTION_LAYERS:
 			a->layers = p;
 			a->nlayers = count;
+			a->layer_size = rsize;
 			break;
 		case SECTION_CHECKPOINTS:
 			a->checkpoints = p;
@@ -603,6 +663,10 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 			a->chunks = p;
 			a->nchunks = count;
 			break;
+		case SECTION_PIECES:
+			a->pieces = p;
+			a->npieces = count;
+			break;
 		case SECTION_CONFIG:
 		case SECTION_SOURCE:
 			if (size == 0 || p[size - 1] != '\0')
@@ -615,7 +679,8 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 		}
 	}
 	for (int id = 1; id <= NSECTIONS; id++)
-		if (!seen[id] && !(id == SECTION_CHUNKS && a->version < 2))
+		if (!seen[id] && !(id == SECTION_CHUNKS && a->version < 2) &&
+		    !(id == SECTION_PIECES && a->version < 3))
 			return BAD("%s: section %d missing", path, id);
 	if (a->ninodes == 0)
 		return BAD("%s: no root inode", path);
@@ -625,7 +690,7 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 static int validate_layers(const struct clip_archive *a, const char *path, struct clip_err *err)
 {
 	for (uint32_t i = 0; i < a->nlayers; i++) {
-		const unsigned char *r = a->layers + (size_t)i * LAYER_SIZEOF;
+		const unsigned char *r = layer_rec(a, i);
 		uint32_t offs[3] = { clip_get_le32(r + LAYER_DIGEST),
 				     clip_get_le32(r + LAYER_DIFF_ID),
 				     clip_get_le32(r + LAYER_MEDIA_TYPE) };
@@ -656,6 +721,18 @@ static int validate_layers(const struct clip_archive *a, const char *path, struc
 			    (a->chunk_bytes == 0 ||
 			     chunk_count != (usize + a->chunk_bytes - 1) / a->chunk_bytes))) {
 			return BAD("%s: layer %u: chunk hashes out of range", path, i);
+		}
+		if (a->version >= 3) {
+			/* Checkpoints are only usable with the digests of their
+			 * compressed bytes. */
+			uint32_t piece_first = clip_get_le32(r + LAYER_PIECE_FIRST);
+			uint32_t piece_count = clip_get_le32(r + LAYER_PIECE_COUNT);
+			uint64_t want =
+				a->piece_bytes ? (csize + a->piece_bytes - 1) / a->piece_bytes : 0;
+			if (piece_first > a->npieces || piece_count > a->npieces - piece_first ||
+			    (piece_count && piece_count != want) ||
+			    (count && (a->piece_bytes == 0 || piece_count != want)))
+				return BAD("%s: layer %u: piece digests out of range", path, i);
 		}
 		uint64_t prev_in = 0, prev_out = 0;
 		for (uint32_t c = first; c < first + count; c++) {
@@ -717,8 +794,7 @@ static int validate_inodes(const struct clip_archive *a, const char *path, struc
 			uint64_t size = clip_get_le64(r + INO_SIZE);
 			if (layer >= a->nlayers)
 				return BAD("%s: inode %u: layer %u out of range", path, i, layer);
-			uint64_t usize = clip_get_le64(a->layers + (size_t)layer * LAYER_SIZEOF +
-						       LAYER_USIZE);
+			uint64_t usize = clip_get_le64(layer_rec(a, layer) + LAYER_USIZE);
 			if (data > usize || size > usize - data)
 				return BAD("%s: inode %u: data beyond its layer", path, i);
 			break;
@@ -847,6 +923,13 @@ int clip_archive_open(const char *path, struct clip_archive **out, struct clip_e
 			rc = BAD("%s: invalid chunk size %llu", path,
 				 (unsigned long long)a->chunk_bytes);
 	}
+	if (rc == 0 && a->version >= 3) {
+		a->piece_bytes = clip_get_le64(a->meta + META_PIECE_BYTES);
+		if (a->piece_bytes && (a->piece_bytes < CLIP_GZ_MIN_PIECE_BYTES ||
+				       a->piece_bytes > CLIP_GZ_MAX_PIECE_BYTES))
+			rc = BAD("%s: invalid piece size %llu", path,
+				 (unsigned long long)a->piece_bytes);
+	}
 	if (rc == 0)
 		rc = validate_layers(a, path, err);
 	if (rc == 0)
@@ -882,6 +965,7 @@ void clip_archive_stats(const struct clip_archive *a, struct clip_archive_stats 
 	out->large_file_threshold = clip_get_le64(a->meta + META_LARGE_FILE);
 	out->regular_bytes = clip_get_le64(a->meta + META_REGULAR_BYTES);
 	out->chunk_bytes = a->chunk_bytes;
+	out->piece_bytes = a->piece_bytes;
 }
 
 int clip_archive_inode(const struct clip_archive *a, uint32_t ino, struct clip_archive_inode *out)
@@ -1015,7 +1099,7 @@ int clip_archive_layer(const struct clip_archive *a, uint32_t index, struct clip
 {
 	if (index >= a->nlayers)
 		return -ENOENT;
-	const unsigned char *r = a->layers + (size_t)index * LAYER_SIZEOF;
+	const unsigned char *r = layer_rec(a, index);
 	out->digest = (const char *)a->strings + clip_get_le32(r + LAYER_DIGEST);
 	out->diff_id = (const char *)a->strings + clip_get_le32(r + LAYER_DIFF_ID);
 	out->media_type = (const char *)a->strings + clip_get_le32(r + LAYER_MEDIA_TYPE);
@@ -1024,6 +1108,7 @@ int clip_archive_layer(const struct clip_archive *a, uint32_t index, struct clip
 	out->uncompressed_size = clip_get_le64(r + LAYER_USIZE);
 	out->ncheckpoints = clip_get_le32(r + LAYER_CP_COUNT);
 	out->nchunks = clip_get_le32(r + LAYER_CHUNK_COUNT);
+	out->npieces = a->version >= 3 ? clip_get_le32(r + LAYER_PIECE_COUNT) : 0;
 	return 0;
 }
 
@@ -1032,7 +1117,7 @@ const unsigned char *clip_archive_chunk_hash(const struct clip_archive *a, uint3
 {
 	if (layer >= a->nlayers || a->chunks == NULL)
 		return NULL;
-	const unsigned char *r = a->layers + (size_t)layer * LAYER_SIZEOF;
+	const unsigned char *r = layer_rec(a, layer);
 	if (chunk >= clip_get_le32(r + LAYER_CHUNK_COUNT))
 		return NULL;
 	return a->chunks + ((size_t)clip_get_le32(r + LAYER_CHUNK_FIRST) + chunk) * CHUNK_SIZEOF;
@@ -1047,11 +1132,18 @@ int clip_archive_layer_gzindex(const struct clip_archive *a, uint32_t index,
 	if (out == NULL)
 		return clip_err_set(err, ENOMEM, "out of memory");
 	*outp = out;
-	const unsigned char *r = a->layers + (size_t)index * LAYER_SIZEOF;
+	const unsigned char *r = layer_rec(a, index);
 	uint32_t first = clip_get_le32(r + LAYER_CP_FIRST);
 	uint32_t count = clip_get_le32(r + LAYER_CP_COUNT);
 	out->csize = clip_get_le64(r + LAYER_CSIZE);
 	out->usize = clip_get_le64(r + LAYER_USIZE);
+	bool pieces = a->version >= 3 && clip_get_le32(r + LAYER_PIECE_COUNT) > 0;
+	if (pieces) {
+		out->piece_bytes = (uint32_t)a->piece_bytes;
+		out->npieces = clip_get_le32(r + LAYER_PIECE_COUNT);
+		out->piece_sha256 =
+			a->pieces + (size_t)clip_get_le32(r + LAYER_PIECE_FIRST) * PIECE_SIZEOF;
+	}
 	if (count == 0)
 		return 0;
 	out->points = calloc(count, sizeof(*out->points));
@@ -1072,7 +1164,7 @@ int clip_archive_layer_gzindex(const struct clip_archive *a, uint32_t index,
 		pt->window_len = clip_get_le32(p + CP_WINDOW_LEN);
 		pt->window_zlen = clip_get_le32(p + CP_WINDOW_ZLEN);
 		pt->window_z = a->windows + clip_get_le64(p + CP_WINDOW_OFF);
-		memcpy(pt->span_sha256, p + CP_SHA256, 32);
+		memcpy(pieces ? pt->window_sha256 : pt->span_sha256, p + CP_SHA256, 32);
 	}
 	return 0;
 }

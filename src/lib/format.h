@@ -11,10 +11,13 @@
 /* Readers accept 1..CLIP_FORMAT_VERSION. New optional sections do not bump
  * the version (old readers skip unknown sections without the REQUIRED flag);
  * a change old readers would misread does. */
-#define CLIP_FORMAT_VERSION 2u
+#define CLIP_FORMAT_VERSION 3u
 /* Version 2 added per-chunk SHA-256 of each layer's uncompressed data
  * (CHUNKS, META_CHUNK_BYTES, LAYER_CHUNK_*). Version 1 archives have none of
- * them: the fields were reserved zeros and the section is absent. */
+ * them: the fields were reserved zeros and the section is absent.
+ * Version 3 verifies compressed bytes per piece instead of per span: PIECES,
+ * META_PIECE_BYTES and LAYER_PIECE_* (META and LAYERS records grew by 8
+ * bytes), and CP_SHA256 became the digest of the stored window. */
 
 /* Header: 64 bytes at offset 0. */
 #define HDR_MAGIC	  0  /* 8 bytes */
@@ -49,6 +52,7 @@ enum clip_section_id {
 	SECTION_CONFIG = 9,
 	SECTION_SOURCE = 10,
 	SECTION_CHUNKS = 11, /* version 2 */
+	SECTION_PIECES = 12, /* version 3 */
 };
 
 /* META: one 32-byte record. */
@@ -56,7 +60,9 @@ enum clip_section_id {
 #define META_LARGE_FILE	   8  /* u64 large-file threshold used */
 #define META_REGULAR_BYTES 16 /* u64 sum of regular file sizes */
 #define META_CHUNK_BYTES   24 /* u64 chunk size of the CHUNKS hashes (v1: 0, none) */
-#define META_SIZE	   32
+#define META_PIECE_BYTES   32 /* u64 piece size of the PIECES digests, 0: none (v3) */
+#define META_SIZE_V2	   32 /* versions 1 and 2 */
+#define META_SIZE	   40
 
 /* INODES: 72-byte records; inode 0 is the root directory. */
 #define INO_MODE	0  /* u32 st_mode */
@@ -89,7 +95,7 @@ enum clip_section_id {
 #define XATTR_VALUE_LEN 12 /* u32 */
 #define XATTR_SIZEOF	16
 
-/* LAYERS: 48-byte records in image order. */
+/* LAYERS: 56-byte records in image order (48 in versions 1 and 2). */
 #define LAYER_DIGEST	  0  /* u32 string offset */
 #define LAYER_DIFF_ID	  4  /* u32 string offset */
 #define LAYER_MEDIA_TYPE  8  /* u32 string offset */
@@ -100,7 +106,10 @@ enum clip_section_id {
 #define LAYER_CP_COUNT	  36 /* u32 */
 #define LAYER_CHUNK_FIRST 40 /* u32 first CHUNKS record (v1: 0) */
 #define LAYER_CHUNK_COUNT 44 /* u32 ceil(usize / chunk bytes), or 0 (v1: 0) */
-#define LAYER_SIZEOF	  48
+#define LAYER_PIECE_FIRST 48 /* u32 first PIECES record (v3) */
+#define LAYER_PIECE_COUNT 52 /* u32 ceil(csize / piece bytes), or 0 (v3) */
+#define LAYER_SIZEOF_V2	  48 /* versions 1 and 2 */
+#define LAYER_SIZEOF	  56
 
 /* CHECKPOINTS: 72-byte records, each layer's run sorted by uncompressed offset. */
 #define CP_IN	       0  /* u64 compressed bytes consumed */
@@ -112,11 +121,15 @@ enum clip_section_id {
 #define CP_WINDOW_ZLEN 24 /* u32 stored window bytes */
 #define CP_RESERVED32  28 /* u32, 0 */
 #define CP_WINDOW_OFF  32 /* u64 offset in the WINDOWS section */
-#define CP_SHA256      40 /* 32 bytes: SHA-256(window || compressed span) */
+#define CP_SHA256      40 /* 32 bytes: v3: SHA-256 of the stored window; v1, v2: of the span */
 #define CP_SIZEOF      72
 
 /* CHUNKS: 32-byte records, the SHA-256 of each chunk of each layer's
  * uncompressed tar, layers in order. */
 #define CHUNK_SIZEOF 32
+
+/* PIECES: 32-byte records, the SHA-256 of each piece of each gzip layer's
+ * compressed blob, layers in order (version 3). */
+#define PIECE_SIZEOF 32
 
 #endif

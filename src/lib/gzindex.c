@@ -301,6 +301,7 @@ void clip_gz_index_free(struct clip_gz_index *index)
 	if (index->owns_points)
 		free(index->points);
 	free(index->owned_storage);
+	free(index->owned_pieces);
 	free(index);
 }
 
@@ -446,25 +447,6 @@ static int resume_run(struct resume *r, unsigned char *dst, size_t len, size_t *
 	return 0;
 }
 
-/* Produce exactly `len` bytes into `dst`. 0, or -EBADMSG with `*why`. */
-static int resume_produce(struct resume *r, unsigned char *dst, size_t len, const char **why)
-{
-	size_t got;
-	enum resume_stop stop;
-	int ret = resume_run(r, dst, len, &got, &stop, why);
-	if (ret < 0)
-		return ret;
-	if (stop == RESUME_END) {
-		*why = "deflate stream ends before the span does";
-		return -EBADMSG;
-	}
-	if (stop == RESUME_STARVED) {
-		*why = "compressed span ends early";
-		return -EBADMSG;
-	}
-	return 0;
-}
-
 static void resume_end(struct resume *r)
 {
 	if (r->z_ready)
@@ -494,12 +476,6 @@ static void sha_span(const unsigned char window_md[32], const unsigned char comp
 /* ======================================================================== */
 /* Builder                                                                  */
 /* ======================================================================== */
-
-/* Compressed bytes after an undecided boundary are held back (not hashed) up
- * to this much: most blocks are far smaller, so a boundary that never becomes
- * a checkpoint costs a memcpy instead of starting a hash. Past it, the
- * builder hashes both possible futures at once and memory stays bounded. */
-#define PEND_CAP (1u << 20)
 
 /* Sparse windows. Output more than 32 KiB after a checkpoint cannot reach
  * its window (deflate distances are at most 32 KiB), and which window bytes
@@ -540,38 +516,32 @@ struct clip_gz_builder {
 	size_t hist_pos, hist_len;
 
 	/* Checkpoints so far. Windows enter the arena in checkpoint order once
-	 * they are sparse; window_z is only set at finish (the arena moves),
-	 * until then wz_off[i] locates it. win_md[i] is the SHA-256 of the
-	 * stored window; span_sha256 holds the digest of the compressed span
-	 * alone until finish combines the two. after_out[i] is the `out` of
-	 * the boundary that followed points[i] (UINT64_MAX while unknown), to
-	 * tell whether a late file hint is already served. */
+	 * they are sparse (and their window_sha256 is set then); window_z is
+	 * only set at finish (the arena moves), until then wz_off[i] locates
+	 * it. after_out[i] is the `out` of the boundary that followed points[i]
+	 * (UINT64_MAX while unknown), to tell whether a late file hint is
+	 * already served. */
 	struct clip_gz_point *points;
 	uint64_t *wz_off, *after_out;
-	unsigned char (*win_md)[32];
 	size_t count, cap;
 	unsigned char *arena;
 	size_t arena_len, arena_cap;
 
-	/* h_span: the last checkpoint's compressed span so far. h_prev: the
-	 * span before it, kept running while the last checkpoint has produced
-	 * nothing, because a checkpoint with an empty span is dropped and its
-	 * predecessor's span then reaches further. */
-	struct clip_sha256 *h_span, *h_prev;
+	/* Piece digests of the compressed stream, which do not depend on where
+	 * the checkpoints fall: `piece` runs over the current piece, piece_fill
+	 * bytes into it. */
+	uint32_t piece_bytes;
+	struct clip_sha256 piece;
+	uint32_t piece_fill;
+	unsigned char (*pieces)[32];
+	size_t npieces, pieces_cap;
 
-	/* The most recent boundary and its window. While OPEN, compressed bytes
-	 * from cand.in on sit in pend[] and h_span stops at cand.in; past
-	 * PEND_CAP (overflow) h_close keeps h_span as it was at cand.in, while
-	 * h_span and h_cand (the span that would start at cand) both keep up. */
+	/* The most recent boundary and its window. */
 	enum cand_state cand_state;
 	struct clip_gz_boundary cand;
 	unsigned char cand_partial;
 	unsigned char cand_window[W];
 	size_t cand_window_len;
-	unsigned char *pend;
-	size_t pend_len;
-	bool overflow;
-	struct clip_sha256 *h_close, *h_cand;
 
 	/* Windows waiting to be made sparse, oldest first (a ring), and the
 	 * compressed stream [look_base, look_base + look_len) they need: from
@@ -608,13 +578,17 @@ struct clip_gz_builder *clip_gz_builder_new(const struct clip_gz_builder_options
 	if (b == NULL)
 		return NULL;
 	b->opt = *options;
-	b->pend = malloc(PEND_CAP);
+	b->piece_bytes = options->piece_bytes ? options->piece_bytes : CLIP_GZ_DEFAULT_PIECE_BYTES;
+	if (b->piece_bytes < CLIP_GZ_MIN_PIECE_BYTES || b->piece_bytes > CLIP_GZ_MAX_PIECE_BYTES) {
+		free(b);
+		return NULL;
+	}
+	clip_sha256_init(&b->piece);
 	b->look = malloc(LOOK_CAP);
 	b->pending = malloc(PENDING_MAX * sizeof(*b->pending));
 	b->scratch = malloc(5 * (size_t)W);
 	b->zc = ZSTD_createCCtx();
-	if (b->pend == NULL || b->look == NULL || b->pending == NULL || b->scratch == NULL ||
-	    b->zc == NULL) {
+	if (b->look == NULL || b->pending == NULL || b->scratch == NULL || b->zc == NULL) {
 		clip_gz_builder_free(b);
 		return NULL;
 	}
@@ -637,13 +611,8 @@ void clip_gz_builder_free(struct clip_gz_builder *b)
 	free(b->points);
 	free(b->wz_off);
 	free(b->after_out);
-	free(b->win_md);
 	free(b->arena);
-	free(b->h_span);
-	free(b->h_prev);
-	free(b->h_close);
-	free(b->h_cand);
-	free(b->pend);
+	free(b->pieces);
 	free(b->look);
 	free(b->pending);
 	free(b->scratch);
@@ -659,32 +628,35 @@ static int build_fail(struct clip_gz_builder *b, struct clip_err *err, int code,
 	return b->failed;
 }
 
-/* A fresh hash for a compressed span; when it starts mid-byte, that byte
- * (holding the primed bits) comes first. */
-static struct clip_sha256 *sha_start(bool partial, unsigned char partial_byte)
+/* Close the current piece digest. */
+static int piece_close(struct clip_gz_builder *b)
 {
-	struct clip_sha256 *h = malloc(sizeof(*h));
-	if (h == NULL)
-		return NULL;
-	clip_sha256_init(h);
-	if (partial)
-		clip_sha256_update(h, &partial_byte, 1);
-	return h;
+	if (b->npieces == b->pieces_cap) {
+		size_t cap = b->pieces_cap ? b->pieces_cap * 2 : 256;
+		unsigned char(*p)[32] = realloc(b->pieces, cap * sizeof(*p));
+		if (p == NULL)
+			return -ENOMEM;
+		b->pieces = p;
+		b->pieces_cap = cap;
+	}
+	clip_sha256_final(&b->piece, b->pieces[b->npieces++]);
+	clip_sha256_init(&b->piece);
+	b->piece_fill = 0;
+	return 0;
 }
 
-/* Digest of `h` so far, leaving `h` usable. */
-static void sha_peek(const struct clip_sha256 *h, unsigned char out[32])
+static int piece_feed(struct clip_gz_builder *b, const unsigned char *p, size_t len)
 {
-	struct clip_sha256 copy = *h;
-	clip_sha256_final(&copy, out);
-}
-
-static void feed_span(struct clip_gz_builder *b, const void *p, size_t n)
-{
-	if (b->h_span)
-		clip_sha256_update(b->h_span, p, n);
-	if (b->h_prev)
-		clip_sha256_update(b->h_prev, p, n);
+	while (len > 0) {
+		size_t n = min_size(len, b->piece_bytes - b->piece_fill);
+		clip_sha256_update(&b->piece, p, n);
+		b->piece_fill += (uint32_t)n;
+		p += n;
+		len -= n;
+		if (b->piece_fill == b->piece_bytes && piece_close(b) < 0)
+			return -ENOMEM;
+	}
+	return 0;
 }
 
 static void snapshot_window(struct clip_gz_builder *b)
@@ -798,7 +770,8 @@ static int sparsify(struct clip_gz_builder *b, const struct pending_window *e, u
 	return 1;
 }
 
-/* Compress window `win` of checkpoint `i` into the arena and hash it. */
+/* Compress window `win` of checkpoint `i` into the arena and hash what is
+ * stored. */
 static int store_window(struct clip_gz_builder *b, size_t i, const unsigned char *win, size_t len)
 {
 	size_t bound = ZSTD_compressBound(W);
@@ -823,7 +796,7 @@ static int store_window(struct clip_gz_builder *b, size_t i, const unsigned char
 	p->window_zlen = (uint32_t)zlen;
 	b->wz_off[i] = b->arena_len;
 	b->arena_len += zlen;
-	clip_sha256_once(win, len, b->win_md[i]);
+	clip_sha256_once(dst, zlen, p->window_sha256);
 	return 0;
 }
 
@@ -901,7 +874,7 @@ static int look_feed(struct clip_gz_builder *b, const unsigned char *p, size_t l
 
 /* ---- checkpoints -------------------------------------------------------- */
 
-/* Append the candidate as a checkpoint; its window and digest come later. */
+/* Append the candidate as a checkpoint; its window comes later. */
 static int push_point(struct clip_gz_builder *b)
 {
 	if (b->count == b->cap) {
@@ -918,10 +891,6 @@ static int push_point(struct clip_gz_builder *b)
 		if (a == NULL)
 			return -ENOMEM;
 		b->after_out = a;
-		unsigned char(*m)[32] = realloc(b->win_md, cap * sizeof(*m));
-		if (m == NULL)
-			return -ENOMEM;
-		b->win_md = m;
 		b->cap = cap;
 	}
 	if (b->npending == PENDING_MAX) {
@@ -959,82 +928,27 @@ static void pop_point(struct clip_gz_builder *b)
 	}
 }
 /* The most recent boundary becomes a checkpoint after the fact (a file
- * hint asked for it): the previous checkpoint's span is closed where the
- * candidate starts, and the candidate's span picks up the bytes held back
- * since. Only when the candidate adds something: it lies after the last
- * checkpoint and output follows it. */
+ * hint asked for it). Only when the candidate adds something: it lies after
+ * the last checkpoint and output follows it. */
 static int choose_cand_late(struct clip_gz_builder *b)
 {
 	if (b->cand_state != CAND_OPEN || b->count == 0)
 		return 0;
 	if (b->cand.out <= b->points[b->count - 1].out || b->cand.out >= b->fed_out)
 		return 0;
-	/* Output followed the last checkpoint, so its span cannot be dropped. */
-	free(b->h_prev);
-	b->h_prev = NULL;
-
-	struct clip_gz_point *cur = &b->points[b->count - 1];
-	if (!b->overflow) {
-		clip_sha256_final(b->h_span, cur->span_sha256);
-		free(b->h_span);
-		b->h_span = sha_start(b->cand.bits != 0, b->cand_partial);
-		if (b->h_span == NULL)
-			return -ENOMEM;
-		clip_sha256_update(b->h_span, b->pend, b->pend_len);
-		b->pend_len = 0;
-	} else {
-		clip_sha256_final(b->h_close, cur->span_sha256);
-		free(b->h_close);
-		free(b->h_span);
-		b->h_span = b->h_cand;
-		b->h_close = b->h_cand = NULL;
-		b->overflow = false;
-	}
 	if (push_point(b))
 		return -ENOMEM;
 	b->cand_state = CAND_CHOSEN;
 	return 0;
 }
 
-/* The candidate will not be a checkpoint: the held-back bytes belong to the
- * current span. */
-static void settle_cand(struct clip_gz_builder *b)
-{
-	if (b->cand_state != CAND_OPEN)
-		return;
-	if (b->overflow) {
-		free(b->h_close);
-		free(b->h_cand);
-		b->h_close = b->h_cand = NULL;
-		b->overflow = false;
-	} else {
-		feed_span(b, b->pend, b->pend_len);
-		b->pend_len = 0;
-	}
-}
-
-/* The candidate, just seen (nothing held back), becomes a checkpoint now. */
+/* The candidate, just seen, becomes a checkpoint now. */
 static int choose_cand_now(struct clip_gz_builder *b)
 {
-	if (b->count > 0 && b->points[b->count - 1].out == b->cand.out) {
-		/* The last checkpoint produced nothing: the new one replaces it
-		 * and its predecessor's span (kept running in h_prev) resumes. */
+	/* The last checkpoint produced nothing: the new one replaces it. */
+	if (b->count > 0 && b->points[b->count - 1].out == b->cand.out)
 		pop_point(b);
-		free(b->h_span);
-		b->h_span = b->h_prev;
-		b->h_prev = NULL;
-	}
-	if (b->count > 0) {
-		sha_peek(b->h_span, b->points[b->count - 1].span_sha256);
-		free(b->h_prev);
-		b->h_prev = b->h_span;
-	} else {
-		free(b->h_span);
-		free(b->h_prev);
-		b->h_prev = NULL;
-	}
-	b->h_span = sha_start(b->cand.bits != 0, b->cand_partial);
-	if (b->h_span == NULL || push_point(b))
+	if (push_point(b))
 		return -ENOMEM;
 	b->cand_state = CAND_CHOSEN;
 	return 0;
@@ -1083,30 +997,8 @@ int clip_gz_builder_compressed(struct clip_gz_builder *b, const void *in, size_t
 	int r = look_feed(b, p, len);
 	if (r < 0)
 		return build_fail(b, err, -r, "storing a window");
-
-	if (b->cand_state == CAND_OPEN && !b->overflow) {
-		if (len <= PEND_CAP - b->pend_len) {
-			memcpy(b->pend + b->pend_len, p, len);
-			b->pend_len += len;
-			goto fed;
-		}
-		/* A long block: stop holding back, hash both futures. */
-		b->h_close = malloc(sizeof(*b->h_close));
-		if (b->h_close == NULL)
-			return build_fail(b, err, ENOMEM, "out of memory");
-		*b->h_close = *b->h_span;
-		b->h_cand = sha_start(b->cand.bits != 0, b->cand_partial);
-		if (b->h_cand == NULL)
-			return build_fail(b, err, ENOMEM, "out of memory");
-		clip_sha256_update(b->h_cand, b->pend, b->pend_len);
-		feed_span(b, b->pend, b->pend_len);
-		b->pend_len = 0;
-		b->overflow = true;
-	}
-	if (b->overflow)
-		clip_sha256_update(b->h_cand, p, len);
-	feed_span(b, p, len);
-fed:
+	if (piece_feed(b, p, len) < 0)
+		return build_fail(b, err, ENOMEM, "out of memory");
 	b->fed_in += len;
 	b->last_byte = p[len - 1];
 	return 0;
@@ -1120,10 +1012,6 @@ int clip_gz_builder_uncompressed(struct clip_gz_builder *b, const void *out, siz
 		return clip_err_set(err, b->failed, "gzip index builder: failed earlier");
 	if (len == 0)
 		return 0;
-	/* The last checkpoint's span is not empty any more. */
-	free(b->h_prev);
-	b->h_prev = NULL;
-
 	if (len >= W) {
 		memcpy(b->hist, p + len - W, W);
 		b->hist_pos = 0;
@@ -1173,7 +1061,6 @@ int clip_gz_builder_boundary(struct clip_gz_builder *b, const struct clip_gz_bou
 	}
 	if (fire && choose_cand_late(b))
 		return build_fail(b, err, ENOMEM, "out of memory");
-	settle_cand(b);
 
 	if (bd->member_start)
 		b->hist_len = 0; /* windows never reach into the previous member */
@@ -1181,7 +1068,6 @@ int clip_gz_builder_boundary(struct clip_gz_builder *b, const struct clip_gz_bou
 	b->cand = *bd;
 	b->cand_partial = b->last_byte;
 	b->cand_state = CAND_OPEN;
-	b->pend_len = 0;
 	look_trim(b);
 
 	bool now = bd->member_start;
@@ -1249,26 +1135,17 @@ int clip_gz_builder_finish(struct clip_gz_builder *b, struct clip_gz_index **out
 		if (choose_cand_late(b))
 			return build_fail(b, err, ENOMEM, "out of memory");
 	}
-	settle_cand(b);
-	if (b->count > 0 && b->points[b->count - 1].out == b->fed_out) {
-		/* Nothing after it: useless, and its predecessor's span runs on. */
+	/* Nothing after it: useless, and its predecessor's span runs on. */
+	if (b->count > 0 && b->points[b->count - 1].out == b->fed_out)
 		pop_point(b);
-		free(b->h_span);
-		b->h_span = b->h_prev;
-		b->h_prev = NULL;
-	}
 	/* The whole stream is in: every window can be made sparse. */
 	while (b->npending > 0) {
 		int r = resolve_oldest(b);
 		if (r < 0)
 			return build_fail(b, err, -r, "storing a window");
 	}
-	if (b->count > 0)
-		clip_sha256_final(b->h_span, b->points[b->count - 1].span_sha256);
-	for (size_t i = 0; i < b->count; i++)
-		sha_span(b->win_md[i], b->points[i].span_sha256, b->points[i].span_sha256);
-	free(b->h_span);
-	b->h_span = NULL;
+	if (b->piece_fill > 0 && piece_close(b) < 0)
+		return build_fail(b, err, ENOMEM, "out of memory");
 	b->cand_state = CAND_NONE;
 	b->failed = -EINVAL; /* finished: any further use is a caller bug */
 
@@ -1281,6 +1158,11 @@ int clip_gz_builder_finish(struct clip_gz_builder *b, struct clip_gz_index **out
 	index->points = clip_steal(b->points);
 	index->owned_storage = clip_steal(b->arena);
 	index->owns_points = true;
+	index->piece_bytes = b->piece_bytes;
+	index->npieces = b->npieces;
+	index->owned_pieces = clip_steal(b->pieces);
+	index->piece_sha256 = index->owned_pieces;
+	b->npieces = b->pieces_cap = 0;
 	for (size_t i = 0; i < index->count; i++)
 		index->points[i].window_z = (unsigned char *)index->owned_storage + b->wz_off[i];
 	b->count = b->cap = 0;
@@ -1349,6 +1231,10 @@ static int window_decode(const struct clip_gz_point *p, ZSTD_DCtx **dctx, unsign
 	}
 }
 
+/* Output before the wanted offset is inflated into a scratch buffer of this
+ * size, a piece at a time. */
+#define SKIP_CHUNK (256u * 1024)
+
 static void blob_unmap(struct clip_blob_map *m)
 {
 	if (m->base != NULL)
@@ -1367,6 +1253,126 @@ static int check_span(const struct clip_gz_index *index, size_t i, struct clip_e
 	    (p->window_zlen && p->window_z == NULL) || p->in > end || end > index->csize ||
 	    p->out > next_out || next_out > index->usize)
 		return clip_err_set(err, EBADMSG, "gzip index: checkpoint %zu is inconsistent", i);
+	return 0;
+}
+
+/* The compressed bytes fetched for one read, blob offsets [lo, hi), of which
+ * [lo, verified) have been checked against their digests. With piece digests
+ * lo is a piece boundary and hi one or the end of the blob, and `verified`
+ * moves on a piece at a time as the inflater asks for more; without, every
+ * span is checked whole up front and `verified` is hi. */
+struct fetched {
+	const unsigned char *data;
+	uint64_t lo, hi, verified;
+};
+
+/* Check the piece at f->verified (there is one before f->hi): 0, or -EBADMSG
+ * with err naming span i, the one being read. */
+static int verify_piece(const struct clip_gz_index *index, struct fetched *f, size_t i,
+			struct clip_err *err)
+{
+	uint64_t k = f->verified / index->piece_bytes;
+	uint64_t a = k * index->piece_bytes;
+	uint64_t b = a + index->piece_bytes < index->csize ? a + index->piece_bytes : index->csize;
+	unsigned char md[32];
+	clip_sha256_once(f->data + (a - f->lo), (size_t)(b - a), md);
+	if (memcmp(md, index->piece_sha256 + k * 32, 32) != 0)
+		return clip_err_set(err, EBADMSG,
+				    "span %zu: digest mismatch (compressed bytes %llu-%llu)", i,
+				    (unsigned long long)a, (unsigned long long)b);
+	f->verified = b;
+	return 0;
+}
+
+/* Make sure the byte at blob offset `at` is verified; it must lie in the
+ * fetched range (it does not when a span is empty). */
+static int verify_through(const struct clip_gz_index *index, struct fetched *f, uint64_t at,
+			  size_t i, struct clip_err *err)
+{
+	if (at >= f->hi)
+		return clip_err_set(err, EBADMSG, "span %zu: compressed span ends early", i);
+	while (f->verified <= at) {
+		int r = verify_piece(index, f, i, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Produce exactly `len` bytes of span i into dst. The inflater has been
+ * handed the span's bytes up to min(verified, span_end); when it runs dry,
+ * the next piece is verified and handed over. */
+static int span_produce(const struct clip_gz_index *index, struct fetched *f, struct resume *r,
+			size_t i, uint64_t span_end, unsigned char *dst, size_t len,
+			struct clip_err *err)
+{
+	while (len > 0) {
+		size_t got;
+		enum resume_stop stop;
+		const char *why = "invalid deflate data";
+		int ret = resume_run(r, dst, len, &got, &stop, &why);
+		if (ret < 0)
+			return clip_err_set(err, ret, "span %zu: %s", i, why);
+		dst += got;
+		len -= got;
+		if (len == 0)
+			break;
+		if (stop == RESUME_END)
+			return clip_err_set(err, EBADMSG,
+					    "span %zu: deflate stream ends before the span does",
+					    i);
+		uint64_t at = f->lo + (uint64_t)(r->in - f->data) + r->in_left;
+		if (at >= span_end)
+			return clip_err_set(err, EBADMSG, "span %zu: compressed span ends early",
+					    i);
+		ret = verify_through(index, f, at, i, err);
+		if (ret < 0)
+			return ret;
+		r->in_left += (size_t)((f->verified < span_end ? f->verified : span_end) - at);
+	}
+	return 0;
+}
+
+/* Without piece digests: verify every span of the read, window and
+ * compressed bytes, before inflating any of it. */
+static int verify_spans(const struct clip_gz_index *index, const struct fetched *f, size_t first,
+			size_t nspans, unsigned char *win, ZSTD_DCtx **dctx, struct clip_err *err)
+{
+	for (size_t i = first; i < first + nspans; i++) {
+		const struct clip_gz_point *p = &index->points[i];
+		unsigned char win_md[32], span_md[32], md[32];
+		uint64_t s0 = clip_gz_span_start(index, i), s1 = clip_gz_span_end(index, i);
+		int ret = window_decode(p, dctx, win);
+		if (ret == -EBADMSG)
+			return clip_err_set(err, EBADMSG, "span %zu: window does not decode", i);
+		if (ret < 0)
+			return clip_err_set(err, ret, "span %zu: decoding window", i);
+		clip_sha256_once(win, p->window_len, win_md);
+		clip_sha256_once(f->data + (s0 - f->lo), (size_t)(s1 - s0), span_md);
+		sha_span(win_md, span_md, md);
+		if (memcmp(md, p->span_sha256, sizeof(md)) != 0)
+			return clip_err_set(err, EBADMSG, "span %zu: digest mismatch", i);
+	}
+	return 0;
+}
+
+/* The window of checkpoint i, verified (with piece digests: its stored bytes
+ * against window_sha256) and decoded into `win`. */
+static int window_load(const struct clip_gz_index *index, size_t i, unsigned char *win,
+		       ZSTD_DCtx **dctx, struct clip_err *err)
+{
+	const struct clip_gz_point *p = &index->points[i];
+	if (index->piece_bytes) {
+		unsigned char md[32];
+		clip_sha256_once(p->window_z, p->window_zlen, md);
+		if (memcmp(md, p->window_sha256, sizeof(md)) != 0)
+			return clip_err_set(err, EBADMSG, "span %zu: window digest mismatch", i);
+	}
+	int ret = window_decode(p, dctx, win);
+	if (ret == -EBADMSG)
+		return clip_err_set(err, EBADMSG, "span %zu: window does not decode", i);
+	if (ret < 0)
+		return clip_err_set(err, ret, "span %zu: decoding window", i);
 	return 0;
 }
 
@@ -1395,75 +1401,61 @@ ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
 			return clip_err_set(err, EBADMSG,
 					    "gzip index: checkpoint %zd is inconsistent", i);
 	}
+	uint64_t piece = index->piece_bytes;
+	if (piece &&
+	    (piece < CLIP_GZ_MIN_PIECE_BYTES || piece > CLIP_GZ_MAX_PIECE_BYTES ||
+	     index->piece_sha256 == NULL || index->npieces != (index->csize + piece - 1) / piece))
+		return clip_err_set(err, EBADMSG, "gzip index: piece digests are inconsistent");
 
 	size_t nspans = (size_t)(last - first + 1);
 	uint64_t cstart = clip_gz_span_start(index, (size_t)first);
 	uint64_t cend = clip_gz_span_end(index, (size_t)last);
-	if (cend - cstart > SIZE_MAX / 2)
+	struct fetched f = { .lo = cstart, .hi = cend };
+	if (piece) {
+		/* Whole pieces, so that each can be checked. */
+		f.lo = cstart - cstart % piece;
+		uint64_t up = cend % piece ? cend - cend % piece + piece : cend;
+		f.hi = up < index->csize ? up : index->csize;
+	}
+	if (f.hi - f.lo > SIZE_MAX / 2)
 		return clip_err_set(err, EFBIG, "gzip index: span too large");
-	size_t fetch_len = (size_t)(cend - cstart);
+	size_t fetch_len = (size_t)(f.hi - f.lo);
 
-	/* Windows decoded for verification are kept for the inflate pass, up to
-	 * a few: a huge read decodes the rest twice rather than hold them all. */
-	size_t keep = min_size(nspans, 8);
-	cleanup_free unsigned char *windows = malloc((keep + 1) * W);
-	if (windows == NULL)
+	cleanup_free unsigned char *win = malloc(W);
+	if (win == NULL)
 		return clip_err_set(err, ENOMEM, "gzip read: out of memory");
 	cleanup_free unsigned char *copy = NULL;
 	__attribute__((cleanup(blob_unmap))) struct clip_blob_map map = { 0 };
-	const unsigned char *fetch;
 	if (source->map != NULL && fetch_len > 0) {
-		int r = source->map(source->opaque, cstart, fetch_len, &map, err);
+		int r = source->map(source->opaque, f.lo, fetch_len, &map, err);
 		if (r < 0)
 			return r;
-		fetch = map.data;
+		f.data = map.data;
 	} else {
 		if ((copy = malloc(fetch_len ? fetch_len : 1)) == NULL)
 			return clip_err_set(err, ENOMEM, "gzip read: out of memory (%zu bytes)",
 					    fetch_len);
-		ssize_t got = source_read(source, copy, fetch_len, cstart, err);
+		ssize_t got = source_read(source, copy, fetch_len, f.lo, err);
 		if (got < 0)
 			return got;
 		if ((size_t)got < fetch_len)
 			return clip_err_set(
 				err, EIO, "compressed blob: ends at %llu, index expects %llu bytes",
-				(unsigned long long)(cstart + (uint64_t)got),
-				(unsigned long long)cend);
-		fetch = copy;
+				(unsigned long long)(f.lo + (uint64_t)got),
+				(unsigned long long)f.hi);
+		f.data = copy;
 	}
 	if (stats)
 		stats->compressed_bytes += fetch_len;
 
-	/* Verify everything the read touches before inflating any of it, so a
-	 * corrupt span never leaves partial output behind. */
 	ZSTD_DCtx *dctx = NULL;
 	int ret = 0;
-	for (size_t k = 0; k < nspans && ret == 0; k++) {
-		size_t i = (size_t)first + k;
-		const struct clip_gz_point *p = &index->points[i];
-		unsigned char *win = windows + min_size(k, keep) * W;
-		unsigned char win_md[32], span_md[32], md[32];
-		uint64_t s0 = clip_gz_span_start(index, i) - cstart;
-		uint64_t s1 = clip_gz_span_end(index, i) - cstart;
-
-		ret = window_decode(p, &dctx, win);
-		if (ret == -EBADMSG) {
-			ret = clip_err_set(err, EBADMSG, "span %zu: window does not decode", i);
-			break;
-		}
-		if (ret < 0) {
-			ret = clip_err_set(err, ret, "span %zu: decoding window", i);
-			break;
-		}
-		clip_sha256_once(win, p->window_len, win_md);
-		clip_sha256_once(fetch + s0, (size_t)(s1 - s0), span_md);
-		sha_span(win_md, span_md, md);
-		if (memcmp(md, p->span_sha256, sizeof(md)) != 0)
-			ret = clip_err_set(err, EBADMSG, "span %zu: digest mismatch", i);
-	}
-	if (ret < 0) {
-		ZSTD_freeDCtx(dctx);
-		return ret;
+	f.verified = f.lo;
+	if (!piece) {
+		/* Whole-span digests: all of it before any output, so that a
+		 * corrupt span never leaves partial output behind. */
+		ret = verify_spans(index, &f, (size_t)first, nspans, win, &dctx, err);
+		f.verified = f.hi;
 	}
 
 	struct resume r = { .kind = inflater };
@@ -1477,43 +1469,37 @@ ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
 		uint64_t to = end < next_out ? end : next_out;
 		if (from >= to)
 			continue; /* an empty span */
-		uint64_t s0 = clip_gz_span_start(index, i) - cstart;
-		uint64_t s1 = clip_gz_span_end(index, i) - cstart;
-		const char *why = NULL;
-
-		unsigned char *win = windows + min_size(k, keep) * W;
-		if (k >= keep && window_decode(p, &dctx, win) < 0) {
-			ret = clip_err_set(err, EBADMSG, "span %zu: window does not decode", i);
+		uint64_t s0 = clip_gz_span_start(index, i);
+		uint64_t s1 = clip_gz_span_end(index, i);
+		if ((ret = window_load(index, i, win, &dctx, err)) < 0 ||
+		    (ret = verify_through(index, &f, s0, i, err)) < 0)
 			break;
-		}
-		/* The span starts with the byte holding the primed bits, if any. */
-		const unsigned char *span = fetch + s0;
+		/* The span starts with the byte holding the primed bits, if any;
+		 * the inflater gets what is verified of the rest. */
+		const unsigned char *span = f.data + (s0 - f.lo);
 		size_t partial = p->bits ? 1 : 0;
+		uint64_t avail = (f.verified < s1 ? f.verified : s1) - s0 - partial;
 		ret = resume_start(&r, p->bits, partial ? span[0] : 0, span + partial,
-				   (size_t)(s1 - s0) - partial, win, p->window_len);
+				   (size_t)avail, win, p->window_len);
 		if (ret < 0) {
 			ret = clip_err_set(err, ret, "span %zu: cannot start inflate", i);
 			break;
 		}
 		uint64_t skip = from - p->out;
-		if (skip > 0 && scratch == NULL && (scratch = malloc(256 * 1024)) == NULL) {
+		if (skip > 0 && scratch == NULL && (scratch = malloc(SKIP_CHUNK)) == NULL) {
 			ret = clip_err_set(err, ENOMEM, "gzip read: out of memory");
 			break;
 		}
 		while (skip > 0 && ret == 0) {
-			size_t n = (size_t)(skip < 256 * 1024 ? skip : 256 * 1024);
-			ret = resume_produce(&r, scratch, n, &why);
+			size_t n = (size_t)(skip < SKIP_CHUNK ? skip : SKIP_CHUNK);
+			ret = span_produce(index, &f, &r, i, s1, scratch, n, err);
 			skip -= n;
 		}
 		if (ret == 0)
-			ret = resume_produce(&r, dst, (size_t)(to - from), &why);
+			ret = span_produce(index, &f, &r, i, s1, dst, (size_t)(to - from), err);
 		if (stats) {
 			stats->spans++;
 			stats->inflated_bytes += r.produced;
-		}
-		if (ret < 0) {
-			ret = clip_err_set(err, ret, "span %zu: %s", i, why);
-			break;
 		}
 		dst += to - from;
 	}

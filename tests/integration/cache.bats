@@ -164,6 +164,39 @@ EOF
 	[ "$(json_field "$s" 's["tiers"]["span"]["hits"]')" = 0 ]
 }
 
+@test "an archive of format version 2 reads through its whole-span digests, and refuses a damaged blob" {
+	local v1=$CLIP_SOURCE_ROOT/tests/data/v1 v2=$CLIP_SOURCE_ROOT/tests/data/v2/v2.clip
+	"$CLIP" info "$v2" | grep -q '^format: *2$'
+	"$CLIP" info "$v2" | grep -q '^pieces: .*spans are verified whole'
+	python3 -c 'import sys; sys.stdout.write("".join("%d\n" % i for i in range(1, 100001)))' \
+		>"$T/numbers"
+	"$CLIP" cat "$v2" /usr/share/doc/numbers.txt --source "$v1/img" >"$T/a"
+	cmp "$T/a" "$T/numbers"
+	# Every span on its own, and across span edges.
+	for off in 0 100000 262143 262144 300000 524287 524288 588000; do
+		"$CLIP" cat "$v2" /usr/share/doc/numbers.txt --source "$v1/img" --offset "$off" \
+			--length 1000 >"$T/part"
+		tail -c "+$((off + 1))" "$T/numbers" | head -c 1000 | cmp - "$T/part"
+	done
+	"$CLIP" cat "$v2" /usr/share/doc/numbers.txt --source "$v1/img" --cache-dir "$T/cache" \
+		>"$T/b"
+	cmp "$T/b" "$T/numbers"
+	# A flipped byte in the middle of the blob: the span holding it is refused.
+	cp -r "$v1/img" "$T/img"
+	local blob
+	blob=$(ls -S "$T/img/blobs/sha256/" | head -n 1)
+	chmod u+w "$T/img/blobs/sha256/$blob"
+	python3 - "$T/img/blobs/sha256/$blob" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[len(b) // 2] ^= 0x20
+open(sys.argv[1], "wb").write(b)
+PY
+	run "$CLIP" cat "$v2" /usr/share/doc/numbers.txt --source "$T/img"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"digest mismatch"* ]]
+}
+
 @test "an archive of format version 1 opens and reads, with and without a disk cache" {
 	local v1=$CLIP_SOURCE_ROOT/tests/data/v1
 	"$CLIP" info "$v1/v1.clip" | grep -q '^format: *1$'

@@ -120,8 +120,17 @@ static void write_sample(const char *path)
 		  .window_zlen = sizeof(window),
 		  .window_z = window },
 	};
-	memset(points[1].span_sha256, 0xab, 32);
-	struct clip_gz_index gz = { .csize = 1000, .usize = 10240, .count = 2, .points = points };
+	memset(points[1].window_sha256, 0xab, 32);
+	/* 1000 compressed bytes in 4 KiB pieces: one digest. */
+	static unsigned char piece_md[32];
+	memset(piece_md, 0xcd, 32);
+	struct clip_gz_index gz = { .csize = 1000,
+				    .usize = 10240,
+				    .count = 2,
+				    .points = points,
+				    .piece_bytes = 4096,
+				    .npieces = 1,
+				    .piece_sha256 = piece_md };
 	/* 4 KiB chunks: three for layer 0's 10240 bytes, one for layer 1's 2048. */
 	unsigned char chunks[4][32];
 	for (int i = 0; i < 4; i++)
@@ -176,7 +185,8 @@ static void test_round_trip(void **state)
 	assert_int_equal(st.layers, 2);
 	assert_int_equal(st.checkpoints, 2);
 	assert_int_equal(st.span_bytes, 2 << 20);
-	assert_int_equal(st.version, 2);
+	assert_int_equal(st.version, 3);
+	assert_int_equal(st.piece_bytes, 4096);
 	assert_int_equal(st.chunk_bytes, 4096);
 	for (uint32_t l = 0; l < 2; l++) {
 		struct clip_archive_layer layer;
@@ -269,10 +279,15 @@ static void test_round_trip(void **state)
 	assert_int_equal(gz->points[1].out, 5000);
 	assert_int_equal(gz->points[1].bits, 3);
 	assert_memory_equal(gz->points[1].window_z, "a window", 8);
-	assert_int_equal(gz->points[1].span_sha256[31], 0xab);
+	assert_int_equal(gz->points[1].window_sha256[31], 0xab);
+	assert_int_equal(gz->piece_bytes, 4096);
+	assert_int_equal(gz->npieces, 1);
+	assert_int_equal(gz->piece_sha256[31], 0xcd);
+	assert_int_equal(l.npieces, 1);
 	clip_gz_index_free(gz);
 	assert_int_equal(clip_archive_layer(a, 1, &l), 0);
 	assert_int_equal(l.ncheckpoints, 0);
+	assert_int_equal(l.npieces, 0);
 	clip_archive_close(a);
 }
 
@@ -388,6 +403,32 @@ static void test_damaged_archives(void **state)
 	reseal(m, len);
 	assert_int_equal(open_bytes(bad, m, len, &err), -EBADMSG);
 	assert_non_null(strstr(err.msg, "invalid checkpoint"));
+
+	/* Checkpoints without the digests of their pieces, or too many. */
+	uint64_t layers_off = 0, meta = 0;
+	for (uint32_t i = 0; i < nsec; i++) {
+		const unsigned char *e = d + table + i * SEC_ENTRY_SIZE;
+		if (clip_get_le32(e + SEC_ID) == SECTION_LAYERS)
+			layers_off = clip_get_le64(e + SEC_OFFSET);
+		if (clip_get_le32(e + SEC_ID) == SECTION_META)
+			meta = clip_get_le64(e + SEC_OFFSET);
+	}
+	assert_true(layers_off && meta);
+	memcpy(m, d, len);
+	clip_put_le32(m + layers_off + LAYER_PIECE_COUNT, 0);
+	reseal(m, len);
+	assert_int_equal(open_bytes(bad, m, len, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "piece digests out of range"));
+	memcpy(m, d, len);
+	clip_put_le32(m + layers_off + LAYER_PIECE_COUNT, 2);
+	reseal(m, len);
+	assert_int_equal(open_bytes(bad, m, len, &err), -EBADMSG);
+	/* A piece size outside 4 KiB..1 GiB. */
+	memcpy(m, d, len);
+	clip_put_le64(m + meta + META_PIECE_BYTES, 100);
+	reseal(m, len);
+	assert_int_equal(open_bytes(bad, m, len, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "invalid piece size"));
 
 	/* Still fine after all that. */
 	assert_int_equal(open_bytes(bad, d, len, &err), 0);

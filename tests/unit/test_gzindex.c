@@ -244,6 +244,19 @@ static void decode_window(const struct clip_gz_point *p, unsigned char *dst)
 		memcpy(dst, p->window_z, p->window_len);
 		return;
 	}
+	if (p->window_codec == CLIP_GZ_WINDOW_DEFLATE) {
+		z_stream z;
+		memset(&z, 0, sizeof(z));
+		assert_int_equal(inflateInit2(&z, -15), Z_OK);
+		z.next_in = (unsigned char *)p->window_z;
+		z.avail_in = p->window_zlen;
+		z.next_out = dst;
+		z.avail_out = p->window_len;
+		assert_int_equal(inflate(&z, Z_FINISH), Z_STREAM_END);
+		assert_int_equal(z.avail_out, 0);
+		inflateEnd(&z);
+		return;
+	}
 	assert_int_equal(p->window_codec, CLIP_GZ_WINDOW_ZSTD);
 	size_t n = ZSTD_decompress(dst, CLIP_GZ_WINDOW, p->window_z, p->window_zlen);
 	assert_false(ZSTD_isError(n));
@@ -363,15 +376,17 @@ struct build_opts {
 	const struct hint *hints;
 	size_t nhints;
 	enum hint_mode mode;
-	uint64_t seed; /* chunking */
-	bool tiny;     /* 1-byte chunks and one boundary per call */
+	uint64_t seed;	/* chunking */
+	bool tiny;	/* 1-byte chunks and one boundary per call */
+	uint32_t piece; /* piece size of the digests, 0: the default */
 };
 
 /* Index `gz`; fails the test on any error. */
 static void build(const struct gzt_buf *gz, const struct build_opts *o, struct built *res)
 {
 	struct clip_gz_builder_options bo = { .span_bytes = o->span,
-					      .large_file_threshold = o->threshold };
+					      .large_file_threshold = o->threshold,
+					      .piece_bytes = o->piece };
 	struct clip_err err = { 0 };
 	uint64_t s = o->seed;
 	memset(res, 0, sizeof(*res));
@@ -595,12 +610,22 @@ static void check_index_stats(const struct built *res, const struct gzt_buf *gz,
 		uint64_t next_out = i + 1 < ix->count ? ix->points[i + 1].out : ix->usize;
 		check_window(gz, ref, p, next_out - p->out, (size_t)full, win, st, &seed);
 
-		/* Digest of window and compressed span, from the whole stream. */
+		/* The digest of the stored window. */
 		uint64_t s0 = clip_gz_span_start(ix, i), s1 = clip_gz_span_end(ix, i);
 		assert_true(s0 < s1 && s1 <= gz->len);
 		unsigned char md[32];
-		span_digest(win, p->window_len, gz->p + s0, (size_t)(s1 - s0), md);
-		assert_memory_equal(md, p->span_sha256, 32);
+		sha256(p->window_z, p->window_zlen, md);
+		assert_memory_equal(md, p->window_sha256, 32);
+	}
+	/* The digest of every piece of the compressed stream. */
+	assert_true(ix->piece_bytes >= CLIP_GZ_MIN_PIECE_BYTES);
+	assert_int_equal(ix->npieces, (gz->len + ix->piece_bytes - 1) / ix->piece_bytes);
+	for (size_t k = 0; k < ix->npieces; k++) {
+		size_t a = k * ix->piece_bytes;
+		size_t n = gz->len - a < ix->piece_bytes ? gz->len - a : ix->piece_bytes;
+		unsigned char md[32];
+		sha256(gz->p + a, n, md);
+		assert_memory_equal(md, ix->piece_sha256 + 32 * k, 32);
 	}
 	/* Every non-empty member starts with a checkpoint, and (without hints)
 	 * no boundary that the periodic rule wants was skipped. */
@@ -625,6 +650,27 @@ static void check_index(const struct built *res, const struct gzt_buf *gz,
 {
 	struct window_stats st = { 0 };
 	check_index_stats(res, gz, ref, span, &st);
+}
+
+/* A copy of `ix` as archives of format 1 and 2 have it: no piece digests,
+ * a whole-span digest per checkpoint. Windows stay borrowed from `ix`. */
+static struct clip_gz_index *legacy_copy(const struct clip_gz_index *ix, const struct gzt_buf *gz)
+{
+	struct clip_gz_index *l = calloc(1, sizeof(*l));
+	*l = (struct clip_gz_index){ .csize = ix->csize, .usize = ix->usize, .count = ix->count };
+	l->points = calloc(ix->count ? ix->count : 1, sizeof(*l->points));
+	l->owns_points = true;
+	unsigned char *win = malloc(CLIP_GZ_WINDOW);
+	for (size_t i = 0; i < ix->count; i++) {
+		l->points[i] = ix->points[i];
+		memset(l->points[i].window_sha256, 0, 32);
+		decode_window(&ix->points[i], win);
+		uint64_t s0 = clip_gz_span_start(ix, i), s1 = clip_gz_span_end(ix, i);
+		span_digest(win, ix->points[i].window_len, gz->p + s0, (size_t)(s1 - s0),
+			    l->points[i].span_sha256);
+	}
+	free(win);
+	return l;
 }
 
 static void check_one_read(const struct clip_gz_index *ix, struct memsrc *src,
@@ -656,10 +702,12 @@ static void check_one_read(const struct clip_gz_index *ix, struct memsrc *src,
 }
 
 /* `n` random reads (some past EOF, some around checkpoints and spans), each
- * with ISA-L and every third one also with zlib. */
+ * with ISA-L, every third one also with zlib, and every fourth also through
+ * the whole-span digests of older archives. */
 static void check_reads(const struct clip_gz_index *ix, const struct gzt_buf *gz,
 			const struct gzt_buf *ref, unsigned n, uint64_t seed)
 {
+	struct clip_gz_index *legacy = legacy_copy(ix, gz);
 	struct memsrc src = { .p = gz->p, .len = gz->len };
 	size_t maxlen = 300 * KiB;
 	unsigned char *buf = malloc(maxlen + 64 * KiB + 16);
@@ -694,7 +742,10 @@ static void check_reads(const struct clip_gz_index *ix, const struct gzt_buf *gz
 		check_one_read(ix, &src, ref, off, len, CLIP_GZ_INFLATER_ISAL, buf);
 		if (r % 3 == 0)
 			check_one_read(ix, &src, ref, off, len, CLIP_GZ_INFLATER_ZLIB, buf);
+		if (r % 4 == 1)
+			check_one_read(legacy, &src, ref, off, len, CLIP_GZ_INFLATER_ISAL, buf);
 	}
+	clip_gz_index_free(legacy);
 	/* A source that returns little at a time behaves the same. */
 	src.map = false;
 	src.dribble = 777;
@@ -710,7 +761,10 @@ static void property(const char *what, const struct gzt_buf *gz, unsigned nreads
 	struct gzt_buf ref = { 0 };
 	struct built res;
 	ref_gunzip(&ref, gz);
-	struct build_opts o = { .span = 64 * KiB, .threshold = UINT64_MAX, .seed = gz->len };
+	/* Pieces much smaller than spans, so that reads cross many. */
+	struct build_opts o = {
+		.span = 64 * KiB, .threshold = UINT64_MAX, .seed = gz->len, .piece = 4 * KiB
+	};
 	build(gz, &o, &res);
 	assert_int_equal(res.out.len, ref.len);
 	assert_memory_equal(res.out.p, ref.p, ref.len);
@@ -917,7 +971,8 @@ static void test_span_edges(void **state)
 				check_one_read(ix, &m, &ref, a - 1, 2, k, buf);
 		}
 	}
-	/* Reading a span fetches exactly that span, once. */
+	/* Reading a span fetches that span, widened to whole pieces, once;
+	 * through whole-span digests, exactly the span. */
 	if (ix->count > 2) {
 		struct clip_blob_source src = { .pread = mem_pread, .opaque = &m };
 		struct clip_gz_read_stats st = { 0 };
@@ -927,9 +982,21 @@ static void test_span_edges(void **state)
 		assert_int_equal(clip_gz_index_read(ix, &src, buf, 10, a + 5, &st, &err), 10);
 		assert_int_equal(m.calls, 1);
 		assert_int_equal(st.spans, 1);
-		assert_int_equal(st.compressed_bytes,
-				 clip_gz_span_end(ix, 1) - clip_gz_span_start(ix, 1));
+		uint64_t s0 = clip_gz_span_start(ix, 1), s1 = clip_gz_span_end(ix, 1);
+		uint64_t piece = ix->piece_bytes;
+		uint64_t lo = s0 / piece * piece, hi = (s1 + piece - 1) / piece * piece;
+		if (hi > ix->csize)
+			hi = ix->csize;
+		assert_int_equal(st.compressed_bytes, hi - lo);
 		assert_int_equal(st.inflated_bytes, 15);
+
+		struct clip_gz_index *legacy = legacy_copy(ix, &gz);
+		memset(&st, 0, sizeof(st));
+		m.calls = 0;
+		assert_int_equal(clip_gz_index_read(legacy, &src, buf, 10, a + 5, &st, &err), 10);
+		assert_int_equal(m.calls, 1);
+		assert_int_equal(st.compressed_bytes, s1 - s0);
+		clip_gz_index_free(legacy);
 	}
 	free(buf);
 	built_free(&res);
@@ -1486,17 +1553,43 @@ static void test_read_from_start(void **state)
 	gzt_buf_free(&ref);
 }
 
-static void test_corruption(void **state)
+/* Set the stored-window digest of `p` to what its stored bytes hash to now
+ * (pieces), or its span digest to what the window and `blob` give (legacy). */
+static void reseal_span(struct clip_gz_index *ix, size_t i, const unsigned char *blob)
 {
-	(void)state;
-	struct gzt_buf data = { 0 }, gz = { 0 }, ref = { 0 };
-	gen_data(&data, 1 * MiB, 21);
-	gzip_zlib(&gz, data.p, data.len, 6);
-	ref_gunzip(&ref, &gz);
-	struct built res;
-	struct build_opts o = { .span = 64 * KiB, .threshold = UINT64_MAX, .seed = 2 };
-	build(&gz, &o, &res);
-	struct clip_gz_index *ix = res.index;
+	struct clip_gz_point *p = &ix->points[i];
+	if (ix->piece_bytes) {
+		sha256(p->window_z, p->window_zlen, p->window_sha256);
+		return;
+	}
+	unsigned char *w = malloc(CLIP_GZ_WINDOW);
+	decode_window(p, w);
+	uint64_t s0 = clip_gz_span_start(ix, i), s1 = clip_gz_span_end(ix, i);
+	span_digest(w, p->window_len, blob + s0, (size_t)(s1 - s0), p->span_sha256);
+	free(w);
+}
+
+/* Recompute the piece digests over blob bytes [a, b) (pieces only). */
+static void reseal_pieces(struct clip_gz_index *ix, const unsigned char *blob, size_t blob_len,
+			  uint64_t a, uint64_t b)
+{
+	if (!ix->piece_bytes)
+		return;
+	for (uint64_t k = a / ix->piece_bytes; k * ix->piece_bytes < b; k++) {
+		uint64_t s = k * ix->piece_bytes;
+		uint64_t n = blob_len - s < ix->piece_bytes ? blob_len - s : ix->piece_bytes;
+		sha256(blob + s, (size_t)n, (unsigned char *)ix->piece_sha256 + 32 * k);
+	}
+}
+
+/* Damage of every kind to the compressed bytes, the windows and the index,
+ * through the digests of `ix`: piece digests (the builder's) or whole-span
+ * digests (a legacy copy). A read returns the right bytes or an error, never
+ * a wrong byte; with whole-span digests it never writes before failing. */
+static void corruption_cases(struct clip_gz_index *ix, const struct gzt_buf *gz,
+			     const struct gzt_buf *ref)
+{
+	bool pieces = ix->piece_bytes != 0;
 	assert_true(ix->count >= 4);
 	/* A checkpoint past the first two with a zstd window of some size. */
 	size_t k = 2;
@@ -1505,41 +1598,76 @@ static void test_corruption(void **state)
 		k++;
 	assert_true(k + 1 < ix->count);
 	struct clip_gz_point *p = &ix->points[k];
-	char span_k[64], mismatch[64];
+	char span_k[64], mismatch[64], win_mismatch[64];
 	snprintf(span_k, sizeof(span_k), "span %zu: ", k);
 	snprintf(mismatch, sizeof(mismatch), "span %zu: digest mismatch", k);
+	snprintf(win_mismatch, sizeof(win_mismatch), "span %zu: %sdigest mismatch", k,
+		 pieces ? "window " : "");
 	uint64_t off = p->out + 100;
+	uint64_t span_len = ix->points[k + 1].out - p->out;
+	unsigned char *whole = malloc(span_len);
 	unsigned char buf[4096];
 	struct clip_err err = { 0 };
 
-	/* A flipped byte in the compressed span, in its primed first byte,
-	 * and in its last byte. */
-	uint64_t where[3] = { (clip_gz_span_start(ix, k) + clip_gz_span_end(ix, k)) / 2,
-			      clip_gz_span_start(ix, k), clip_gz_span_end(ix, k) - 1 };
+	/* A flipped byte in the compressed span: in its primed first byte, its
+	 * middle and its last byte. Reading the whole span fails; a 4 KiB read
+	 * near its start fails, or (pieces, the byte not reached) is right. */
+	uint64_t where[3] = { clip_gz_span_start(ix, k),
+			      (clip_gz_span_start(ix, k) + clip_gz_span_end(ix, k)) / 2,
+			      clip_gz_span_end(ix, k) - 1 };
 	for (int w = 0; w < 3; w++) {
 		for (int inf = 0; inf < 2; inf++) {
 			struct gzt_buf bad = { 0 };
-			gzt_buf_add(&bad, gz.p, gz.len);
+			gzt_buf_add(&bad, gz->p, gz->len);
 			bad.p[where[w]] ^= 0x10;
-			struct memsrc m = { .p = bad.p, .len = bad.len };
-			struct clip_blob_source src = { .pread = mem_pread, .opaque = &m };
-			memset(buf, 0xee, sizeof(buf));
+			struct memsrc m = { .p = bad.p, .len = bad.len, .map = inf == 1 };
+			struct clip_blob_source src = { .pread = mem_pread,
+							.opaque = &m,
+							.map = inf == 1 ? mem_map : NULL };
 			clip_err_clear(&err);
-			ssize_t n = clip_gz_index_read_with(ix, &src, buf, sizeof(buf), off,
-							    (enum clip_gz_inflater)inf, NULL, &err);
+			ssize_t n =
+				clip_gz_index_read_with(ix, &src, whole, (size_t)span_len, p->out,
+							(enum clip_gz_inflater)inf, NULL, &err);
 			assert_int_equal(n, -EBADMSG);
 			assert_non_null(strstr(err.msg, mismatch));
-			for (size_t i = 0; i < sizeof(buf); i++)
-				assert_int_equal(buf[i], 0xee);
+
+			memset(buf, 0xee, sizeof(buf));
+			clip_err_clear(&err);
+			n = clip_gz_index_read_with(ix, &src, buf, sizeof(buf), off,
+						    (enum clip_gz_inflater)inf, NULL, &err);
+			if (n == (ssize_t)sizeof(buf) && pieces && w > 0) {
+				assert_memory_equal(buf, ref->p + off, sizeof(buf));
+			} else {
+				assert_int_equal(n, -EBADMSG);
+				assert_non_null(strstr(err.msg, mismatch));
+				for (size_t i = 0; i < sizeof(buf) && !pieces; i++)
+					assert_int_equal(buf[i], 0xee);
+			}
 			/* A span that does not include the byte still reads. */
 			n = clip_gz_index_read(ix, &src, buf, 100, ix->points[0].out, NULL, &err);
 			assert_int_equal(n, 100);
-			assert_memory_equal(buf, ref.p, 100);
+			assert_memory_equal(buf, ref->p, 100);
 			gzt_buf_free(&bad);
 		}
 	}
+	/* With pieces, the byte the read needs first is caught all the same
+	 * when it is the only damage and lies deep in the span. */
+	if (pieces) {
+		struct gzt_buf bad = { 0 };
+		gzt_buf_add(&bad, gz->p, gz->len);
+		bad.p[clip_gz_span_end(ix, k) - 2] ^= 0x01;
+		struct memsrc m = { .p = bad.p, .len = bad.len };
+		struct clip_blob_source src = { .pread = mem_pread, .opaque = &m };
+		clip_err_clear(&err);
+		assert_int_equal(
+			clip_gz_index_read(ix, &src, buf, 1, ix->points[k + 1].out - 1, NULL, &err),
+			-EBADMSG);
+		assert_non_null(strstr(err.msg, mismatch));
+		assert_non_null(strstr(err.msg, "compressed bytes"));
+		gzt_buf_free(&bad);
+	}
 
-	struct memsrc m = { .p = gz.p, .len = gz.len };
+	struct memsrc m = { .p = gz->p, .len = gz->len };
 	struct clip_blob_source src = { .pread = mem_pread, .opaque = &m };
 
 	/* A flipped byte in the window: stored raw, the digest catches it;
@@ -1550,14 +1678,15 @@ static void test_corruption(void **state)
 	p->window_codec = CLIP_GZ_WINDOW_RAW;
 	p->window_z = win;
 	p->window_zlen = p->window_len;
+	reseal_span(ix, k, gz->p);
 	assert_int_equal(clip_gz_index_read(ix, &src, buf, sizeof(buf), off, NULL, &err),
 			 (ssize_t)sizeof(buf));
-	assert_memory_equal(buf, ref.p + off, sizeof(buf));
+	assert_memory_equal(buf, ref->p + off, sizeof(buf));
 	win[p->window_len - 7] ^= 1;
 	memset(buf, 0xee, sizeof(buf));
 	clip_err_clear(&err);
 	assert_int_equal(clip_gz_index_read(ix, &src, buf, sizeof(buf), off, NULL, &err), -EBADMSG);
-	assert_non_null(strstr(err.msg, mismatch));
+	assert_non_null(strstr(err.msg, win_mismatch));
 	for (size_t i = 0; i < sizeof(buf); i++)
 		assert_int_equal(buf[i], 0xee);
 	*p = saved;
@@ -1593,17 +1722,19 @@ static void test_corruption(void **state)
 		p->window_z = dz;
 		p->window_zlen = (uint32_t)zs.total_out;
 		deflateEnd(&zs);
+		reseal_span(ix, k, gz->p);
 		assert_int_equal(clip_gz_index_read(ix, &src, buf, sizeof(buf), off, NULL, &err),
 				 (ssize_t)sizeof(buf));
-		assert_memory_equal(buf, ref.p + off, sizeof(buf));
+		assert_memory_equal(buf, ref->p + off, sizeof(buf));
 		dz[p->window_zlen / 2] ^= 0x21;
 		assert_int_equal(clip_gz_index_read(ix, &src, buf, sizeof(buf), off, NULL, &err),
 				 -EBADMSG);
+		dz[p->window_zlen / 2] ^= 0x21;
 		p->window_codec = 7;
 		assert_int_equal(clip_gz_index_read(ix, &src, buf, sizeof(buf), off, NULL, &err),
 				 -EBADMSG);
 		assert_non_null(strstr(err.msg, span_k));
-		assert_non_null(strstr(err.msg, "window does not decode"));
+		assert_non_null(strstr(err.msg, pieces ? "window does not decode" : "window"));
 		*p = saved;
 		free(plain);
 		free(dz);
@@ -1615,23 +1746,31 @@ static void test_corruption(void **state)
 	for (int inf = 0; inf < 2; inf++) {
 		size_t last = ix->count - 1;
 		struct clip_gz_point *lp = &ix->points[last];
-		unsigned char *lw = malloc(CLIP_GZ_WINDOW);
-		unsigned char md[32], saved_md[32];
+		struct clip_gz_point lsaved = *lp;
 		uint64_t saved_csize = ix->csize, saved_usize = ix->usize;
-		decode_window(lp, lw);
-		memcpy(saved_md, lp->span_sha256, 32);
-		ix->csize = (clip_gz_span_start(ix, last) + saved_csize) / 2;
-		span_digest(lw, lp->window_len, gz.p + clip_gz_span_start(ix, last),
-			    (size_t)(ix->csize - clip_gz_span_start(ix, last)), md);
-		memcpy(lp->span_sha256, md, 32);
+		size_t saved_npieces = ix->npieces;
+		uint64_t cut = (clip_gz_span_start(ix, last) + saved_csize) / 2;
+		unsigned char last_md[32];
+		if (pieces) {
+			/* The last piece now ends at the cut, and its digest says so. */
+			ix->npieces = (size_t)((cut + ix->piece_bytes - 1) / ix->piece_bytes);
+			memcpy(last_md, ix->piece_sha256 + 32 * (ix->npieces - 1), 32);
+			reseal_pieces(ix, gz->p, cut, cut - 1, cut);
+		}
+		ix->csize = cut;
+		reseal_span(ix, last, gz->p);
 		clip_err_clear(&err);
 		ssize_t n = clip_gz_index_read_with(ix, &src, buf, sizeof(buf),
 						    saved_usize - sizeof(buf),
 						    (enum clip_gz_inflater)inf, NULL, &err);
 		assert_int_equal(n, -EBADMSG);
 		assert_non_null(strstr(err.msg, "compressed span ends early"));
+		if (pieces)
+			memcpy((unsigned char *)ix->piece_sha256 + 32 * (ix->npieces - 1), last_md,
+			       32);
 		ix->csize = saved_csize;
-		memcpy(lp->span_sha256, saved_md, 32);
+		ix->npieces = saved_npieces;
+		*lp = lsaved;
 
 		ix->usize = saved_usize + 1000;
 		clip_err_clear(&err);
@@ -1642,13 +1781,17 @@ static void test_corruption(void **state)
 		ix->usize = saved_usize;
 
 		struct gzt_buf bad = { 0 };
-		gzt_buf_add(&bad, gz.p, gz.len);
-		uint64_t s0 = clip_gz_span_start(ix, k), s1 = clip_gz_span_end(ix, k);
+		gzt_buf_add(&bad, gz->p, gz->len);
+		uint64_t s0 = clip_gz_span_start(ix, k);
 		for (uint64_t j = s0 + 40; j < s0 + 80; j++)
 			bad.p[j] ^= 0xff;
-		unsigned char *kw = malloc(CLIP_GZ_WINDOW);
-		decode_window(p, kw);
-		span_digest(kw, p->window_len, bad.p + s0, (size_t)(s1 - s0), p->span_sha256);
+		unsigned char *saved_pieces = NULL;
+		if (pieces) {
+			saved_pieces = malloc(32 * ix->npieces);
+			memcpy(saved_pieces, ix->piece_sha256, 32 * ix->npieces);
+		}
+		reseal_pieces(ix, bad.p, bad.len, s0 + 40, s0 + 80);
+		reseal_span(ix, k, bad.p);
 		struct memsrc bm = { .p = bad.p, .len = bad.len };
 		struct clip_blob_source bsrc = { .pread = mem_pread, .opaque = &bm };
 		clip_err_clear(&err);
@@ -1659,8 +1802,10 @@ static void test_corruption(void **state)
 			assert_non_null(strstr(err.msg, span_k));
 		}
 		*p = saved;
-		free(kw);
-		free(lw);
+		if (pieces) {
+			memcpy((unsigned char *)ix->piece_sha256, saved_pieces, 32 * ix->npieces);
+			free(saved_pieces);
+		}
 		gzt_buf_free(&bad);
 	}
 
@@ -1670,12 +1815,18 @@ static void test_corruption(void **state)
 	assert_int_equal(clip_gz_index_read(ix, &src, buf, 10, off, NULL, &err), -EBADMSG);
 	assert_non_null(strstr(err.msg, "inconsistent"));
 	*p = saved;
+	if (pieces) {
+		ix->npieces--;
+		assert_int_equal(clip_gz_index_read(ix, &src, buf, 10, off, NULL, &err), -EBADMSG);
+		assert_non_null(strstr(err.msg, "piece digests are inconsistent"));
+		ix->npieces++;
+	}
 
 	/* The blob is shorter than the index says. */
 	m.len = (size_t)clip_gz_span_end(ix, k) - 1;
 	clip_err_clear(&err);
 	assert_int_equal(clip_gz_index_read(ix, &src, buf, 10, off, NULL, &err), -EIO);
-	m.len = gz.len;
+	m.len = gz->len;
 
 	/* The source fails: its code and message come through. */
 	m.fail = ETIMEDOUT;
@@ -1691,21 +1842,38 @@ static void test_corruption(void **state)
 	clip_err_clear(&err);
 	assert_int_equal(clip_gz_index_read(ix, &msrc, buf, 10, off, NULL, &err), -EIO);
 	assert_non_null(strstr(err.msg, "ends at"));
-	m.len = gz.len;
+	m.len = gz->len;
 	m.fail = ETIMEDOUT;
 	assert_int_equal(clip_gz_index_read(ix, &msrc, buf, 10, off, NULL, &err), -ETIMEDOUT);
 	m.fail = 0;
 	assert_int_equal(clip_gz_index_read(ix, &msrc, buf, 10, off, NULL, &err), 10);
-	assert_memory_equal(buf, ref.p + off, 10);
+	assert_memory_equal(buf, ref->p + off, 10);
+	free(whole);
+}
 
+static void test_corruption(void **state)
+{
+	(void)state;
+	struct gzt_buf data = { 0 }, gz = { 0 }, ref = { 0 };
+	gen_data(&data, 1 * MiB, 21);
+	gzip_zlib(&gz, data.p, data.len, 6);
+	ref_gunzip(&ref, &gz);
+	struct built res;
+	/* 4 KiB pieces: several to a span, so damage can lie past a read. */
+	struct build_opts o = {
+		.span = 64 * KiB, .threshold = UINT64_MAX, .seed = 2, .piece = 4 * KiB
+	};
+	build(&gz, &o, &res);
+	corruption_cases(res.index, &gz, &ref);
+	struct clip_gz_index *legacy = legacy_copy(res.index, &gz);
+	corruption_cases(legacy, &gz, &ref);
+	clip_gz_index_free(legacy);
 	built_free(&res);
 	gzt_buf_free(&data);
 	gzt_buf_free(&gz);
 	gzt_buf_free(&ref);
 }
 
-/* Run the scanner over `p` in one go (with room for everything); returns
- * its error code, from run or finish. */
 /* Scan `len` bytes handed over at most `step` at a time. */
 static int scan_stepwise(const void *p, size_t len, size_t step, struct clip_err *err)
 {
@@ -1734,6 +1902,8 @@ static int scan_stepwise(const void *p, size_t len, size_t step, struct clip_err
 	return r;
 }
 
+/* Run the scanner over `p` in one go (with room for everything); returns
+ * its error code, from run or finish. */
 static int scan_all(const void *p, size_t len, struct clip_err *err)
 {
 	return scan_stepwise(p, len, len, err);
