@@ -2,6 +2,7 @@
 #ifndef CLIP_UTIL_H
 #define CLIP_UTIL_H
 
+#include <endian.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,44 +64,42 @@ static inline uint64_t clip_fnv1a(uint64_t h, const void *data, size_t len)
 
 #define CLIP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Little-endian stores and loads for the on-disk format; memcpy keeps them
- * safe on unaligned pointers into an mmap. */
+/* Little-endian stores and loads for the on-disk format. memcpy keeps them
+ * safe on unaligned pointers into an mmap and lets the compiler make each one
+ * a single move (the byte loop it replaced was a tenth of opening a large
+ * archive); the byte swap is a no-op on little-endian hosts. */
 static inline void clip_put_le16(void *p, uint16_t v)
 {
-	uint8_t *b = p;
-	b[0] = (uint8_t)v;
-	b[1] = (uint8_t)(v >> 8);
+	v = htole16(v);
+	memcpy(p, &v, sizeof(v));
 }
 static inline void clip_put_le32(void *p, uint32_t v)
 {
-	uint8_t *b = p;
-	for (int i = 0; i < 4; i++)
-		b[i] = (uint8_t)(v >> (8 * i));
+	v = htole32(v);
+	memcpy(p, &v, sizeof(v));
 }
 static inline void clip_put_le64(void *p, uint64_t v)
 {
-	uint8_t *b = p;
-	for (int i = 0; i < 8; i++)
-		b[i] = (uint8_t)(v >> (8 * i));
+	v = htole64(v);
+	memcpy(p, &v, sizeof(v));
 }
 static inline uint16_t clip_get_le16(const void *p)
 {
-	const uint8_t *b = p;
-	return (uint16_t)(b[0] | (b[1] << 8));
+	uint16_t v;
+	memcpy(&v, p, sizeof(v));
+	return le16toh(v);
 }
 static inline uint32_t clip_get_le32(const void *p)
 {
-	const uint8_t *b = p;
-	return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
-	       ((uint32_t)b[3] << 24);
+	uint32_t v;
+	memcpy(&v, p, sizeof(v));
+	return le32toh(v);
 }
 static inline uint64_t clip_get_le64(const void *p)
 {
-	const uint8_t *b = p;
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | b[i];
-	return v;
+	uint64_t v;
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
 }
 
 #endif
