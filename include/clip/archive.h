@@ -64,10 +64,17 @@ struct clip_archive;
 
 /* Open and validate `path`. *out is owned by the caller (clip_archive_close).
  * Errors: -ENOENT/-EACCES from open, -EBADMSG for a wrong magic, a checksum
- * mismatch, a truncated file or an invalid reference, -ENOTSUP for an unknown
- * format version; each message names the file. */
+ * mismatch, a truncated file or an invalid section, layer or checkpoint,
+ * -ENOTSUP for an unknown format version; each message names the file.
+ * Inodes, directory entries and xattrs are checked as they are read: the
+ * accessors below fail with -EBADMSG on one that is invalid (which only an
+ * archive written with a valid checksum by something other than clip can
+ * hold), and never read out of bounds. */
 int clip_archive_open(const char *path, struct clip_archive **out, struct clip_err *err);
 void clip_archive_close(struct clip_archive *archive);
+
+/* The path the archive was opened from (borrowed), for messages. */
+const char *clip_archive_path(const struct clip_archive *archive);
 
 #define CLIP_ARCHIVE_ROOT 0u
 
@@ -103,27 +110,30 @@ struct clip_archive_stats {
 
 void clip_archive_stats(const struct clip_archive *archive, struct clip_archive_stats *out);
 
-/* Fill *out for inode `ino`; -ENOENT if out of range. */
+/* Fill *out for inode `ino`; -ENOENT if out of range, -EBADMSG if invalid. */
 int clip_archive_inode(const struct clip_archive *archive, uint32_t ino,
 		       struct clip_archive_inode *out);
 
 /* Look `name` (not NUL-terminated, `len` bytes) up in directory `dir`.
- * -ENOTDIR if `dir` is not a directory, -ENOENT if absent. */
+ * -ENOTDIR if `dir` is not a directory, -ENOENT if absent, -EBADMSG if the
+ * directory or the entry found is invalid. */
 int clip_archive_lookup(const struct clip_archive *archive, uint32_t dir, const char *name,
 			size_t len, uint32_t *ino);
 
 /* Resolve an absolute or relative path from the root, without following
- * symlinks ("/" and "" are the root). -ENOENT / -ENOTDIR with `err` naming
- * the path. */
+ * symlinks ("/" and "" are the root). -ENOENT / -ENOTDIR / -EBADMSG with
+ * `err` naming the path. */
 int clip_archive_resolve(const struct clip_archive *archive, const char *path, uint32_t *ino,
 			 struct clip_err *err);
 
 /* Entry `index` (0..nentries) of directory `dir`, in name order. The name is
- * borrowed from the mapping and NUL-terminated. -ENOENT when out of range. */
+ * borrowed from the mapping and NUL-terminated. -ENOENT when out of range,
+ * -EBADMSG when the directory or the entry is invalid. */
 int clip_archive_dirent(const struct clip_archive *archive, uint32_t dir, uint32_t index,
 			const char **name, size_t *name_len, uint32_t *ino);
 
-/* Xattr `index` of inode `ino` (name NUL-terminated, value borrowed). */
+/* Xattr `index` of inode `ino` (name NUL-terminated, value borrowed);
+ * -ENOENT when out of range, -EBADMSG when the inode or the xattr is invalid. */
 int clip_archive_xattr(const struct clip_archive *archive, uint32_t ino, uint32_t index,
 		       const char **name, const unsigned char **value, size_t *len);
 

@@ -72,4 +72,15 @@ bool cli_registry_option(const char *cmd, int c, const char *arg,
 /* Open an archive or print the error; returns NULL on failure. */
 struct clip_archive *cli_open_archive(const char *path);
 
+/* The archive accessors for commands that walk an opened archive. Records
+ * are checked as they are read (archive.h), and an invalid one (an archive
+ * that clip did not write) ends the command: "clip: archive inode N is
+ * invalid" and exit status 1, as there is nothing a listing could go on
+ * with. */
+void cli_inode(const struct clip_archive *a, uint32_t ino, struct clip_archive_inode *in);
+void cli_dirent(const struct clip_archive *a, uint32_t dir, uint32_t index, const char **name,
+		size_t *name_len, uint32_t *ino);
+void cli_xattr(const struct clip_archive *a, uint32_t ino, uint32_t index, const char **name,
+	       const unsigned char **value, size_t *len);
+
 #endif

@@ -26,6 +26,37 @@ int cli_fail(int code, const char *fmt, ...)
 	return code;
 }
 
+/* An invalid record ends the command (cli.h). */
+static void invalid_record(const struct clip_archive *a, const char *what, uint32_t ino, int rc)
+{
+	fprintf(stderr, "clip: %s: %s%sinode %u is invalid (%s)\n", clip_archive_path(a), what,
+		*what ? " " : "", ino, strerror(-rc));
+	exit(CLI_EXIT_FAILURE);
+}
+
+void cli_inode(const struct clip_archive *a, uint32_t ino, struct clip_archive_inode *in)
+{
+	int rc = clip_archive_inode(a, ino, in);
+	if (rc < 0)
+		invalid_record(a, "", ino, rc);
+}
+
+void cli_dirent(const struct clip_archive *a, uint32_t dir, uint32_t index, const char **name,
+		size_t *name_len, uint32_t *ino)
+{
+	int rc = clip_archive_dirent(a, dir, index, name, name_len, ino);
+	if (rc < 0)
+		invalid_record(a, "an entry of directory", dir, rc);
+}
+
+void cli_xattr(const struct clip_archive *a, uint32_t ino, uint32_t index, const char **name,
+	       const unsigned char **value, size_t *len)
+{
+	int rc = clip_archive_xattr(a, ino, index, name, value, len);
+	if (rc < 0)
+		invalid_record(a, "an xattr of", ino, rc);
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
@@ -163,7 +194,7 @@ static bool manifest_xattr(const char *name)
 void cli_print_manifest_line(FILE *f, const struct clip_archive *a, const char *path, uint32_t ino)
 {
 	struct clip_archive_inode in;
-	clip_archive_inode(a, ino, &in);
+	cli_inode(a, ino, &in);
 	cli_print_escaped(f, path, strlen(path));
 	uint64_t size = (S_ISREG(in.mode) || S_ISLNK(in.mode)) ? in.size : 0;
 	int64_t sec = in.mtime_sec;
@@ -183,7 +214,7 @@ void cli_print_manifest_line(FILE *f, const struct clip_archive *a, const char *
 		const char *name;
 		const unsigned char *value;
 		size_t len;
-		clip_archive_xattr(a, ino, i, &name, &value, &len);
+		cli_xattr(a, ino, i, &name, &value, &len);
 		if (!manifest_xattr(name))
 			continue;
 		fprintf(f, "%s%s=", any ? "," : "", name);

@@ -93,7 +93,7 @@ int cmd_cat(int argc, char **argv)
 		goto out;
 	}
 	struct clip_archive_inode in;
-	clip_archive_inode(a, ino, &in);
+	cli_inode(a, ino, &in);
 	if (!S_ISREG(in.mode)) {
 		rc = cli_fail(CLI_EXIT_FAILURE, "%s: not a regular file", path);
 		goto out;

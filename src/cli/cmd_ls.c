@@ -23,7 +23,7 @@ static void print_long(const struct clip_archive *a, const char *name, size_t na
 		       uint32_t ino)
 {
 	struct clip_archive_inode in;
-	clip_archive_inode(a, ino, &in);
+	cli_inode(a, ino, &in);
 	char mode[11];
 	cli_mode_string(in.mode, mode);
 	char when[32];
@@ -120,7 +120,7 @@ static int path_push(struct walker *w, const char *name, size_t len)
 static int walk(struct walker *w, uint32_t dir)
 {
 	struct clip_archive_inode in;
-	clip_archive_inode(w->archive, dir, &in);
+	cli_inode(w->archive, dir, &in);
 	if (!w->manifest && w->recursive) {
 		printf("%s:\n", w->len ? w->path : "/");
 	}
@@ -128,7 +128,7 @@ static int walk(struct walker *w, uint32_t dir)
 		const char *name;
 		size_t len;
 		uint32_t child;
-		clip_archive_dirent(w->archive, dir, i, &name, &len, &child);
+		cli_dirent(w->archive, dir, i, &name, &len, &child);
 		if (!w->manifest) {
 			print_long(w->archive, name, len, child);
 			continue;
@@ -139,7 +139,7 @@ static int walk(struct walker *w, uint32_t dir)
 		if (collect_line(w, w->path, child) < 0)
 			return -1;
 		struct clip_archive_inode cin;
-		clip_archive_inode(w->archive, child, &cin);
+		cli_inode(w->archive, child, &cin);
 		if (S_ISDIR(cin.mode) && walk(w, child) < 0)
 			return -1;
 		w->len = saved;
@@ -150,9 +150,9 @@ static int walk(struct walker *w, uint32_t dir)
 			const char *name;
 			size_t len;
 			uint32_t child;
-			clip_archive_dirent(w->archive, dir, i, &name, &len, &child);
+			cli_dirent(w->archive, dir, i, &name, &len, &child);
 			struct clip_archive_inode cin;
-			clip_archive_inode(w->archive, child, &cin);
+			cli_inode(w->archive, child, &cin);
 			if (!S_ISDIR(cin.mode))
 				continue;
 			putchar('\n');
@@ -200,7 +200,7 @@ int cmd_ls(int argc, char **argv)
 		goto out;
 	}
 	struct clip_archive_inode in;
-	clip_archive_inode(a, ino, &in);
+	cli_inode(a, ino, &in);
 	if (!S_ISDIR(in.mode)) {
 		if (w.manifest)
 			cli_print_manifest_line(stdout, a, path, ino);
@@ -231,7 +231,7 @@ int cmd_ls(int argc, char **argv)
 				const char *name;
 				size_t len;
 				uint32_t child;
-				clip_archive_dirent(a, ino, i, &name, &len, &child);
+				cli_dirent(a, ino, i, &name, &len, &child);
 				size_t saved = w.len;
 				if (path_push(&w, name, len) < 0) {
 					rc = cli_fail(CLI_EXIT_FAILURE, "out of memory");

@@ -66,7 +66,7 @@ int cmd_stat(int argc, char **argv)
 		return 0;
 	}
 	struct clip_archive_inode in;
-	clip_archive_inode(a, ino, &in);
+	cli_inode(a, ino, &in);
 	char mode[11];
 	cli_mode_string(in.mode, mode);
 	printf("  File: ");
@@ -99,7 +99,7 @@ int cmd_stat(int argc, char **argv)
 		const char *name;
 		const unsigned char *value;
 		size_t len;
-		clip_archive_xattr(a, ino, i, &name, &value, &len);
+		cli_xattr(a, ino, i, &name, &value, &len);
 		printf(" Xattr: %s=0x", name);
 		for (size_t k = 0; k < len; k++)
 			printf("%02x", value[k]);

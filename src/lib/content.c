@@ -1003,7 +1003,11 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 			  uint64_t offset, struct clip_err *err)
 {
 	struct clip_archive_inode inode;
-	if (clip_archive_inode(c->archive, ino, &inode) < 0)
+	int irc = clip_archive_inode(c->archive, ino, &inode);
+	if (irc == -EBADMSG)
+		return clip_err_set(err, EBADMSG, "%s: inode %u is invalid",
+				    clip_archive_path(c->archive), ino);
+	if (irc < 0)
 		return clip_err_set(err, ENOENT, "inode %u does not exist", ino);
 	if (S_ISDIR(inode.mode))
 		return clip_err_set(err, EISDIR, "inode %u is a directory", ino);

@@ -144,9 +144,19 @@ static uint32_t archive_ino(fuse_ino_t ino)
 	return ino == 0 || ino - 1 > UINT32_MAX ? UINT32_MAX : (uint32_t)(ino - 1);
 }
 
+/* The errno to reply for an archive accessor's failure: an invalid record
+ * (an archive that is not clip's) reads as an I/O error, as a damaged disk
+ * would. */
+static int archive_errno(int rc)
+{
+	return rc == -EBADMSG ? EIO : -rc;
+}
+
+/* Inode `ino`: 0, or the errno to reply (ENOENT, EIO). */
 static int get_inode(const struct fs *fs, fuse_ino_t ino, struct clip_archive_inode *in)
 {
-	return clip_archive_inode(fs->archive, archive_ino(ino), in);
+	int rc = clip_archive_inode(fs->archive, archive_ino(ino), in);
+	return rc < 0 ? archive_errno(rc) : 0;
 }
 
 static void fill_stat(const struct clip_archive_inode *in, struct stat *st)
@@ -251,7 +261,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	 * directory. */
 	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
 		struct clip_archive_inode in;
-		rc = get_inode(fs, parent, &in);
+		rc = -get_inode(fs, parent, &in);
 		if (rc == 0 && name[1] && !S_ISDIR(in.mode))
 			rc = -ENOTDIR;
 		ino = name[1] ? in.parent : in.ino;
@@ -260,7 +270,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 					 &ino);
 	}
 	if (rc < 0) {
-		fuse_reply_err(req, -rc);
+		fuse_reply_err(req, archive_errno(rc));
 		return;
 	}
 	struct clip_archive_inode in;
@@ -289,8 +299,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct clip_archive_inode in;
-	if (get_inode(fs, ino, &in) < 0) {
-		fuse_reply_err(req, ENOENT);
+	int gerr = get_inode(fs, ino, &in);
+	if (gerr) {
+		fuse_reply_err(req, gerr);
 		return;
 	}
 	struct stat st;
@@ -302,8 +313,9 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct clip_archive_inode in;
-	if (get_inode(fs, ino, &in) < 0) {
-		fuse_reply_err(req, ENOENT);
+	int gerr = get_inode(fs, ino, &in);
+	if (gerr) {
+		fuse_reply_err(req, gerr);
 		return;
 	}
 	if (!S_ISLNK(in.mode)) {
@@ -317,8 +329,9 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct clip_archive_inode in;
-	if (get_inode(fs, ino, &in) < 0)
-		fuse_reply_err(req, ENOENT);
+	int gerr = get_inode(fs, ino, &in);
+	if (gerr)
+		fuse_reply_err(req, gerr);
 	else
 		fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
 }
@@ -343,8 +356,9 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct clip_archive_inode in;
-	if (get_inode(fs, ino, &in) < 0) {
-		fuse_reply_err(req, ENOENT);
+	int gerr = get_inode(fs, ino, &in);
+	if (gerr) {
+		fuse_reply_err(req, gerr);
 		return;
 	}
 	if (!S_ISDIR(in.mode)) {
@@ -365,8 +379,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct clip_archive_inode dir;
-	if (get_inode(fs, ino, &dir) < 0) {
-		fuse_reply_err(req, ENOENT);
+	int gerr = get_inode(fs, ino, &dir);
+	if (gerr) {
+		fuse_reply_err(req, gerr);
 		return;
 	}
 	if (!S_ISDIR(dir.mode)) {
@@ -392,7 +407,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 			child = dir.parent;
 		} else if (clip_archive_dirent(fs->archive, dir.ino, (uint32_t)(i - 2), &name,
 					       &name_len, &child) < 0) {
-			break;
+			fuse_reply_err(req, EIO); /* invalid: the count says it is there */
+			return;
 		}
 		struct clip_archive_inode in;
 		if (clip_archive_inode(fs->archive, child, &in) < 0) {
@@ -443,8 +459,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct clip_archive_inode in;
-	if (get_inode(fs, ino, &in) < 0) {
-		fuse_reply_err(req, ENOENT);
+	int gerr = get_inode(fs, ino, &in);
+	if (gerr) {
+		fuse_reply_err(req, gerr);
 		return;
 	}
 	if (S_ISDIR(in.mode)) {
@@ -510,8 +527,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct clip_archive_inode in;
-	if (get_inode(fs, ino, &in) < 0) {
-		fuse_reply_err(req, ENOENT);
+	int gerr = get_inode(fs, ino, &in);
+	if (gerr) {
+		fuse_reply_err(req, gerr);
 		return;
 	}
 	if (ino == FUSE_ROOT_ID && strcmp(name, CLIP_FUSE_STATS_XATTR) == 0) {
@@ -540,8 +558,9 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct clip_archive_inode in;
-	if (get_inode(fs, ino, &in) < 0) {
-		fuse_reply_err(req, ENOENT);
+	int gerr = get_inode(fs, ino, &in);
+	if (gerr) {
+		fuse_reply_err(req, gerr);
 		return;
 	}
 	size_t total = 0;
