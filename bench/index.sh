@@ -123,10 +123,12 @@ bench() {
 	hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$T/$dir.json" \
 		"${cmds[@]}" >&2
 	# The checkpoints' share of the archive (what gztool's .gzi holds): 72-byte records
-	# (docs/FORMAT.md) plus the stored windows, as `clip info` counts them.
+	# (docs/FORMAT.md) plus the stored windows, as `clip info` counts them, plus the 32-byte
+	# piece digests that reads verify the compressed bytes against.
 	local ckpt
 	ckpt=$("$CLIP" info "$T/$dir/out.clip" |
-		awk '/^checkpoints:/ { n = $2 } /^windows:/ { w = $2 } END { print 72 * n + w }')
+		awk '/^checkpoints:/ { n = $2 } /^windows:/ { w = $2 } /^pieces:/ { d = $2 + 0 }
+			END { print 72 * n + w + 32 * d }')
 	python3 - "$T/$dir.json" "$name" "$csize" "$(stat -c %s "$T/$dir/out.clip")" \
 		"$(cat "${gzis[@]}" | wc -c)" "$ckpt" <<'PY' >>"$T/rows"
 import json, sys
@@ -138,7 +140,7 @@ for r in results:
         name, r["command"], r["median"], r["min"], r["max"], r["median"] / clip))
 print("| %s | archive size vs compressed layers | %d B vs %d B | | %.2f %% |" % (
     name, archive, csize, 100.0 * archive / csize))
-print("| %s | of which checkpoints (records + windows) | %d B | | %.2f %% |" % (
+print("| %s | of which checkpoints (records + windows + piece digests) | %d B | | %.2f %% |" % (
     name, ckpt, 100.0 * ckpt / csize))
 print("| %s | gztool index size (.gzi, -s 2) | %d B | | %.2f %% |" % (
     name, gzi, 100.0 * gzi / csize))

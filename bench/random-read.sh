@@ -282,7 +282,8 @@ for name in deb big; do
 	a=$(stat -c %s "$T/$name/a.clip")
 	echo
 	k=$("$CLIP" info "$T/$name/a.clip" |
-		awk '/^checkpoints:/ { n = $2 } /^windows:/ { w = $2 } END { print 72 * n + w }')
+		awk '/^checkpoints:/ { n = $2 } /^windows:/ { w = $2 } /^pieces:/ { d = $2 + 0 }
+			END { print 72 * n + w + 32 * d }')
 	echo "Archive size, $name: $a B for a $s B layer ($(python3 -c "print('%.2f' % (100.0*$a/$s))") %);" \
-		"of which checkpoints (records + windows): $k B ($(python3 -c "print('%.2f' % (100.0*$k/$s))") %)."
+		"of which checkpoints (records + windows + piece digests): $k B ($(python3 -c "print('%.2f' % (100.0*$k/$s))") %)."
 done

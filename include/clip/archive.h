@@ -106,6 +106,7 @@ struct clip_archive_stats {
 	uint64_t span_bytes, large_file_threshold;
 	uint64_t chunk_bytes; /* chunk size of the chunk hashes; 0: none (version 1) */
 	uint64_t piece_bytes; /* piece size of the compressed digests; 0: none (< 3) */
+	uint32_t pieces;      /* piece digests, all layers */
 };
 
 void clip_archive_stats(const struct clip_archive *archive, struct clip_archive_stats *out);

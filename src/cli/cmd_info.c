@@ -71,9 +71,9 @@ int cmd_info(int argc, char **argv)
 		printf("%-14s none recorded (format 1): caches hash chunks as they fill\n",
 		       "chunks:");
 	if (st.piece_bytes)
-		printf("%-14s %" PRIu64 " bytes of the compressed gzip layers, hashed with "
-		       "SHA-256\n",
-		       "pieces:", st.piece_bytes);
+		printf("%-14s %u digests (SHA-256) of %" PRIu64
+		       "-byte pieces of the compressed gzip layers\n",
+		       "pieces:", st.pieces, st.piece_bytes);
 	else if (st.version < 3)
 		printf("%-14s none (format %u): spans are verified whole\n", "pieces:", st.version);
 	uint64_t ctotal = 0;

@@ -978,6 +978,7 @@ void clip_archive_stats(const struct clip_archive *a, struct clip_archive_stats 
 	out->regular_bytes = clip_get_le64(a->meta + META_REGULAR_BYTES);
 	out->chunk_bytes = a->chunk_bytes;
 	out->piece_bytes = a->piece_bytes;
+	out->pieces = a->npieces;
 }
 
 int clip_archive_inode(const struct clip_archive *a, uint32_t ino, struct clip_archive_inode *out)
