@@ -164,14 +164,22 @@ EOF
 	[ "$(json_field "$s" 's["tiers"]["span"]["hits"]')" = 0 ]
 }
 
+# cat_numbers ARCHIVE [cat options]: the old-format archives' numbers.txt (tests/data/v1) reads
+# whole and right; leaves the expected bytes in $T/numbers.
+cat_numbers() {
+	local archive=$1
+	shift
+	python3 -c 'import sys; sys.stdout.write("".join("%d\n" % i for i in range(1, 100001)))' \
+		>"$T/numbers"
+	"$CLIP" cat "$archive" /usr/share/doc/numbers.txt "$@" >"$T/a"
+	cmp "$T/a" "$T/numbers"
+}
+
 @test "an archive of format version 2 reads through its whole-span digests, and refuses a damaged blob" {
 	local v1=$CLIP_SOURCE_ROOT/tests/data/v1 v2=$CLIP_SOURCE_ROOT/tests/data/v2/v2.clip
 	"$CLIP" info "$v2" | grep -q '^format: *2$'
 	"$CLIP" info "$v2" | grep -q '^pieces: .*spans are verified whole'
-	python3 -c 'import sys; sys.stdout.write("".join("%d\n" % i for i in range(1, 100001)))' \
-		>"$T/numbers"
-	"$CLIP" cat "$v2" /usr/share/doc/numbers.txt --source "$v1/img" >"$T/a"
-	cmp "$T/a" "$T/numbers"
+	cat_numbers "$v2" --source "$v1/img"
 	# Every span on its own, and across span edges.
 	for off in 0 100000 262143 262144 300000 524287 524288 588000; do
 		"$CLIP" cat "$v2" /usr/share/doc/numbers.txt --source "$v1/img" --offset "$off" \
@@ -201,10 +209,7 @@ PY
 	local v1=$CLIP_SOURCE_ROOT/tests/data/v1
 	"$CLIP" info "$v1/v1.clip" | grep -q '^format: *1$'
 	"$CLIP" info "$v1/v1.clip" | grep -q 'none recorded'
-	python3 -c 'import sys; sys.stdout.write("".join("%d\n" % i for i in range(1, 100001)))' \
-		>"$T/numbers"
-	"$CLIP" cat "$v1/v1.clip" /usr/share/doc/numbers.txt --source "$v1/img" >"$T/a"
-	cmp "$T/a" "$T/numbers"
+	cat_numbers "$v1/v1.clip" --source "$v1/img"
 	"$CLIP" cat "$v1/v1.clip" /usr/share/doc/numbers.txt --source "$v1/img" \
 		--cache-dir "$T/cache" >"$T/b"
 	cmp "$T/b" "$T/numbers"

@@ -349,6 +349,19 @@ static int walk_bytes(const char *path, const unsigned char *d, size_t len, stru
 	return rc;
 }
 
+/* Where section `id` of archive bytes `d` starts (the test fails if absent). */
+static uint64_t section_offset(const unsigned char *d, uint32_t id)
+{
+	uint64_t table = clip_get_le64(d + HDR_SECTION_TABLE);
+	for (uint32_t i = 0; i < clip_get_le32(d + HDR_SECTION_COUNT); i++) {
+		const unsigned char *e = d + table + i * SEC_ENTRY_SIZE;
+		if (clip_get_le32(e + SEC_ID) == id)
+			return clip_get_le64(e + SEC_OFFSET);
+	}
+	fail_msg("no section %u", id);
+	return 0;
+}
+
 static void reseal(unsigned char *d, size_t len)
 {
 	clip_put_le64(d + HDR_CHECKSUM, 0);
@@ -395,18 +408,9 @@ static void test_damaged_archives(void **state)
 	/* Valid checksum, invalid structure: found by validation at open, or
 	 * (inodes, entries, xattrs) by the accessor that reads the record.
 	 * Locate the sections through the table. */
-	uint64_t table = clip_get_le64(d + HDR_SECTION_TABLE);
-	uint32_t nsec = clip_get_le32(d + HDR_SECTION_COUNT);
-	uint64_t dirents = 0, inodes = 0, cps = 0;
-	for (uint32_t i = 0; i < nsec; i++) {
-		const unsigned char *e = d + table + i * SEC_ENTRY_SIZE;
-		if (clip_get_le32(e + SEC_ID) == SECTION_DIRENTS)
-			dirents = clip_get_le64(e + SEC_OFFSET);
-		if (clip_get_le32(e + SEC_ID) == SECTION_INODES)
-			inodes = clip_get_le64(e + SEC_OFFSET);
-		if (clip_get_le32(e + SEC_ID) == SECTION_CHECKPOINTS)
-			cps = clip_get_le64(e + SEC_OFFSET);
-	}
+	uint64_t dirents = section_offset(d, SECTION_DIRENTS),
+		 inodes = section_offset(d, SECTION_INODES),
+		 cps = section_offset(d, SECTION_CHECKPOINTS);
 	assert_int_equal(walk_bytes(bad, d, len, &err), 0);
 	/* The root's entries, in name order: bin (a symlink), dev, etc, run,
 	 * usr; inodes are numbered breadth-first in that order. */
@@ -492,15 +496,8 @@ static void test_damaged_archives(void **state)
 	assert_non_null(strstr(err.msg, "invalid checkpoint"));
 
 	/* Checkpoints without the digests of their pieces, or too many. */
-	uint64_t layers_off = 0, meta = 0;
-	for (uint32_t i = 0; i < nsec; i++) {
-		const unsigned char *e = d + table + i * SEC_ENTRY_SIZE;
-		if (clip_get_le32(e + SEC_ID) == SECTION_LAYERS)
-			layers_off = clip_get_le64(e + SEC_OFFSET);
-		if (clip_get_le32(e + SEC_ID) == SECTION_META)
-			meta = clip_get_le64(e + SEC_OFFSET);
-	}
-	assert_true(layers_off && meta);
+	uint64_t layers_off = section_offset(d, SECTION_LAYERS),
+		 meta = section_offset(d, SECTION_META);
 	memcpy(m, d, len);
 	clip_put_le32(m + layers_off + LAYER_PIECE_COUNT, 0);
 	reseal(m, len);
