@@ -1333,29 +1333,6 @@ static int span_produce(const struct clip_gz_index *index, struct fetched *f, st
 	return 0;
 }
 
-/* Without piece digests: verify every span of the read, window and
- * compressed bytes, before inflating any of it. */
-static int verify_spans(const struct clip_gz_index *index, const struct fetched *f, size_t first,
-			size_t nspans, unsigned char *win, ZSTD_DCtx **dctx, struct clip_err *err)
-{
-	for (size_t i = first; i < first + nspans; i++) {
-		const struct clip_gz_point *p = &index->points[i];
-		unsigned char win_md[32], span_md[32], md[32];
-		uint64_t s0 = clip_gz_span_start(index, i), s1 = clip_gz_span_end(index, i);
-		int ret = window_decode(p, dctx, win);
-		if (ret == -EBADMSG)
-			return clip_err_set(err, EBADMSG, "span %zu: window does not decode", i);
-		if (ret < 0)
-			return clip_err_set(err, ret, "span %zu: decoding window", i);
-		clip_sha256_once(win, p->window_len, win_md);
-		clip_sha256_once(f->data + (s0 - f->lo), (size_t)(s1 - s0), span_md);
-		sha_span(win_md, span_md, md);
-		if (memcmp(md, p->span_sha256, sizeof(md)) != 0)
-			return clip_err_set(err, EBADMSG, "span %zu: digest mismatch", i);
-	}
-	return 0;
-}
-
 /* The window of checkpoint i, verified (with piece digests: its stored bytes
  * against window_sha256) and decoded into `win`. */
 static int window_load(const struct clip_gz_index *index, size_t i, unsigned char *win,
@@ -1373,6 +1350,27 @@ static int window_load(const struct clip_gz_index *index, size_t i, unsigned cha
 		return clip_err_set(err, EBADMSG, "span %zu: window does not decode", i);
 	if (ret < 0)
 		return clip_err_set(err, ret, "span %zu: decoding window", i);
+	return 0;
+}
+
+/* Without piece digests: verify every span of the read, window and
+ * compressed bytes, before inflating any of it. */
+static int verify_spans(const struct clip_gz_index *index, const struct fetched *f, size_t first,
+			size_t nspans, unsigned char *win, ZSTD_DCtx **dctx, struct clip_err *err)
+{
+	for (size_t i = first; i < first + nspans; i++) {
+		const struct clip_gz_point *p = &index->points[i];
+		unsigned char win_md[32], span_md[32], md[32];
+		uint64_t s0 = clip_gz_span_start(index, i), s1 = clip_gz_span_end(index, i);
+		int ret = window_load(index, i, win, dctx, err);
+		if (ret < 0)
+			return ret;
+		clip_sha256_once(win, p->window_len, win_md);
+		clip_sha256_once(f->data + (s0 - f->lo), (size_t)(s1 - s0), span_md);
+		sha_span(win_md, span_md, md);
+		if (memcmp(md, p->span_sha256, sizeof(md)) != 0)
+			return clip_err_set(err, EBADMSG, "span %zu: digest mismatch", i);
+	}
 	return 0;
 }
 
