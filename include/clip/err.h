@@ -27,6 +27,15 @@ int clip_err_set(struct clip_err *err, int code, const char *fmt, ...)
 int clip_err_prefix(struct clip_err *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Record the failure of a system call: the message is the formatted text,
+ * ": ", and strerror(code), and the code is returned negative. `code` is an
+ * errno value of either sign (pass errno right after the failing call). */
+int clip_err_errno(struct clip_err *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Record running out of memory: -ENOMEM with "out of memory". */
+int clip_err_nomem(struct clip_err *err);
+
 /* Reset `err` to "no error". */
 void clip_err_clear(struct clip_err *err);
 

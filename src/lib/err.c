@@ -44,6 +44,27 @@ int clip_err_prefix(struct clip_err *err, const char *fmt, ...)
 	return err->code;
 }
 
+int clip_err_errno(struct clip_err *err, int code, const char *fmt, ...)
+{
+	if (code < 0)
+		code = -code;
+	if (code == 0)
+		code = EIO;
+	if (err == NULL)
+		return -code;
+	char what[CLIP_ERR_MSG_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	return clip_err_set(err, code, "%s: %s", what, strerror(code));
+}
+
+int clip_err_nomem(struct clip_err *err)
+{
+	return clip_err_set(err, ENOMEM, "out of memory");
+}
+
 void clip_err_clear(struct clip_err *err)
 {
 	if (err == NULL)
