@@ -68,7 +68,8 @@ static inline uint64_t clip_fnv1a(uint64_t h, const void *data, size_t len)
 /* Statistics counters are `_Atomic uint64_t` fields bumped with this one
  * macro: relaxed ordering, since a counter orders no other memory, and no
  * lock, so counting never contends with the work it counts. */
-#define CLIP_COUNT(field, n) atomic_fetch_add_explicit(&(field), (uint64_t)(n), memory_order_relaxed)
+#define CLIP_COUNT(field, n)                                                                       \
+	atomic_fetch_add_explicit(&(field), (uint64_t)(n), memory_order_relaxed)
 #define CLIP_COUNTER_LOAD(field) atomic_load_explicit(&(field), memory_order_relaxed)
 
 /* Little-endian stores and loads for the on-disk format. memcpy keeps them
