@@ -66,6 +66,30 @@ int clip_diskcache_put(struct clip_diskcache *cache, const char *layer_hex, uint
 		       const void *data, size_t len, const unsigned char hash[32],
 		       struct clip_err *err);
 
+/* Staging: chunks that only a later check can vouch for, such as the chunks
+ * of a whole layer whose blob digest is known only at its end. A staged
+ * chunk is written like a put but kept out of sight (never served, evicted
+ * or counted in usage) until clip_diskcache_stage_publish() moves every
+ * chunk staged so far into place; clip_diskcache_stage_free() removes what
+ * was not published, and a process killed meanwhile leaves only temporary
+ * files that the next scan removes. Staged bytes are held to the cache's
+ * bound: past it, further chunks are silently not kept. A staging area
+ * belongs to one thread. */
+struct clip_diskcache_staging;
+
+int clip_diskcache_stage_begin(struct clip_diskcache *cache, const char *layer_hex,
+			       struct clip_diskcache_staging **out, struct clip_err *err);
+
+/* Stage chunk `chunk`: `len` bytes whose SHA-256 is `hash`. */
+int clip_diskcache_stage(struct clip_diskcache_staging *staging, uint64_t chunk, const void *data,
+			 size_t len, const unsigned char hash[32], struct clip_err *err);
+
+/* Publish every chunk staged so far, as clip_diskcache_put() would. */
+int clip_diskcache_stage_publish(struct clip_diskcache_staging *staging, struct clip_err *err);
+
+/* Discard what is staged and not published, and free the staging area. */
+void clip_diskcache_stage_free(struct clip_diskcache_staging *staging);
+
 void clip_diskcache_stats(const struct clip_diskcache *cache, struct clip_diskcache_stats *out);
 
 void clip_diskcache_close(struct clip_diskcache *cache);

@@ -870,24 +870,24 @@ static int put_rename(int root_fd, const char *tmp, const char *path, const char
 	return -ENOENT;
 }
 
-int clip_diskcache_put(struct clip_diskcache *c, const char *layer_hex, uint64_t chunk,
-		       const void *data, size_t len, const unsigned char hash[32],
-		       struct clip_err *err)
+/* Whether chunk `chunk` of `layer_hex` is worth writing: not present already,
+ * and not so large that it alone fills the bound (it would only evict
+ * everything else and then itself). */
+static bool put_wanted(struct clip_diskcache *c, const char *path, size_t len)
 {
-	int rc = check_layer(layer_hex, err);
-	if (rc < 0)
-		return rc;
-	/* A chunk that alone fills the bound would only evict everything else
-	 * and then itself. */
 	if (c->max_bytes && CHUNK_HDR_SIZE + (uint64_t)len > c->max_bytes / 10 * 9)
-		return 0;
-	char path[CHUNK_PATH_MAX];
-	chunk_path(path, layer_hex, chunk);
+		return false;
 	struct stat st;
-	if (fstatat(c->root_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-	    (uint64_t)st.st_size == CHUNK_HDR_SIZE + (uint64_t)len)
-		return 0;
+	return !(fstatat(c->root_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+		 (uint64_t)st.st_size == CHUNK_HDR_SIZE + (uint64_t)len);
+}
 
+/* Write chunk `chunk` (header and payload) to a new temporary file, named in
+ * `tmp`, its stat in *st. */
+static int write_tmp(struct clip_diskcache *c, uint64_t chunk, const void *data, size_t len,
+		     const unsigned char hash[32], char tmp[64], struct stat *st,
+		     struct clip_err *err)
+{
 	unsigned char hdr[CHUNK_HDR_SIZE] = { 0 };
 	memcpy(hdr + CHUNK_HDR_MAGIC, CHUNK_MAGIC, CHUNK_MAGIC_LEN);
 	clip_put_le32(hdr + CHUNK_HDR_VERSION, CHUNK_VERSION);
@@ -904,35 +904,155 @@ int clip_diskcache_put(struct clip_diskcache *c, const char *layer_hex, uint64_t
 		clock_gettime(CLOCK_REALTIME, &t);
 		rnd = (uint64_t)t.tv_nsec ^ ((uint64_t)t.tv_sec << 30);
 	}
-	char tmp[64];
-	snprintf(tmp, sizeof(tmp), "tmp/%ld-%llu-%016llx", (long)getpid(),
+	snprintf(tmp, 64, "tmp/%ld-%llu-%016llx", (long)getpid(),
 		 (unsigned long long)__atomic_add_fetch(&c->tmp_counter, 1, __ATOMIC_RELAXED),
 		 (unsigned long long)rnd);
 	cleanup_close int fd =
 		openat(c->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
-		return clip_err_set(err, errno, "disk cache %s/%s: create: %s", c->dir, tmp,
-				    strerror(errno));
-	rc = write_full(fd, hdr, sizeof(hdr));
+		return clip_err_errno(err, errno, "disk cache %s/%s: create", c->dir, tmp);
+	int rc = write_full(fd, hdr, sizeof(hdr));
 	if (rc == 0)
 		rc = write_full(fd, data, len);
-	if (rc == 0 && fstat(fd, &st) < 0)
+	if (rc == 0 && fstat(fd, st) < 0)
 		rc = -errno;
 	if (rc == 0 && close(clip_steal_fd(fd)) < 0)
 		rc = -errno;
-	if (rc == 0)
-		rc = put_rename(c->root_fd, tmp, path, layer_hex);
 	if (rc < 0) {
 		unlinkat(c->root_fd, tmp, 0);
-		return clip_err_set(err, rc, "disk cache %s/%s: write chunk: %s", c->dir, path,
-				    strerror(-rc));
+		return clip_err_errno(err, rc, "disk cache %s/%s: write chunk", c->dir, tmp);
+	}
+	return 0;
+}
+
+/* Rename a written temporary file into place as chunk `chunk`, and account
+ * for it. */
+static int install_tmp(struct clip_diskcache *c, const char *tmp, const char *layer_hex,
+		       uint64_t chunk, size_t len, const unsigned char hash[32],
+		       const struct stat *st, struct clip_err *err)
+{
+	char path[CHUNK_PATH_MAX];
+	chunk_path(path, layer_hex, chunk);
+	int rc = put_rename(c->root_fd, tmp, path, layer_hex);
+	if (rc < 0) {
+		unlinkat(c->root_fd, tmp, 0);
+		return clip_err_errno(err, rc, "disk cache %s/%s: write chunk", c->dir, path);
 	}
 	/* This process hashed these very bytes: its own reads of the chunk need
 	 * not hash them again (another process verifies on its first read). */
 	unsigned char layer[32];
 	layer_to_bin(layer_hex, layer);
-	verified_add(c, layer, chunk, &st, hash);
+	verified_add(c, layer, chunk, st, hash);
 	stat_add(&c->stats.bytes_written, len);
-	stat_add(c->usage, file_charge(&st));
+	stat_add(c->usage, file_charge(st));
 	return maybe_evict(c, err);
+}
+
+int clip_diskcache_put(struct clip_diskcache *c, const char *layer_hex, uint64_t chunk,
+		       const void *data, size_t len, const unsigned char hash[32],
+		       struct clip_err *err)
+{
+	int rc = check_layer(layer_hex, err);
+	if (rc < 0)
+		return rc;
+	char path[CHUNK_PATH_MAX];
+	chunk_path(path, layer_hex, chunk);
+	if (!put_wanted(c, path, len))
+		return 0;
+	char tmp[64];
+	struct stat st;
+	rc = write_tmp(c, chunk, data, len, hash, tmp, &st, err);
+	if (rc < 0)
+		return rc;
+	return install_tmp(c, tmp, layer_hex, chunk, len, hash, &st, err);
+}
+
+/* ---- staging ------------------------------------------------------------- */
+
+struct staged {
+	uint64_t chunk;
+	size_t len;
+	unsigned char hash[32];
+	struct stat st;
+	char tmp[64];
+};
+
+struct clip_diskcache_staging {
+	struct clip_diskcache *cache;
+	char layer_hex[LAYER_HEX_LEN + 1];
+	struct staged *chunks;
+	size_t count, cap;
+	uint64_t bytes; /* staged bytes, held to the cache's bound */
+};
+
+int clip_diskcache_stage_begin(struct clip_diskcache *c, const char *layer_hex,
+			       struct clip_diskcache_staging **out, struct clip_err *err)
+{
+	int rc = check_layer(layer_hex, err);
+	if (rc < 0)
+		return rc;
+	struct clip_diskcache_staging *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return clip_err_nomem(err);
+	s->cache = c;
+	memcpy(s->layer_hex, layer_hex, LAYER_HEX_LEN);
+	*out = s;
+	return 0;
+}
+
+int clip_diskcache_stage(struct clip_diskcache_staging *s, uint64_t chunk, const void *data,
+			 size_t len, const unsigned char hash[32], struct clip_err *err)
+{
+	struct clip_diskcache *c = s->cache;
+	char path[CHUNK_PATH_MAX];
+	chunk_path(path, s->layer_hex, chunk);
+	/* Staged files are not yet under eviction: past the bound, the rest of
+	 * the layer is simply not kept. */
+	uint64_t charge = CHUNK_HDR_SIZE + (uint64_t)len;
+	if ((c->max_bytes && s->bytes + charge > c->max_bytes / 10 * 9) ||
+	    !put_wanted(c, path, len))
+		return 0;
+	if (s->count == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 64;
+		struct staged *p = realloc(s->chunks, cap * sizeof(*p));
+		if (p == NULL)
+			return clip_err_nomem(err);
+		s->chunks = p;
+		s->cap = cap;
+	}
+	struct staged *e = &s->chunks[s->count];
+	int rc = write_tmp(c, chunk, data, len, hash, e->tmp, &e->st, err);
+	if (rc < 0)
+		return rc;
+	e->chunk = chunk;
+	e->len = len;
+	memcpy(e->hash, hash, 32);
+	s->count++;
+	s->bytes += charge;
+	return 0;
+}
+
+int clip_diskcache_stage_publish(struct clip_diskcache_staging *s, struct clip_err *err)
+{
+	int rc = 0;
+	size_t i = 0;
+	for (; i < s->count && rc == 0; i++) {
+		const struct staged *e = &s->chunks[i];
+		rc = install_tmp(s->cache, e->tmp, s->layer_hex, e->chunk, e->len, e->hash, &e->st,
+				 err);
+	}
+	/* What was not installed is discarded by clip_diskcache_stage_free. */
+	memmove(s->chunks, s->chunks + i, (s->count - i) * sizeof(*s->chunks));
+	s->count -= i;
+	return rc;
+}
+
+void clip_diskcache_stage_free(struct clip_diskcache_staging *s)
+{
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < s->count; i++)
+		unlinkat(s->cache->root_fd, s->chunks[i].tmp, 0);
+	free(s->chunks);
+	free(s);
 }
