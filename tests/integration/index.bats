@@ -425,7 +425,7 @@ cat_all() {
 	[ "$n" -gt 0 ]
 	# The blob cut to a third: every file of that layer fails, naming the sizes.
 	truncate -s $(($(stat -c %s "$BLOB") / 3)) "$BLOB"
-	n=$(cat_all "$T/a.clip" "bytes, the archive expects")
+	n=$(cat_all "$T/a.clip" "bytes, expected")
 	echo "truncated blob: $n files refused"
 	[ "$n" -gt 0 ]
 }
