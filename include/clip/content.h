@@ -1,19 +1,28 @@
 /* clip: reading file contents out of the layers an archive points at.
  *
- * This is where a byte read through `clip cat` (and later FUSE) goes. A read
- * of inode `ino` at `offset` becomes a read of its layer's uncompressed tar at
- * data_offset + offset, which is served by the layer's reader:
- *   - plain tar: a pread of the blob;
- *   - gzip with checkpoints: inflate just the spans covering the range,
- *     after verifying them against their digests (clip_gz_index_read);
- *   - gzip without checkpoints (or --no-checkpoints), zstd: inflate from the
- *     start of the layer.
- * Blobs come from the source recorded in the archive (a local OCI layout),
- * or from the layout given in options->source_dir.
+ * This is where a byte read through `clip cat` or the FUSE mount goes. A
+ * read of inode `ino` at `offset` becomes a read of its layer's uncompressed
+ * tar at data_offset + offset, served through the tiers, fastest first: the
+ * disk cache, the remote cache, checkpoint spans of gzip layers (or ranges
+ * of plain tar layers) from the source, and the whole layer streamed from
+ * its start (zstd, gzip without checkpoints).
+ *
+ * No byte reaches a reader or a cache unless a digest from the archive or
+ * the manifest vouches for it: the digests of a span's compressed pieces,
+ * the archive's chunk hashes (checked on the archive's grid whatever chunk
+ * size the cache uses), or, for archives without chunk hashes, the blob
+ * digest at the end of a whole-layer stream.
+ *
+ * Blobs come from the source recorded in the archive (a local OCI layout or
+ * a registry repository), or from options->source (clip/source.h).
+ *
+ * Thread safety: clip_content_read and clip_content_prefetch may be called
+ * from many threads at once; open and close from one.
  */
 #ifndef CLIP_CONTENT_H
 #define CLIP_CONTENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +33,7 @@
 #include "clip/gzindex.h"
 #include "clip/rcache.h"
 #include "clip/registry.h"
+#include "clip/source.h"
 
 struct clip_content_options {
 	/* Where layer blobs come from. NULL: the source recorded in the archive
@@ -32,6 +42,9 @@ struct clip_content_options {
 	 * domain and repository are used (a mirror of the recorded one). */
 	const char *source;
 	const struct clip_registry_options *registry; /* NULL: defaults */
+	/* A source of the caller's own (clip/source.h), borrowed; when set,
+	 * `source` and the archive's record are not used. */
+	const struct clip_source_ops *source_ops;
 	bool no_checkpoints; /* gzip layers: fetch and inflate the whole layer */
 	/* Disk cache (tier 1): NULL for none, as `clip cat` runs by default. */
 	const char *cache_dir;
@@ -65,7 +78,7 @@ ssize_t clip_content_read(struct clip_content *content, uint32_t ino, void *buf,
 /* Fetch every layer into the disk cache, one chunk at a time, until done or
  * *stop becomes true; each chunk waits while reads are in flight, so that
  * programs never wait behind the prefetch. -ENOTSUP without a disk cache. */
-int clip_content_prefetch(struct clip_content *content, const volatile bool *stop,
+int clip_content_prefetch(struct clip_content *content, const atomic_bool *stop,
 			  struct clip_err *err);
 
 /* The read tiers, fastest first. */

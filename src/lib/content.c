@@ -5,20 +5,21 @@
  * chunk (chunk i = tar bytes [i*C, (i+1)*C)), each chunk from the fastest
  * tier that has it:
  *   1. disk: the local disk cache (clip/diskcache.h);
- *   2. remote: a shared content cache (interface only until a backend lands);
+ *   2. remote: a shared content cache (clip/rcache.h), Redis behind it;
  *   3. span: the chunk's range produced from the source — checkpoint spans
  *      of a gzip layer (one Range request for the spans needed), or the
- *      range itself of a plain tar;
- *   4. layer: the whole layer fetched once as a stream and inflated (zstd
+ *      range of a plain tar;
+ *   4. layer: the whole layer fetched once as a stream and decoded (zstd
  *      layers, gzip without checkpoints, --no-checkpoints), every chunk of it
- *      stored in the disk cache on the way.
- * Every chunk a slower tier produced is checked against its SHA-256 from the
- * archive (format version 2) before it is returned or stored, and then kept
- * in the disk cache. Concurrent reads of the same chunk wait for one fetch.
+ *      kept in the disk cache on the way.
+ * The source tiers (3 and 4) live in content_produce.c, which hands out only
+ * bytes a digest from the archive or the manifest vouches for; chunks from
+ * the remote cache are checked against the archive's chunk hashes. Whatever
+ * a slower tier produced is kept in the faster ones. Concurrent reads of the
+ * same chunk wait for one fetch.
  *
  * Without a disk cache (`clip cat`) chunking would only cost: reads go
- * straight to the span tier (or inflate from the start of the layer), as
- * small as the request.
+ * straight to the source, as small as what vouches for them allows.
  *
  * No thread is started here and nothing touches the network before the first
  * read, so the FUSE front end can fork after clip_content_open.
@@ -26,38 +27,18 @@
 #include "clip/content.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zstd.h>
 
-#include "clip/diskcache.h"
 #include "clip/indexer.h"
-#include "clip/ocilayout.h"
-#include "clip/rcache.h"
-#include "clip/ref.h"
+#include "content_internal.h"
 #include "sha256.h"
 #include "util.h"
-
-struct layer_state {
-	struct clip_archive_layer info;
-	uint32_t index;
-	char hex[65];		      /* the blob digest without "sha256:" */
-	struct clip_content *content; /* back pointer for the blob source */
-	int fd;			      /* local blob, opened on first use */
-	struct clip_gz_index *gz;     /* checkpoints, loaded on first use */
-	bool ready;
-	bool streaming;		 /* a whole-layer fetch is running */
-	pthread_cond_t streamed; /* signalled when it ends */
-};
 
 /* A chunk being fetched; others wanting it wait on `done`. */
 struct inflight {
@@ -69,9 +50,8 @@ struct inflight {
 	struct inflight *next;
 };
 
-#define READAHEAD_THREADS 2
-#define READAHEAD_BYTES	  (8u << 20) /* how far past a read's fetch to fetch */
-#define READAHEAD_QUEUE	  16	     /* pending read-aheads at most; more are dropped */
+#define READAHEAD_BYTES (8u << 20) /* how far past a read's fetch to fetch */
+#define READAHEAD_QUEUE 16	   /* pending read-aheads at most; more are dropped */
 
 struct readahead {
 	uint32_t layer;
@@ -81,189 +61,56 @@ struct readahead {
 	struct readahead *next;
 };
 
-struct clip_content {
-	const struct clip_archive *archive;
-	struct clip_oci_layout *layout; /* one of these two is the source */
-	struct clip_registry *registry;
-	bool no_checkpoints;
-	struct clip_diskcache *cache; /* tier 1; NULL: none */
-	struct clip_rcache *rcache;   /* tier 2; NULL: none */
-	uint64_t chunk_bytes;
-	bool archive_hashes;  /* chunk_bytes is the archive's: its hashes apply */
-	pthread_mutex_t lock; /* guards layer set-up, the in-flight list and stats */
-	struct layer_state *layers;
-	uint32_t nlayers;
-	struct inflight *inflight;
-	atomic_int active_reads; /* reads in progress, which prefetch yields to */
-	/* Read-ahead: fetches of the chunks after a fetched batch of a file,
-	 * done by worker threads started on the first one (never before: the
-	 * FUSE daemon forks after clip_content_open). */
-	struct readahead *ra_queue;
-	unsigned ra_queued;
-	pthread_cond_t ra_wake;
-	pthread_t ra_threads[READAHEAD_THREADS];
-	unsigned ra_nthreads;
-	bool ra_stop;
-	struct clip_content_stats stats;
-};
-
-static uint64_t now_ns(void)
+uint64_t content_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void count_tier(struct clip_content *c, enum clip_tier tier, int outcome, uint64_t bytes,
-		       uint64_t t0)
+void content_count_tier(struct clip_content *c, enum clip_tier tier, int outcome, uint64_t bytes,
+			uint64_t t0)
 {
-	pthread_mutex_lock(&c->lock);
-	struct clip_tier_stats *t = &c->stats.tier[tier];
+	struct tier_counters *t = &c->counters.tier[tier];
 	if (outcome > 0)
-		t->hits++;
+		CLIP_COUNT(t->hits, 1);
 	else if (outcome == 0)
-		t->misses++;
+		CLIP_COUNT(t->misses, 1);
 	else
-		t->errors++;
-	t->bytes += bytes;
-	t->nanoseconds += now_ns() - t0;
-	pthread_mutex_unlock(&c->lock);
-}
-
-/* ---- the source: a local layout or a registry ----------------------------- */
-
-static int open_registry(struct clip_content *c, const char *text,
-			 const struct clip_registry_options *ro, struct clip_err *err)
-{
-	struct clip_ref ref;
-	int rc = clip_ref_parse(text, &ref, err);
-	if (rc < 0)
-		return rc;
-	rc = clip_registry_open(&ref, ro, &c->registry, err);
-	clip_ref_clear(&ref);
-	return rc;
+		CLIP_COUNT(t->errors, 1);
+	CLIP_COUNT(t->bytes, bytes);
+	CLIP_COUNT(t->nanoseconds, content_now_ns() - t0);
 }
 
 static int open_source(struct clip_content *c, const struct clip_content_options *o,
 		       struct clip_err *err)
 {
 	const struct clip_registry_options *ro = o ? o->registry : NULL;
-	if (o && o->source) {
-		const char *s = o->source;
-		struct stat st;
-		if (strncmp(s, "oci:", 4) == 0)
-			return clip_oci_layout_open(s + 4, &c->layout, err);
-		if (stat(s, &st) == 0 && S_ISDIR(st.st_mode))
-			return clip_oci_layout_open(s, &c->layout, err);
-		return open_registry(c, s, ro, err);
+	if (o && o->source_ops) {
+		clip_source_open_ops(o->source_ops, &c->source);
+		return 0;
 	}
-	json_error_t jerr;
-	json_t *src = json_loads(clip_archive_source_json(c->archive), 0, &jerr);
-	if (src == NULL)
-		return clip_err_set(err, EBADMSG, "archive source record is not JSON: %s",
-				    jerr.text);
-	const char *type = json_string_value(json_object_get(src, "type"));
-	const char *path = json_string_value(json_object_get(src, "path"));
-	const char *registry = json_string_value(json_object_get(src, "registry"));
-	const char *repository = json_string_value(json_object_get(src, "repository"));
-	int rc;
-	if (type && strcmp(type, "oci-layout") == 0 && path) {
-		rc = clip_oci_layout_open(path, &c->layout, err);
-	} else if (type && strcmp(type, "registry") == 0 && registry && repository) {
-		size_t n = strlen(registry) + strlen(repository) + 2;
-		char *text = malloc(n);
-		if (text == NULL) {
-			rc = clip_err_set(err, ENOMEM, "out of memory");
-		} else {
-			snprintf(text, n, "%s/%s", registry, repository);
-			rc = open_registry(c, text, ro, err);
-			free(text);
-		}
-	} else {
-		rc = clip_err_set(err, ENOTSUP,
-				  "archive source of type %s is not known; give one with --source",
-				  type ? type : "missing");
-	}
-	json_decref(src);
-	return rc;
+	if (o && o->source)
+		return clip_source_open_text(o->source, ro, &c->source, err);
+	return clip_source_open_record(clip_archive_source_json(c->archive), ro, &c->source, err);
 }
 
-static ssize_t blob_pread(void *opaque, void *buf, size_t len, uint64_t offset,
-			  struct clip_err *err)
+static int open_caches(struct clip_content *c, const struct clip_content_options *o,
+		       struct clip_err *err)
 {
-	const struct layer_state *l = opaque;
-	struct clip_content *c = l->content;
-	if (c->registry)
-		return clip_registry_blob_read(c->registry, l->info.digest, buf, len, offset, err);
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n =
-			pread(l->fd, (unsigned char *)buf + got, len - got, (off_t)(offset + got));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return clip_err_set(err, errno, "read at offset %llu: %s",
-					    (unsigned long long)(offset + got), strerror(errno));
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
+	if (o && o->cache_dir) {
+		struct clip_diskcache_options dco = { o->cache_dir, o->cache_max };
+		int rc = clip_diskcache_open(&dco, &c->cache, err);
+		if (rc < 0)
+			return clip_err_prefix(err, "disk cache");
 	}
-	return (ssize_t)got;
-}
-
-/* clip_blob_source.map for a local blob (gzindex.h). OCI tools never rewrite
- * a blob in place (they write a new file and rename it: the name is its
- * digest), so a mapping is not cut short under the reader; the size is
- * checked first so that a short blob is an error, never a SIGBUS. */
-static int blob_map(void *opaque, uint64_t offset, size_t len, struct clip_blob_map *m,
-		    struct clip_err *err)
-{
-	const struct layer_state *l = opaque;
-	struct stat st;
-	if (fstat(l->fd, &st) < 0)
-		return clip_err_set(err, errno, "compressed blob: %s", strerror(errno));
-	uint64_t size = (uint64_t)st.st_size;
-	if (size < offset || size - offset < len)
-		return clip_err_set(err, EIO,
-				    "compressed blob: ends at %llu, index expects %llu bytes",
-				    (unsigned long long)size, (unsigned long long)(offset + len));
-	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-	uint64_t base_off = offset - offset % page;
-	size_t base_len = len + (size_t)(offset - base_off);
-	void *p = mmap(NULL, base_len, PROT_READ, MAP_PRIVATE, l->fd, (off_t)base_off);
-	if (p == MAP_FAILED)
-		return clip_err_set(err, errno, "compressed blob: mapping %zu bytes at %llu: %s",
-				    len, (unsigned long long)offset, strerror(errno));
-	m->base = p;
-	m->base_len = base_len;
-	m->data = (const unsigned char *)p + (offset - base_off);
+	if (o && o->remote_cache) {
+		int rc =
+			clip_rcache_open(o->remote_cache, o->remote_cache_options, &c->rcache, err);
+		if (rc < 0)
+			return clip_err_prefix(err, "remote cache");
+	}
 	return 0;
-}
-
-/* Where a layer's compressed bytes come from: the registry, or the local
- * blob (mapped for the checkpoint reader). */
-static struct clip_blob_source layer_source(struct layer_state *l)
-{
-	struct clip_blob_source src = { .pread = blob_pread, .opaque = l };
-	if (l->content->registry == NULL)
-		src.map = blob_map;
-	return src;
-}
-
-/* A sequential stream of a local blob. */
-struct fd_stream {
-	const struct layer_state *layer;
-	uint64_t pos;
-};
-
-static ssize_t fd_stream_read(void *opaque, void *buf, size_t len, struct clip_err *err)
-{
-	struct fd_stream *s = opaque;
-	ssize_t n = blob_pread((void *)s->layer, buf, len, s->pos, err);
-	if (n > 0)
-		s->pos += (uint64_t)n;
-	return n;
 }
 
 int clip_content_open(const struct clip_archive *archive, const struct clip_content_options *o,
@@ -271,7 +118,7 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 {
 	struct clip_content *c = calloc(1, sizeof(*c));
 	if (c == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	c->archive = archive;
 	c->no_checkpoints = o && o->no_checkpoints;
 	pthread_mutex_init(&c->lock, NULL);
@@ -283,18 +130,18 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 	c->layers = calloc(c->nlayers ? c->nlayers : 1, sizeof(*c->layers));
 	if (c->layers == NULL) {
 		free(c);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	for (uint32_t i = 0; i < c->nlayers; i++) {
 		struct layer_state *l = &c->layers[i];
-		l->fd = -1;
+		l->blob.fd = -1;
 		l->index = i;
-		l->content = c;
 		pthread_cond_init(&l->streamed, NULL);
 		clip_archive_layer(archive, i, &l->info);
 		const char *colon = strchr(l->info.digest, ':');
 		snprintf(l->hex, sizeof(l->hex), "%s", colon ? colon + 1 : l->info.digest);
 	}
+	c->hash_bytes = st.chunk_bytes;
 	c->chunk_bytes = o && o->chunk_size ? o->chunk_size
 			 : st.chunk_bytes   ? st.chunk_bytes
 					    : CLIP_DEFAULT_CHUNK_BYTES;
@@ -304,20 +151,10 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 		clip_content_close(c);
 		return clip_err_prefix(err, "image source");
 	}
-	if (o && o->cache_dir) {
-		struct clip_diskcache_options dco = { o->cache_dir, o->cache_max };
-		rc = clip_diskcache_open(&dco, &c->cache, err);
-		if (rc < 0) {
-			clip_content_close(c);
-			return clip_err_prefix(err, "disk cache");
-		}
-	}
-	if (o && o->remote_cache) {
-		rc = clip_rcache_open(o->remote_cache, o->remote_cache_options, &c->rcache, err);
-		if (rc < 0) {
-			clip_content_close(c);
-			return clip_err_prefix(err, "remote cache");
-		}
+	rc = open_caches(c, o, err);
+	if (rc < 0) {
+		clip_content_close(c);
+		return rc;
 	}
 	*out = c;
 	return 0;
@@ -328,134 +165,28 @@ static int layer_prepare(struct clip_content *c, struct layer_state *l, struct c
 	int rc = 0;
 	pthread_mutex_lock(&c->lock);
 	if (!l->ready) {
-		if (c->layout) {
-			rc = clip_oci_layout_open_blob(c->layout, l->info.digest, &l->fd, err);
-			struct stat st;
-			if (rc == 0 && fstat(l->fd, &st) == 0 &&
-			    (uint64_t)st.st_size != l->info.compressed_size)
-				rc = clip_err_set(err, EBADMSG,
-						  "blob is %lld bytes, the archive expects %llu",
-						  (long long)st.st_size,
-						  (unsigned long long)l->info.compressed_size);
-		}
+		rc = clip_source_blob_open(&c->source, l->info.digest, l->info.compressed_size,
+					   &l->blob, err);
 		if (rc == 0 && l->info.compression == CLIP_COMPRESSION_GZIP && !c->no_checkpoints &&
 		    l->info.ncheckpoints > 0)
 			rc = clip_archive_layer_gzindex(c->archive, l->index, &l->gz, err);
-		if (rc == 0) {
+		if (rc == 0)
 			l->ready = true;
-		} else if (l->fd >= 0) {
-			close(l->fd);
-			l->fd = -1;
-		}
+		else
+			clip_source_blob_close(&l->blob);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
 
-/* Whether ranges of this layer can be produced without inflating it from
- * its start: plain tar, or gzip with checkpoints. */
-static bool has_spans(const struct layer_state *l)
-{
-	return l->info.compression == CLIP_COMPRESSION_NONE || l->gz != NULL;
-}
-
-/* Tier 3: produce tar bytes [off, off+len) of a layer that has spans. */
-static ssize_t span_read(struct clip_content *c, struct layer_state *l, void *buf, size_t len,
-			 uint64_t off, struct clip_gz_read_stats *gz, struct clip_err *err)
-{
-	struct clip_blob_source src = layer_source(l);
-	if (l->info.compression == CLIP_COMPRESSION_NONE) {
-		ssize_t n = blob_pread(l, buf, len, off, err);
-		if (n > 0)
-			gz->compressed_bytes += (uint64_t)n;
-		return n;
-	}
-	return clip_gz_index_read(l->gz, &src, buf, len, off, gz, err);
-}
-
-/* zstd without a disk cache: inflate from the start and discard. */
-static ssize_t zstd_read_from_start(const struct clip_blob_source *src, void *buf, size_t len,
-				    uint64_t offset, struct clip_gz_read_stats *stats,
-				    struct clip_err *err)
-{
-	ZSTD_DCtx *dctx = ZSTD_createDCtx();
-	unsigned char *in = malloc(1 << 18), *scratch = malloc(1 << 18);
-	ssize_t result = 0;
-	if (dctx == NULL || in == NULL || scratch == NULL) {
-		result = clip_err_set(err, ENOMEM, "out of memory");
-		goto out;
-	}
-	uint64_t cpos = 0, upos = 0;
-	size_t copied = 0;
-	size_t ret = 1;
-	while (copied < len) {
-		ssize_t n = src->pread(src->opaque, in, 1 << 18, cpos, err);
-		if (n < 0) {
-			result = n;
-			goto out;
-		}
-		if (n == 0) {
-			if (ret != 0) {
-				result = clip_err_set(err, EBADMSG, "truncated zstd stream");
-				goto out;
-			}
-			break;
-		}
-		cpos += (uint64_t)n;
-		stats->compressed_bytes += (uint64_t)n;
-		ZSTD_inBuffer zin = { in, (size_t)n, 0 };
-		while ((zin.pos < zin.size || ret != 0) && copied < len) {
-			ZSTD_outBuffer zout = { scratch, 1 << 18, 0 };
-			ret = ZSTD_decompressStream(dctx, &zout, &zin);
-			if (ZSTD_isError(ret)) {
-				result = clip_err_set(err, EBADMSG, "invalid zstd data: %s",
-						      ZSTD_getErrorName(ret));
-				goto out;
-			}
-			stats->inflated_bytes += zout.pos;
-			/* Copy the part of this output that falls in the range. */
-			uint64_t ostart = upos, oend = upos + zout.pos;
-			uint64_t want_start = offset + copied, want_end = offset + len;
-			if (oend > want_start && ostart < want_end) {
-				uint64_t from = want_start > ostart ? want_start : ostart;
-				uint64_t to = want_end < oend ? want_end : oend;
-				memcpy((unsigned char *)buf + copied, scratch + (from - ostart),
-				       (size_t)(to - from));
-				copied += (size_t)(to - from);
-			}
-			upos = oend;
-			if (zout.pos == 0 && zin.pos == zin.size)
-				break;
-		}
-	}
-	result = (ssize_t)copied;
-out:
-	ZSTD_freeDCtx(dctx);
-	free(in);
-	free(scratch);
-	return result;
-}
-
-/* Without a disk cache: the smallest read that answers the request. */
-static ssize_t direct_read(struct clip_content *c, struct layer_state *l, void *buf, size_t len,
-			   uint64_t off, struct clip_gz_read_stats *gz, struct clip_err *err)
-{
-	struct clip_blob_source src = layer_source(l);
-	if (has_spans(l))
-		return span_read(c, l, buf, len, off, gz, err);
-	if (l->info.compression == CLIP_COMPRESSION_GZIP)
-		return clip_gz_read_from_start(&src, buf, len, off, gz, err);
-	return zstd_read_from_start(&src, buf, len, off, gz, err);
-}
-
 /* ---- chunks ------------------------------------------------------------- */
 
-static uint64_t chunk_count(const struct clip_content *c, const struct layer_state *l)
+uint64_t content_chunk_count(const struct clip_content *c, const struct layer_state *l)
 {
 	return (l->info.uncompressed_size + c->chunk_bytes - 1) / c->chunk_bytes;
 }
 
-static size_t chunk_len(const struct clip_content *c, const struct layer_state *l, uint64_t k)
+size_t content_chunk_len(const struct clip_content *c, const struct layer_state *l, uint64_t k)
 {
 	uint64_t start = k * c->chunk_bytes;
 	uint64_t end = start + c->chunk_bytes;
@@ -464,48 +195,14 @@ static size_t chunk_len(const struct clip_content *c, const struct layer_state *
 	return (size_t)(end - start);
 }
 
+/* The archive's hash of cache chunk k, when the grids agree. */
 static const unsigned char *expected_hash(struct clip_content *c, const struct layer_state *l,
 					  uint64_t k)
 {
 	return c->archive_hashes ? clip_archive_chunk_hash(c->archive, l->index, k) : NULL;
 }
 
-/* Hash chunk k's bytes into `hash`: true when they match the archive's hash
- * or it has none. */
-static bool chunk_hash_check(struct clip_content *c, const struct layer_state *l, uint64_t k,
-			     const void *data, size_t len, unsigned char hash[32])
-{
-	clip_sha256_once(data, len, hash);
-	const unsigned char *want = expected_hash(c, l, k);
-	return want == NULL || memcmp(want, hash, 32) == 0;
-}
-
-/* Check a produced chunk against the archive's hash (when it has one) and
- * return its SHA-256 in `hash`. */
-static int chunk_verify(struct clip_content *c, const struct layer_state *l, uint64_t k,
-			const void *data, size_t len, unsigned char hash[32], struct clip_err *err)
-{
-	if (!chunk_hash_check(c, l, k, data, len, hash)) {
-		pthread_mutex_lock(&c->lock);
-		c->stats.tier[CLIP_TIER_SPAN].errors++;
-		pthread_mutex_unlock(&c->lock);
-		return clip_err_set(err, EBADMSG,
-				    "chunk %llu does not match its hash in the archive",
-				    (unsigned long long)k);
-	}
-	return 0;
-}
-
-/* The part of one chunk a reader waits for: whoever produces that chunk
- * copies [off, off+len) of it to buf and sets done. */
-struct chunk_want {
-	uint64_t chunk;
-	void *buf;
-	size_t len, off;
-	bool done;
-};
-
-static void want_fill(struct chunk_want *w, uint64_t k, const unsigned char *data)
+void content_want_fill(struct chunk_want *w, uint64_t k, const unsigned char *data)
 {
 	if (w && !w->done && w->chunk == k) {
 		memcpy(w->buf, data + w->off, w->len);
@@ -513,17 +210,12 @@ static void want_fill(struct chunk_want *w, uint64_t k, const unsigned char *dat
 	}
 }
 
-/* Store a verified chunk in the disk cache. A full or broken disk only costs
- * speed, so failures are counted, not returned. */
-static void chunk_store(struct clip_content *c, const struct layer_state *l, uint64_t k,
-			const void *data, size_t len, const unsigned char hash[32], bool to_remote)
+void content_chunk_store(struct clip_content *c, const struct layer_state *l, uint64_t k,
+			 const void *data, size_t len, const unsigned char hash[32], bool to_remote)
 {
 	struct clip_err e = { 0 };
-	if (c->cache && clip_diskcache_put(c->cache, l->hex, k, data, len, hash, &e) < 0) {
-		pthread_mutex_lock(&c->lock);
-		c->stats.tier[CLIP_TIER_DISK].errors++;
-		pthread_mutex_unlock(&c->lock);
-	}
+	if (c->cache && clip_diskcache_put(c->cache, l->hex, k, data, len, hash, &e) < 0)
+		CLIP_COUNT(c->counters.tier[CLIP_TIER_DISK].errors, 1);
 	/* Only chunks the archive has a hash for are worth sharing: nobody
 	 * could verify the others. The store is queued, never waited for. */
 	char key[256];
@@ -543,174 +235,27 @@ static int remote_get(struct clip_content *c, const struct layer_state *l, uint6
 	if (c->rcache == NULL || !c->archive_hashes ||
 	    clip_rcache_key(c->rcache, l->hex, k, key, sizeof(key)) < 0)
 		return 0;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = content_now_ns();
 	struct clip_err e = { 0 };
 	ssize_t n = c->rcache->ops->get(c->rcache->self, key, data, len, 0, &e);
 	if (n == -ENOENT || (n >= 0 && (size_t)n != len)) {
-		count_tier(c, CLIP_TIER_REMOTE, 0, 0, t0);
+		content_count_tier(c, CLIP_TIER_REMOTE, 0, 0, t0);
 		return 0;
 	}
 	if (n < 0) {
-		count_tier(c, CLIP_TIER_REMOTE, -1, 0, t0);
+		content_count_tier(c, CLIP_TIER_REMOTE, -1, 0, t0);
 		return 0;
 	}
-	/* Only chunks with a hash in the archive are read from here. */
 	unsigned char hash[32];
-	if (expected_hash(c, l, k) == NULL || !chunk_hash_check(c, l, k, data, len, hash)) {
+	if (content_chunk_verify(c, l, k, data, len, hash, &e) < 0) {
 		/* A poisoned or stale entry: count it and fall through. */
-		pthread_mutex_lock(&c->lock);
-		c->stats.remote_verify_failures++;
-		pthread_mutex_unlock(&c->lock);
-		count_tier(c, CLIP_TIER_REMOTE, -1, 0, t0);
+		CLIP_COUNT(c->counters.remote_verify_failures, 1);
+		content_count_tier(c, CLIP_TIER_REMOTE, -1, 0, t0);
 		return 0;
 	}
-	count_tier(c, CLIP_TIER_REMOTE, 1, len, t0);
-	chunk_store(c, l, k, data, len, hash, false);
+	content_count_tier(c, CLIP_TIER_REMOTE, 1, len, t0);
+	content_chunk_store(c, l, k, data, len, hash, false);
 	return 1;
-}
-
-/* Tier 4: stream the whole layer once, inflate it, and store every chunk in
- * the disk cache. */
-static int layer_fetch(struct clip_content *c, struct layer_state *l, struct chunk_want *want,
-		       struct clip_err *err)
-{
-	struct clip_stream stream = { 0 };
-	struct fd_stream fs = { l, 0 };
-	int rc;
-	if (c->registry) {
-		rc = clip_registry_blob_stream(c->registry, l->info.digest, l->info.compressed_size,
-					       &stream, err);
-		if (rc < 0)
-			return rc;
-	} else {
-		stream = (struct clip_stream){ fd_stream_read, NULL, &fs };
-	}
-	const size_t in_cap = 1 << 18;
-	size_t out_cap = (size_t)c->chunk_bytes;
-	unsigned char *in = malloc(in_cap), *chunk = malloc(out_cap);
-	struct clip_gz_scanner *gzs = NULL;
-	ZSTD_DCtx *zs = NULL;
-	enum clip_compression comp = l->info.compression;
-	if (comp == CLIP_COMPRESSION_GZIP)
-		gzs = clip_gz_scanner_new();
-	else if (comp == CLIP_COMPRESSION_ZSTD)
-		zs = ZSTD_createDCtx();
-	struct clip_sha256 blob_sha;
-	clip_sha256_init(&blob_sha);
-	struct clip_gz_boundary bounds[64];
-	size_t fill = 0;
-	uint64_t k = 0, cbytes = 0, ubytes = 0;
-	size_t zret = 1;
-	if (in == NULL || chunk == NULL || (comp == CLIP_COMPRESSION_GZIP && gzs == NULL) ||
-	    (comp == CLIP_COMPRESSION_ZSTD && zs == NULL)) {
-		rc = clip_err_set(err, ENOMEM, "out of memory");
-		goto out;
-	}
-	rc = 0;
-	for (bool eof = false; !eof && rc == 0;) {
-		ssize_t n = stream.read(stream.opaque, in, in_cap, err);
-		if (n < 0) {
-			rc = (int)n;
-			break;
-		}
-		eof = n == 0;
-		cbytes += (uint64_t)n;
-		clip_sha256_update(&blob_sha, in, (size_t)n);
-		size_t pos = 0;
-		/* Decompress into the chunk buffer; each full chunk is stored. */
-		while (rc == 0) {
-			size_t produced = 0, used = 0, nb = 0;
-			if (comp == CLIP_COMPRESSION_NONE) {
-				used = (size_t)n - pos < out_cap - fill ? (size_t)n - pos
-									: out_cap - fill;
-				memcpy(chunk + fill, in + pos, used);
-				produced = used;
-			} else if (comp == CLIP_COMPRESSION_GZIP) {
-				/* At the end, call once more with no input: inflate
-				 * may still hold output that did not fit. */
-				if (pos == (size_t)n && !eof)
-					break;
-				rc = clip_gz_scanner_run(gzs, in + pos, (size_t)n - pos, &used,
-							 chunk + fill, out_cap - fill, &produced,
-							 bounds, CLIP_ARRAY_SIZE(bounds), &nb, err);
-			} else {
-				ZSTD_inBuffer zin = { in, (size_t)n, pos };
-				ZSTD_outBuffer zout = { chunk + fill, out_cap - fill, 0 };
-				size_t r = ZSTD_decompressStream(zs, &zout, &zin);
-				if (ZSTD_isError(r))
-					rc = clip_err_set(err, EBADMSG, "invalid zstd data: %s",
-							  ZSTD_getErrorName(r));
-				used = zin.pos - pos;
-				produced = zout.pos;
-				/* A call that moved nothing says nothing about whether
-				 * the last frame ended (after an end it asks for the
-				 * next frame's header). */
-				if (used || produced)
-					zret = r;
-			}
-			if (rc < 0)
-				break;
-			pos += used;
-			fill += produced;
-			ubytes += produced;
-			if (ubytes > l->info.uncompressed_size) {
-				rc = clip_err_set(
-					err, EBADMSG,
-					"layer inflates to more than the %llu bytes indexed",
-					(unsigned long long)l->info.uncompressed_size);
-				break;
-			}
-			if (fill == out_cap || (fill && ubytes == l->info.uncompressed_size)) {
-				unsigned char hash[32];
-				rc = chunk_verify(c, l, k, chunk, fill, hash, err);
-				if (rc < 0)
-					break;
-				chunk_store(c, l, k, chunk, fill, hash, true);
-				want_fill(want, k, chunk);
-				pthread_mutex_lock(&c->lock);
-				c->stats.tier[CLIP_TIER_LAYER].bytes += fill;
-				pthread_mutex_unlock(&c->lock);
-				k++;
-				fill = 0;
-			}
-			if (used == 0 && produced == 0 && nb == 0)
-				break;
-			if (comp == CLIP_COMPRESSION_NONE && pos == (size_t)n)
-				break;
-		}
-	}
-	if (rc == 0 && gzs)
-		rc = clip_gz_scanner_finish(gzs, err);
-	if (rc == 0 && zs && zret != 0)
-		rc = clip_err_set(err, EBADMSG, "truncated zstd stream");
-	if (rc == 0 && (ubytes != l->info.uncompressed_size || k != chunk_count(c, l)))
-		rc = clip_err_set(
-			err, EBADMSG, "layer inflates to %llu bytes, the archive says %llu",
-			(unsigned long long)ubytes, (unsigned long long)l->info.uncompressed_size);
-	if (rc == 0) {
-		/* Without chunk hashes in the archive (version 1) the blob digest is
-		 * what vouches for the data. */
-		char digest[72] = "sha256:";
-		unsigned char md[32];
-		clip_sha256_final(&blob_sha, md);
-		for (int i = 0; i < 32; i++)
-			snprintf(digest + 7 + 2 * i, 3, "%02x", md[i]);
-		if (strcmp(digest, l->info.digest) != 0)
-			rc = clip_err_set(err, EBADMSG, "digest mismatch: the blob hashes to %s",
-					  digest);
-	}
-	pthread_mutex_lock(&c->lock);
-	c->stats.gz.compressed_bytes += cbytes;
-	c->stats.gz.inflated_bytes += ubytes;
-	pthread_mutex_unlock(&c->lock);
-out:
-	if (stream.close)
-		stream.close(stream.opaque);
-	free(in);
-	free(chunk);
-	clip_gz_scanner_free(gzs);
-	ZSTD_freeDCtx(zs);
-	return rc;
 }
 
 /* A byte range of a layer's tar: the file a read is for. */
@@ -733,7 +278,7 @@ static void span_batch(const struct clip_content *c, const struct layer_state *l
 	if (l->gz == NULL || l->gz->count == 0)
 		return;
 	uint64_t start = k * c->chunk_bytes;
-	uint64_t end = start + chunk_len(c, l, k);
+	uint64_t end = start + content_chunk_len(c, l, k);
 	ssize_t i = clip_gz_index_find(l->gz, start);
 	ssize_t j = clip_gz_index_find(l->gz, end - 1);
 	if (i < 0 || j < 0)
@@ -742,7 +287,7 @@ static void span_batch(const struct clip_content *c, const struct layer_state *l
 	uint64_t span_end =
 		(size_t)j + 1 < l->gz->count ? l->gz->points[j + 1].out : l->info.uncompressed_size;
 	uint64_t lo = (span_start + c->chunk_bytes - 1) / c->chunk_bytes;
-	uint64_t hi = span_end == l->info.uncompressed_size ? chunk_count(c, l)
+	uint64_t hi = span_end == l->info.uncompressed_size ? content_chunk_count(c, l)
 							    : span_end / c->chunk_bytes;
 	uint64_t max_chunks = SPAN_BATCH_MAX / c->chunk_bytes;
 	if (max_chunks == 0)
@@ -768,37 +313,80 @@ static void span_batch(const struct clip_content *c, const struct layer_state *l
 		*last = hi - 1;
 }
 
+/* Tier 4 for chunk_fetch: one whole-layer fetch at a time; the others wait
+ * for it and then look for their chunk in the cache (1: look again). */
+static int layer_tier(struct clip_content *c, struct layer_state *l, struct chunk_want *want,
+		      struct clip_err *err)
+{
+	if (l->streaming) {
+		CLIP_COUNT(c->counters.coalesced, 1);
+		while (l->streaming)
+			pthread_cond_wait(&l->streamed, &c->lock);
+		pthread_mutex_unlock(&c->lock);
+		return 1;
+	}
+	l->streaming = true;
+	pthread_mutex_unlock(&c->lock);
+	uint64_t t0 = content_now_ns();
+	int rc = content_layer_fetch(c, l, want, err);
+	content_count_tier(c, CLIP_TIER_LAYER, rc < 0 ? -1 : 1, 0, t0);
+	pthread_mutex_lock(&c->lock);
+	l->streaming = false;
+	pthread_cond_broadcast(&l->streamed);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* Tier 3 for chunk_fetch: produce chunks [first, last] around k from their
+ * spans (or plain tar range), and keep each one. */
+static int span_tier(struct clip_content *c, struct layer_state *l, uint64_t k,
+		     const struct extent *file, struct chunk_want *want, struct clip_err *err)
+{
+	uint64_t first, last;
+	span_batch(c, l, k, file, &first, &last);
+	uint64_t start = first * c->chunk_bytes;
+	size_t len = (size_t)(last * c->chunk_bytes + content_chunk_len(c, l, last) - start);
+	cleanup_free unsigned char *data = malloc(len ? len : 1);
+	if (data == NULL)
+		return clip_err_nomem(err);
+	uint64_t t0 = content_now_ns();
+	ssize_t n = content_span_read(c, l, data, len, start, err);
+	if (n >= 0 && (size_t)n != len)
+		n = clip_err_set(err, EIO, "chunk %llu ends early (%zd of %zu bytes)",
+				 (unsigned long long)k, n, len);
+	int rc = n < 0 ? (int)n : 0;
+	for (uint64_t i = first; rc == 0 && i <= last; i++) {
+		unsigned char hash[32];
+		const unsigned char *p = data + (i - first) * c->chunk_bytes;
+		size_t clen = content_chunk_len(c, l, i);
+		/* Vouched for already; where the grids agree, the archive's hash
+		 * checks the inflated bytes once more, for the price of the
+		 * hash the cache needs anyway. */
+		if (c->archive_hashes)
+			rc = content_chunk_verify(c, l, i, p, clen, hash, err);
+		else
+			clip_sha256_once(p, clen, hash);
+		if (rc == 0) {
+			content_chunk_store(c, l, i, p, clen, hash, true);
+			content_want_fill(want, i, p);
+		}
+	}
+	content_count_tier(c, CLIP_TIER_SPAN, rc < 0 ? -1 : 1, rc < 0 ? 0 : len, t0);
+	return rc;
+}
+
 /* Make sure chunk k of layer l is in the disk cache, fetching it from the
- * fastest tier that has it. Concurrent callers for the same chunk (or, for
- * whole-layer fetches, the same layer) wait for the first. */
+ * source. Concurrent callers for the same chunk (or, for whole-layer
+ * fetches, the same layer) wait for the first: 1 tells them to look again. */
 static int chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k,
 		       const struct extent *file, struct chunk_want *want, struct clip_err *err)
 {
 	pthread_mutex_lock(&c->lock);
-	if (!has_spans(l)) {
-		/* One whole-layer fetch at a time; the others then find their
-		 * chunk in the cache. */
-		if (l->streaming) {
-			c->stats.coalesced++;
-			while (l->streaming)
-				pthread_cond_wait(&l->streamed, &c->lock);
-			pthread_mutex_unlock(&c->lock);
-			return 1; /* look again */
-		}
-		l->streaming = true;
-		pthread_mutex_unlock(&c->lock);
-		uint64_t t0 = now_ns();
-		int rc = layer_fetch(c, l, want, err);
-		count_tier(c, CLIP_TIER_LAYER, rc < 0 ? -1 : 1, 0, t0);
-		pthread_mutex_lock(&c->lock);
-		l->streaming = false;
-		pthread_cond_broadcast(&l->streamed);
-		pthread_mutex_unlock(&c->lock);
-		return rc;
-	}
+	if (!content_ranges_vouched(c, l))
+		return layer_tier(c, l, want, err); /* unlocks */
 	for (struct inflight *f = c->inflight; f; f = f->next) {
 		if (f->layer == l->index && f->chunk == k) {
-			c->stats.coalesced++;
+			CLIP_COUNT(c->counters.coalesced, 1);
 			f->waiters++;
 			while (!f->finished)
 				pthread_cond_wait(&f->done, &c->lock);
@@ -807,13 +395,13 @@ static int chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k
 				free(f);
 			}
 			pthread_mutex_unlock(&c->lock);
-			return 1; /* look again */
+			return 1;
 		}
 	}
 	struct inflight *f = calloc(1, sizeof(*f));
 	if (f == NULL) {
 		pthread_mutex_unlock(&c->lock);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	f->layer = l->index;
 	f->chunk = k;
@@ -823,39 +411,8 @@ static int chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k
 	c->inflight = f;
 	pthread_mutex_unlock(&c->lock);
 
-	uint64_t first, last;
-	span_batch(c, l, k, file, &first, &last);
-	uint64_t start = first * c->chunk_bytes;
-	size_t len = (size_t)(last * c->chunk_bytes + chunk_len(c, l, last) - start);
-	unsigned char *data = malloc(len ? len : 1);
-	int rc;
-	if (data == NULL) {
-		rc = clip_err_set(err, ENOMEM, "out of memory");
-	} else {
-		uint64_t t0 = now_ns();
-		struct clip_gz_read_stats gz = { 0 };
-		ssize_t n = span_read(c, l, data, len, start, &gz, err);
-		if (n >= 0 && (size_t)n != len)
-			n = clip_err_set(err, EIO, "chunk %llu ends early (%zd of %zu bytes)",
-					 (unsigned long long)k, n, len);
-		rc = n < 0 ? (int)n : 0;
-		for (uint64_t i = first; rc == 0 && i <= last; i++) {
-			unsigned char hash[32];
-			const unsigned char *p = data + (i - first) * c->chunk_bytes;
-			rc = chunk_verify(c, l, i, p, chunk_len(c, l, i), hash, err);
-			if (rc == 0) {
-				chunk_store(c, l, i, p, chunk_len(c, l, i), hash, true);
-				want_fill(want, i, p);
-			}
-		}
-		count_tier(c, CLIP_TIER_SPAN, rc < 0 ? -1 : 1, rc < 0 ? 0 : len, t0);
-		pthread_mutex_lock(&c->lock);
-		c->stats.gz.spans += gz.spans;
-		c->stats.gz.compressed_bytes += gz.compressed_bytes;
-		c->stats.gz.inflated_bytes += gz.inflated_bytes;
-		pthread_mutex_unlock(&c->lock);
-	}
-	free(data);
+	int rc = span_tier(c, l, k, file, want, err);
+
 	pthread_mutex_lock(&c->lock);
 	for (struct inflight **p = &c->inflight; *p; p = &(*p)->next) {
 		if (*p == f) {
@@ -898,9 +455,9 @@ static void *readahead_main(void *arg)
 		span_batch(c, l, r->chunk, &file, &first, &last);
 		unsigned char probe;
 		struct clip_err e = { 0 };
-		bool cached =
-			clip_diskcache_read(c->cache, l->hex, r->chunk, chunk_len(c, l, r->chunk),
-					    expected_hash(c, l, r->chunk), &probe, 1, 0, &e) >= 0;
+		bool cached = clip_diskcache_read(
+				      c->cache, l->hex, r->chunk, content_chunk_len(c, l, r->chunk),
+				      expected_hash(c, l, r->chunk), &probe, 1, 0, &e) >= 0;
 		int rc = cached ? 0 : chunk_fetch(c, l, r->chunk, &file, NULL, &e);
 		uint64_t done = (last + 1 - r->chunk) * c->chunk_bytes;
 		if (rc >= 0 && r->budget > done)
@@ -915,8 +472,8 @@ static void *readahead_main(void *arg)
 static void readahead_push(struct clip_content *c, const struct layer_state *l, uint64_t k,
 			   const struct extent *file, uint64_t budget)
 {
-	if (c->cache == NULL || !has_spans(l) || k * c->chunk_bytes >= file->end ||
-	    k >= chunk_count(c, l))
+	if (c->cache == NULL || !content_ranges_vouched(c, l) || k * c->chunk_bytes >= file->end ||
+	    k >= content_chunk_count(c, l))
 		return;
 	struct readahead *r = malloc(sizeof(*r));
 	if (r == NULL)
@@ -952,35 +509,33 @@ static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
 		      const struct extent *file, void *buf, size_t len, size_t off,
 		      struct clip_err *err)
 {
-	size_t clen = chunk_len(c, l, k);
+	size_t clen = content_chunk_len(c, l, k);
 	/* A fetch that another reader made for us is looked for in the disk
 	 * cache; a disk that cannot keep it (full) makes us fetch it ourselves,
 	 * a bounded number of times. */
 	for (int attempt = 0; attempt < 4; attempt++) {
 		if (c->cache) {
-			uint64_t t0 = now_ns();
+			uint64_t t0 = content_now_ns();
 			ssize_t n = clip_diskcache_read(c->cache, l->hex, k, clen,
 							expected_hash(c, l, k), buf, len, off, err);
 			if (n >= 0) {
-				count_tier(c, CLIP_TIER_DISK, 1, (uint64_t)n, t0);
+				content_count_tier(c, CLIP_TIER_DISK, 1, (uint64_t)n, t0);
 				return 0;
 			}
 			if (n != -ENOENT) {
-				count_tier(c, CLIP_TIER_DISK, -1, 0, t0);
+				content_count_tier(c, CLIP_TIER_DISK, -1, 0, t0);
 				return (int)n;
 			}
-			count_tier(c, CLIP_TIER_DISK, 0, 0, t0);
+			content_count_tier(c, CLIP_TIER_DISK, 0, 0, t0);
 		}
 		if (c->rcache && c->archive_hashes) {
-			unsigned char *data = malloc(clen ? clen : 1);
+			cleanup_free unsigned char *data = malloc(clen ? clen : 1);
 			if (data == NULL)
-				return clip_err_set(err, ENOMEM, "out of memory");
-			int hit = remote_get(c, l, k, data, clen);
-			if (hit)
+				return clip_err_nomem(err);
+			if (remote_get(c, l, k, data, clen)) {
 				memcpy(buf, data + off, len);
-			free(data);
-			if (hit)
 				return 0;
+			}
 		}
 		struct chunk_want want = { k, buf, len, off, false };
 		int rc = chunk_fetch(c, l, k, file, &want, err);
@@ -997,6 +552,28 @@ static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
 	}
 	return clip_err_set(err, EIO, "chunk %llu: the disk cache does not keep it",
 			    (unsigned long long)k);
+}
+
+/* Read [tar_off, tar_off+len) of file `file` chunk by chunk through the
+ * tiers. */
+static ssize_t chunked_read(struct clip_content *c, struct layer_state *l,
+			    const struct extent *file, unsigned char *buf, size_t len,
+			    uint64_t tar_off, struct clip_err *err)
+{
+	size_t done = 0;
+	while (done < len) {
+		uint64_t pos = tar_off + done;
+		uint64_t k = pos / c->chunk_bytes;
+		size_t in_chunk = (size_t)(pos - k * c->chunk_bytes);
+		size_t want = (size_t)c->chunk_bytes - in_chunk;
+		if (want > len - done)
+			want = len - done;
+		int rc = chunk_read(c, l, k, file, buf + done, want, in_chunk, err);
+		if (rc < 0)
+			return rc;
+		done += want;
+	}
+	return (ssize_t)done;
 }
 
 ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_t len,
@@ -1025,37 +602,14 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 	uint64_t tar_off = inode.data_offset + offset;
 	ssize_t n;
 	if (c->cache == NULL && c->rcache == NULL) {
-		uint64_t t0 = now_ns();
-		struct clip_gz_read_stats gz = { 0 };
-		n = direct_read(c, l, buf, len, tar_off, &gz, err);
-		count_tier(c, has_spans(l) ? CLIP_TIER_SPAN : CLIP_TIER_LAYER, n < 0 ? -1 : 1,
-			   n < 0 ? 0 : (uint64_t)n, t0);
-		pthread_mutex_lock(&c->lock);
-		c->stats.gz.spans += gz.spans;
-		c->stats.gz.compressed_bytes += gz.compressed_bytes;
-		c->stats.gz.inflated_bytes += gz.inflated_bytes;
-		pthread_mutex_unlock(&c->lock);
+		uint64_t t0 = content_now_ns();
+		n = content_direct_read(c, l, buf, len, tar_off, err);
+		content_count_tier(c,
+				   content_ranges_vouched(c, l) ? CLIP_TIER_SPAN : CLIP_TIER_LAYER,
+				   n < 0 ? -1 : 1, n < 0 ? 0 : (uint64_t)n, t0);
 	} else {
-		size_t done = 0;
 		const struct extent file = { inode.data_offset, inode.data_offset + inode.size };
-		n = 0;
-		while (done < len) {
-			uint64_t pos = tar_off + done;
-			uint64_t k = pos / c->chunk_bytes;
-			size_t in_chunk = (size_t)(pos - k * c->chunk_bytes);
-			size_t want = (size_t)c->chunk_bytes - in_chunk;
-			if (want > len - done)
-				want = len - done;
-			rc = chunk_read(c, l, k, &file, (unsigned char *)buf + done, want, in_chunk,
-					err);
-			if (rc < 0) {
-				n = rc;
-				break;
-			}
-			done += want;
-		}
-		if (n == 0)
-			n = (ssize_t)done;
+		n = chunked_read(c, l, &file, buf, len, tar_off, err);
 	}
 	atomic_fetch_sub(&c->active_reads, 1);
 	if (n < 0)
@@ -1063,38 +617,37 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 	if ((size_t)n < len)
 		return clip_err_set(err, EIO, "layer %s: file data ends early (%zd of %zu bytes)",
 				    l->info.digest, n, len);
-	pthread_mutex_lock(&c->lock);
-	c->stats.reads++;
-	c->stats.read_bytes += (uint64_t)n;
-	pthread_mutex_unlock(&c->lock);
+	CLIP_COUNT(c->counters.reads, 1);
+	CLIP_COUNT(c->counters.read_bytes, n);
 	return n;
 }
 
-int clip_content_prefetch(struct clip_content *c, const volatile bool *stop, struct clip_err *err)
+int clip_content_prefetch(struct clip_content *c, const atomic_bool *stop, struct clip_err *err)
 {
 	if (c->cache == NULL)
 		return clip_err_set(err, ENOTSUP, "prefetch needs a disk cache");
 	unsigned char probe;
-	for (uint32_t i = 0; i < c->nlayers && !*stop; i++) {
+	for (uint32_t i = 0; i < c->nlayers && !atomic_load(stop); i++) {
 		struct layer_state *l = &c->layers[i];
 		int rc = layer_prepare(c, l, err);
 		if (rc < 0)
 			return clip_err_prefix(err, "layer %s", l->info.digest);
-		uint64_t n = chunk_count(c, l);
+		uint64_t n = content_chunk_count(c, l);
 		const struct extent whole = { 0, l->info.uncompressed_size };
-		for (uint64_t k = 0; k < n && !*stop; k++) {
+		for (uint64_t k = 0; k < n && !atomic_load(stop); k++) {
 			/* Programs first: wait while any read is in flight. */
-			while (atomic_load(&c->active_reads) > 0 && !*stop)
+			while (atomic_load(&c->active_reads) > 0 && !atomic_load(stop))
 				usleep(2000);
 			struct clip_err e = { 0 };
-			ssize_t r = clip_diskcache_read(c->cache, l->hex, k, chunk_len(c, l, k),
-							expected_hash(c, l, k), &probe, 1, 0, &e);
+			ssize_t r =
+				clip_diskcache_read(c->cache, l->hex, k, content_chunk_len(c, l, k),
+						    expected_hash(c, l, k), &probe, 1, 0, &e);
 			if (r >= 0)
 				continue;
 			rc = chunk_fetch(c, l, k, &whole, NULL, err);
 			if (rc < 0)
 				return clip_err_prefix(err, "layer %s", l->info.digest);
-			if (!has_spans(l))
+			if (!content_ranges_vouched(c, l))
 				break; /* the whole layer was fetched at once */
 		}
 	}
@@ -1103,12 +656,26 @@ int clip_content_prefetch(struct clip_content *c, const volatile bool *stop, str
 
 void clip_content_stats(const struct clip_content *c, struct clip_content_stats *out)
 {
-	pthread_mutex_lock((pthread_mutex_t *)&c->lock);
-	*out = c->stats;
-	pthread_mutex_unlock((pthread_mutex_t *)&c->lock);
-	if (c->registry) {
+	struct content_counters *k = (struct content_counters *)&c->counters;
+	*out = (struct clip_content_stats){
+		.reads = CLIP_COUNTER_LOAD(k->reads),
+		.read_bytes = CLIP_COUNTER_LOAD(k->read_bytes),
+		.coalesced = CLIP_COUNTER_LOAD(k->coalesced),
+		.gz = { CLIP_COUNTER_LOAD(k->spans), CLIP_COUNTER_LOAD(k->compressed_bytes),
+			CLIP_COUNTER_LOAD(k->inflated_bytes) },
+		.remote_verify_failures = CLIP_COUNTER_LOAD(k->remote_verify_failures),
+	};
+	for (int t = 0; t < CLIP_TIER_COUNT; t++) {
+		struct tier_counters *tc = &k->tier[t];
+		out->tier[t] = (struct clip_tier_stats){ CLIP_COUNTER_LOAD(tc->hits),
+							 CLIP_COUNTER_LOAD(tc->misses),
+							 CLIP_COUNTER_LOAD(tc->bytes),
+							 CLIP_COUNTER_LOAD(tc->nanoseconds),
+							 CLIP_COUNTER_LOAD(tc->errors) };
+	}
+	if (c->source.registry) {
 		struct clip_registry_stats rs;
-		clip_registry_stats(c->registry, &rs);
+		clip_registry_stats(c->source.registry, &rs);
 		out->source_requests = rs.requests;
 		out->source_bytes = rs.bytes_received;
 	} else {
@@ -1198,14 +765,12 @@ void clip_content_close(struct clip_content *c)
 	}
 	pthread_cond_destroy(&c->ra_wake);
 	for (uint32_t i = 0; c->layers && i < c->nlayers; i++) {
-		if (c->layers[i].fd >= 0)
-			close(c->layers[i].fd);
+		clip_source_blob_close(&c->layers[i].blob);
 		clip_gz_index_free(c->layers[i].gz);
 		pthread_cond_destroy(&c->layers[i].streamed);
 	}
 	free(c->layers);
-	clip_oci_layout_free(c->layout);
-	clip_registry_free(c->registry);
+	clip_source_clear(&c->source);
 	clip_diskcache_close(c->cache);
 	clip_rcache_close(c->rcache);
 	pthread_mutex_destroy(&c->lock);

@@ -49,7 +49,7 @@ struct fs {
 	bool prefetch; /* start clip_content_prefetch once ready */
 	bool prefetching;
 	pthread_t prefetch_thread;
-	volatile bool stop_prefetch;
+	atomic_bool stop_prefetch;
 };
 
 /* ---- messages ------------------------------------------------------------ */
@@ -833,7 +833,7 @@ static void *prefetch_main(void *arg)
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	if (clip_content_prefetch(fs->content, &fs->stop_prefetch, &err) < 0)
 		log_msg(LOG_WARNING, "prefetch: %s", err.msg);
-	else if (fs->stop_prefetch)
+	else if (atomic_load(&fs->stop_prefetch))
 		log_msg(LOG_INFO, "prefetch: stopped by the unmount after %.1f s",
 			seconds_since(&start));
 	else
@@ -1089,7 +1089,7 @@ int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 
 out:
 	if (fs.prefetching) {
-		fs.stop_prefetch = true;
+		atomic_store(&fs.stop_prefetch, true);
 		pthread_join(fs.prefetch_thread, NULL);
 	}
 	if (mounted)

@@ -1,0 +1,136 @@
+/* What content.c (the read tiers) and content_produce.c (producing verified
+ * tar bytes from the source) share. Not installed. */
+#ifndef CLIP_CONTENT_INTERNAL_H
+#define CLIP_CONTENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "clip/archive.h"
+#include "clip/content.h"
+#include "clip/diskcache.h"
+#include "clip/rcache.h"
+#include "clip/source.h"
+
+struct layer_state {
+	struct clip_archive_layer info;
+	uint32_t index;
+	char hex[65];		      /* the blob digest without "sha256:" */
+	struct clip_source_blob blob; /* set up on first use */
+	struct clip_gz_index *gz;     /* checkpoints, loaded on first use */
+	bool ready;
+	bool streaming;		 /* a whole-layer fetch is running */
+	pthread_cond_t streamed; /* signalled when it ends */
+};
+
+struct tier_counters {
+	_Atomic uint64_t hits, misses, bytes, nanoseconds, errors;
+};
+
+/* The counters behind struct clip_content_stats, bumped with CLIP_COUNT. */
+struct content_counters {
+	_Atomic uint64_t reads, read_bytes, coalesced;
+	struct tier_counters tier[CLIP_TIER_COUNT];
+	_Atomic uint64_t spans, compressed_bytes, inflated_bytes;
+	_Atomic uint64_t remote_verify_failures;
+};
+
+#define READAHEAD_THREADS 2
+
+struct inflight;
+struct readahead;
+
+struct clip_content {
+	const struct clip_archive *archive;
+	struct clip_source source;
+	bool no_checkpoints;
+	struct clip_diskcache *cache; /* tier 1; NULL: none */
+	struct clip_rcache *rcache;   /* tier 2; NULL: none */
+	uint64_t chunk_bytes;	      /* the cache's grid */
+	/* The grid of the archive's chunk hashes (0: it has none, format 1).
+	 * Every tar byte is vouched for on this grid, whatever the cache's. */
+	uint64_t hash_bytes;
+	bool archive_hashes;  /* chunk_bytes == hash_bytes: a cache chunk has a hash */
+	pthread_mutex_t lock; /* guards layer set-up, the in-flight list, read-ahead */
+	struct layer_state *layers;
+	uint32_t nlayers;
+	struct inflight *inflight;
+	atomic_int active_reads; /* reads in progress, which prefetch yields to */
+	/* Read-ahead: fetches of the chunks after a fetched batch of a file,
+	 * done by worker threads started on the first one (never before: the
+	 * FUSE daemon forks after clip_content_open). */
+	struct readahead *ra_queue;
+	unsigned ra_queued;
+	pthread_cond_t ra_wake;
+	pthread_t ra_threads[READAHEAD_THREADS];
+	unsigned ra_nthreads;
+	bool ra_stop;
+	struct content_counters counters;
+};
+
+/* The part of one cache chunk a reader waits for: whoever produces that
+ * chunk copies [off, off+len) of it to buf and sets done. The bytes count
+ * only once the producing call returned success. */
+struct chunk_want {
+	uint64_t chunk;
+	void *buf;
+	size_t len, off;
+	bool done;
+};
+
+uint64_t content_now_ns(void);
+
+/* Count one request of `tier`: outcome > 0 a hit, 0 a miss, < 0 an error. */
+void content_count_tier(struct clip_content *c, enum clip_tier tier, int outcome, uint64_t bytes,
+			uint64_t t0);
+
+uint64_t content_chunk_count(const struct clip_content *c, const struct layer_state *l);
+
+/* Bytes in cache chunk k (the last one is shorter). */
+size_t content_chunk_len(const struct clip_content *c, const struct layer_state *l, uint64_t k);
+
+void content_want_fill(struct chunk_want *w, uint64_t k, const unsigned char *data);
+
+/* Keep a verified cache chunk in the disk cache (and, with `to_remote`, the
+ * remote cache). Failures only cost speed: counted, not returned. */
+void content_chunk_store(struct clip_content *c, const struct layer_state *l, uint64_t k,
+			 const void *data, size_t len, const unsigned char hash[32],
+			 bool to_remote);
+
+/* ---- content_produce.c: tar bytes that a digest vouches for -------------- */
+
+/* Check `len` bytes of chunk i on the archive's hash grid against the
+ * archive's hash, and leave their SHA-256 in `hash`: 0, or -EBADMSG naming
+ * the chunk. The one check that vouches for plain tar ranges and for whole
+ * layers; a chunk the archive has no hash for is refused, never passed. */
+int content_chunk_verify(struct clip_content *c, const struct layer_state *l, uint64_t i,
+			 const void *data, size_t len, unsigned char hash[32],
+			 struct clip_err *err);
+
+/* Whether any range of this layer can be produced on its own and vouched
+ * for: gzip with checkpoints (spans checked by their compressed digests), or
+ * a plain tar when the archive has chunk hashes. Otherwise only the whole
+ * layer, checked against its blob digest, can be. */
+bool content_ranges_vouched(const struct clip_content *c, const struct layer_state *l);
+
+/* Tar bytes [off, off+len) of a layer whose ranges are vouched for, into
+ * buf: the length, or a negative errno. */
+ssize_t content_span_read(struct clip_content *c, struct layer_state *l, void *buf, size_t len,
+			  uint64_t off, struct clip_err *err);
+
+/* Tier 4: stream the whole layer once and keep every cache chunk of it (in
+ * the disk cache when there is one), filling `want` on the way. A chunk
+ * reaches the cache only once a digest vouched for it: the archive's chunk
+ * hashes as the stream goes, or else the blob digest at its end (until then
+ * the chunks are staged out of sight). */
+int content_layer_fetch(struct clip_content *c, struct layer_state *l, struct chunk_want *want,
+			struct clip_err *err);
+
+/* Without caches: the smallest read that answers [off, off+len) of the tar
+ * and that a digest vouches for. */
+ssize_t content_direct_read(struct clip_content *c, struct layer_state *l, void *buf, size_t len,
+			    uint64_t off, struct clip_err *err);
+
+#endif
