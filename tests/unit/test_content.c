@@ -1,0 +1,656 @@
+/* clip_content_read through a fault-injecting source: whatever the source
+ * does (a flipped byte, a blob cut short, errors, slowness under concurrent
+ * readers), every read returns the image's bytes or fails cleanly, never a
+ * wrong byte, and nothing wrong is left in a cache for the next reader.
+ *
+ * The image is written here as an OCI layout: a gzip layer (read through
+ * checkpoint spans, or whole with no_checkpoints), a zstd layer (whole-layer
+ * tier) and a plain tar layer (ranges checked on the archive's chunk grid).
+ * It is indexed with a 256 KiB chunk grid, and read with caches on that grid,
+ * on smaller and larger grids that do not line up with it, and with none. An
+ * archive of format 1 (no chunk hashes) covers the staging of whole layers
+ * until their blob digest is known.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <cmocka.h>
+
+#include "clip/archive.h"
+#include "clip/content.h"
+#include "clip/image.h"
+#include "clip/indexer.h"
+#include "clip/source.h"
+#include "sha256.h"
+#include "testutil.h"
+
+#define GRID (256u << 10) /* the archive's chunk hashes */
+
+enum { LAYER_GZIP, LAYER_ZSTD, LAYER_PLAIN, NLAYERS };
+
+struct file {
+	const char *path;
+	unsigned char *data;
+	size_t size;
+	int layer;
+};
+
+/* The image: its files, its layers' digests, the layout and the archive. */
+static struct file files[] = {
+	{ "/g/small", NULL, 5000, LAYER_GZIP },	  { "/g/big", NULL, 1300000, LAYER_GZIP },
+	{ "/g/big2", NULL, 900000, LAYER_GZIP },  { "/z/small", NULL, 7000, LAYER_ZSTD },
+	{ "/z/big", NULL, 1100000, LAYER_ZSTD },  { "/p/small", NULL, 3000, LAYER_PLAIN },
+	{ "/p/big", NULL, 1200000, LAYER_PLAIN }, { "/p/big2", NULL, 700000, LAYER_PLAIN },
+};
+#define NFILES (sizeof(files) / sizeof(files[0]))
+
+static char *workdir;
+static char layout[4096];
+static char archive_path[4096];
+static char layer_digest[NLAYERS][72];
+static uint64_t layer_size[NLAYERS];
+static struct tt_buf layer_tar[NLAYERS]; /* each layer's uncompressed tar */
+static struct clip_archive *archive;
+
+/* ---- the fault-injecting source -------------------------------------------- */
+
+struct faults {
+	const char *dir;       /* the layout the blobs come from */
+	const char *digest;    /* the blob the faults below apply to; NULL: none */
+	int64_t flip_at;       /* a byte XORed with 0x20 on its way out; -1: none */
+	int64_t ends_at;       /* the blob looks this long; -1: its real size */
+	atomic_int fail_after; /* every call fails with -EIO once this reaches 0; -1: never */
+	unsigned delay_us;     /* each call sleeps this long */
+	/* Another blob served in place of the target one: valid data that
+	 * decodes to other bytes, as a rogue mirror could serve. */
+	const struct tt_buf *replace;
+	atomic_uint calls, flipped; /* calls made, flipped bytes handed out */
+	struct clip_source_ops ops; /* fault_pread on this */
+};
+
+static ssize_t fault_pread(void *opaque, const char *digest, void *buf, size_t len, uint64_t offset,
+			   struct clip_err *err)
+{
+	struct faults *f = opaque;
+	atomic_fetch_add(&f->calls, 1);
+	if (f->delay_us)
+		usleep(f->delay_us);
+	if (atomic_load(&f->fail_after) == 0)
+		return clip_err_set(err, EIO, "injected source error");
+	if (atomic_load(&f->fail_after) > 0)
+		atomic_fetch_sub(&f->fail_after, 1);
+	bool target = f->digest && strcmp(f->digest, digest) == 0;
+	if (target && f->replace) {
+		size_t n = offset >= f->replace->len ? 0 : f->replace->len - (size_t)offset;
+		n = n < len ? n : len;
+		memcpy(buf, f->replace->data + offset, n);
+		return (ssize_t)n;
+	}
+	char path[8192];
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", f->dir, digest + 7);
+	FILE *fp = fopen(path, "rb");
+	if (fp == NULL)
+		return clip_err_set(err, ENOENT, "%s: no such blob", digest);
+	if (target && f->ends_at >= 0 && offset + len > (uint64_t)f->ends_at)
+		len = offset >= (uint64_t)f->ends_at ? 0 : (size_t)((uint64_t)f->ends_at - offset);
+	size_t n = 0;
+	if (len && fseeko(fp, (off_t)offset, SEEK_SET) == 0)
+		n = fread(buf, 1, len, fp);
+	fclose(fp);
+	if (target && f->flip_at >= 0 && (uint64_t)f->flip_at >= offset &&
+	    (uint64_t)f->flip_at < offset + n) {
+		((unsigned char *)buf)[f->flip_at - (int64_t)offset] ^= 0x20;
+		atomic_fetch_add(&f->flipped, 1);
+	}
+	return (ssize_t)n;
+}
+
+static void faults_init(struct faults *f, const char *dir)
+{
+	memset(f, 0, sizeof(*f));
+	f->dir = dir;
+	f->flip_at = f->ends_at = -1;
+	atomic_init(&f->fail_after, -1);
+	f->ops = (struct clip_source_ops){ fault_pread, f };
+}
+
+/* ---- the image --------------------------------------------------------------- */
+
+static void sha256_hex(const void *data, size_t len, char out[72])
+{
+	unsigned char md[32];
+	clip_sha256_once(data, len, md);
+	strcpy(out, "sha256:");
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+}
+
+static void put_blob(const void *data, size_t len, char digest[72])
+{
+	sha256_hex(data, len, digest);
+	char path[8192];
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", layout, digest + 7);
+	tt_write_file(path, data, len);
+}
+
+/* Bytes that compress somewhat, as files do: runs of text with random
+ * stretches between them. */
+static unsigned char *file_bytes(size_t size, uint64_t seed)
+{
+	unsigned char *p = malloc(size);
+	assert_non_null(p);
+	uint64_t st = seed;
+	for (size_t i = 0; i < size;) {
+		size_t run = 64 + tt_rand(&st) % 4096;
+		if (run > size - i)
+			run = size - i;
+		if (tt_rand(&st) % 2)
+			tt_fill_random(p + i, run, tt_rand(&st));
+		else
+			for (size_t j = 0; j < run; j++)
+				p[i + j] = "clip reads what it checks\n"[j % 26];
+		i += run;
+	}
+	return p;
+}
+
+static void layer_blob(int layer, struct tt_buf *tar, struct tt_buf *blob, const char **mt)
+{
+	switch (layer) {
+	case LAYER_GZIP:
+		tt_gzip(tar->data, tar->len, 6, blob);
+		*mt = "application/vnd.oci.image.layer.v1.tar+gzip";
+		break;
+	case LAYER_ZSTD: {
+		size_t cap = ZSTD_compressBound(tar->len);
+		unsigned char *z = malloc(cap);
+		assert_non_null(z);
+		size_t n = ZSTD_compress(z, cap, tar->data, tar->len, 3);
+		assert_false(ZSTD_isError(n));
+		tt_buf_append(blob, z, n);
+		free(z);
+		*mt = "application/vnd.oci.image.layer.v1.tar+zstd";
+		break;
+	}
+	default:
+		tt_buf_append(blob, tar->data, tar->len);
+		*mt = "application/vnd.oci.image.layer.v1.tar";
+	}
+}
+
+static void write_image(void)
+{
+	char path[8192];
+	snprintf(layout, sizeof(layout), "%s/layout", workdir);
+	snprintf(path, sizeof(path), "%s/blobs/sha256", layout);
+	assert_int_equal(mkdir(layout, 0755), 0);
+	snprintf(path, sizeof(path), "%s/blobs", layout);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/blobs/sha256", layout);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/oci-layout", layout);
+	tt_write_file(path, "{\"imageLayoutVersion\":\"1.0.0\"}", 30);
+
+	struct tt_buf diff_ids = { 0 }, layers = { 0 };
+	for (int layer = 0; layer < NLAYERS; layer++) {
+		struct tt_buf tar = { 0 }, blob = { 0 };
+		static const char *const dirs[] = { "g", "z", "p" };
+		tt_tar_add(&tar,
+			   &(struct tt_member){ .type = '5', .path = dirs[layer], .mode = 0755 });
+		for (size_t i = 0; i < NFILES; i++) {
+			if (files[i].layer != layer)
+				continue;
+			files[i].data = file_bytes(files[i].size, 1000 + i);
+			tt_tar_add(&tar, &(struct tt_member){ .path = files[i].path + 1,
+							      .mode = 0644,
+							      .data = files[i].data,
+							      .size = files[i].size });
+		}
+		tt_tar_finish(&tar);
+		const char *mt;
+		layer_blob(layer, &tar, &blob, &mt);
+		char diff_id[72];
+		sha256_hex(tar.data, tar.len, diff_id);
+		put_blob(blob.data, blob.len, layer_digest[layer]);
+		layer_size[layer] = blob.len;
+		tt_buf_printf(&diff_ids, "%s\"%s\"", layer ? "," : "", diff_id);
+		tt_buf_printf(&layers, "%s{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu}",
+			      layer ? "," : "", mt, layer_digest[layer], blob.len);
+		layer_tar[layer] = tar;
+		tt_buf_free(&blob);
+	}
+	struct clip_platform host;
+	clip_platform_host(&host);
+	struct tt_buf config = { 0 }, manifest = { 0 }, index = { 0 };
+	tt_buf_printf(&config,
+		      "{\"architecture\":\"%s\",\"os\":\"%s\",\"config\":{},"
+		      "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[%.*s]}}",
+		      host.architecture, host.os, (int)diff_ids.len, (char *)diff_ids.data);
+	char config_digest[72], manifest_digest[72];
+	put_blob(config.data, config.len, config_digest);
+	tt_buf_printf(&manifest,
+		      "{\"schemaVersion\":2,\"mediaType\":\"" CLIP_MT_OCI_MANIFEST "\","
+		      "\"config\":{\"mediaType\":\"" CLIP_MT_OCI_CONFIG "\",\"digest\":\"%s\","
+		      "\"size\":%zu},\"layers\":[%.*s]}",
+		      config_digest, config.len, (int)layers.len, (char *)layers.data);
+	put_blob(manifest.data, manifest.len, manifest_digest);
+	tt_buf_printf(&index,
+		      "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"" CLIP_MT_OCI_MANIFEST
+		      "\",\"digest\":\"%s\",\"size\":%zu}]}",
+		      manifest_digest, manifest.len);
+	snprintf(path, sizeof(path), "%s/index.json", layout);
+	tt_write_file(path, index.data, index.len);
+	tt_buf_free(&diff_ids);
+	tt_buf_free(&layers);
+	tt_buf_free(&config);
+	tt_buf_free(&manifest);
+	tt_buf_free(&index);
+}
+
+static int setup_image(void **state)
+{
+	(void)state;
+	workdir = tt_tmpdir();
+	write_image();
+	char ref[8192];
+	snprintf(ref, sizeof(ref), "oci:%s", layout);
+	snprintf(archive_path, sizeof(archive_path), "%s/image.clip", workdir);
+	/* Checkpoints every 256 KiB, so that the gzip layer has several spans. */
+	struct clip_index_options o = { .image_ref = ref,
+					.output = archive_path,
+					.span_bytes = 256u << 10,
+					.chunk_bytes = GRID,
+					.jobs = 1 };
+	struct clip_err err = { 0 };
+	struct clip_index_summary summary;
+	int rc = clip_index_image(&o, &summary, &err);
+	if (rc < 0)
+		fail_msg("index: %s", err.msg);
+	rc = clip_archive_open(archive_path, &archive, &err);
+	if (rc < 0)
+		fail_msg("open: %s", err.msg);
+	return 0;
+}
+
+static int teardown_image(void **state)
+{
+	(void)state;
+	clip_archive_close(archive);
+	for (size_t i = 0; i < NFILES; i++)
+		free(files[i].data);
+	for (int layer = 0; layer < NLAYERS; layer++)
+		tt_buf_free(&layer_tar[layer]);
+	tt_rm_rf(workdir);
+	free(workdir);
+	return 0;
+}
+
+/* ---- reading ------------------------------------------------------------------- */
+
+struct mode {
+	const char *name;
+	uint32_t chunk_size; /* 0: the archive's grid */
+	bool cache;
+	bool no_checkpoints;
+};
+
+static const struct mode modes[] = {
+	{ "no cache", 0, false, false },
+	{ "cache on the archive's grid", 0, true, false },
+	{ "cache on a 64 KiB grid", 64u << 10, true, false },
+	{ "cache on a 96 KiB grid (not a divisor)", 96u << 10, true, false },
+	{ "cache on a 1 MiB grid (a multiple)", 1u << 20, true, false },
+	{ "cache, --no-checkpoints", 0, true, true },
+	{ "cache on a 96 KiB grid, --no-checkpoints", 96u << 10, true, true },
+	{ "no cache, --no-checkpoints", 0, false, true },
+};
+
+static struct clip_content *open_content(const struct clip_archive *a, struct faults *f,
+					 const struct mode *m, const char *cache_dir)
+{
+	struct clip_content_options o = {
+		.source_ops = &f->ops,
+		.no_checkpoints = m->no_checkpoints,
+		.cache_dir = m->cache ? cache_dir : NULL,
+		.chunk_size = m->chunk_size,
+	};
+	struct clip_content *c = NULL;
+	struct clip_err err = { 0 };
+	if (clip_content_open(a, &o, &c, &err) < 0)
+		fail_msg("content open: %s", err.msg);
+	return c;
+}
+
+/* Read a whole file in pieces of `piece` bytes: 0 when its bytes came back
+ * right, a negative errno when a read failed. A wrong byte fails the test. */
+static int read_file(struct clip_content *c, const struct clip_archive *a, const char *path,
+		     const unsigned char *expected, size_t size, size_t piece)
+{
+	uint32_t ino;
+	struct clip_err err = { 0 };
+	if (clip_archive_resolve(a, path, &ino, &err) < 0)
+		fail_msg("%s: %s", path, err.msg);
+	unsigned char *buf = malloc(piece);
+	assert_non_null(buf);
+	int rc = 0;
+	for (size_t off = 0; off < size && rc == 0; off += piece) {
+		size_t want = size - off < piece ? size - off : piece;
+		memset(buf, 0xa5, want);
+		ssize_t n = clip_content_read(c, ino, buf, want, off, &err);
+		if (n < 0) {
+			if (n != -EBADMSG && n != -EIO)
+				fail_msg("%s at %zu: unexpected error %zd: %s", path, off, n,
+					 err.msg);
+			assert_true(err.msg[0] != '\0');
+			rc = (int)n;
+		} else if ((size_t)n != want || memcmp(buf, expected + off, want) != 0) {
+			fail_msg("%s at %zu: %zd bytes came back and they are wrong", path, off, n);
+		}
+	}
+	free(buf);
+	return rc;
+}
+
+/* Read every file once; the number of files whose read failed. */
+static int read_all(struct clip_content *c, int *failed_by_layer)
+{
+	int failed = 0;
+	for (size_t i = 0; i < NFILES; i++) {
+		if (read_file(c, archive, files[i].path, files[i].data, files[i].size, 100000) <
+		    0) {
+			failed++;
+			if (failed_by_layer)
+				failed_by_layer[files[i].layer]++;
+		}
+	}
+	return failed;
+}
+
+static void fresh_cache_dir(char *out, size_t cap, const char *name)
+{
+	snprintf(out, cap, "%s/%s", workdir, name);
+	tt_rm_rf(out);
+}
+
+static void test_clean_reads(void **state)
+{
+	(void)state;
+	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+		char cache[8192];
+		fresh_cache_dir(cache, sizeof(cache), "cache-clean");
+		struct faults f;
+		faults_init(&f, layout);
+		/* Cold, then warm from the same cache. */
+		for (int pass = 0; pass < 2; pass++) {
+			struct clip_content *c = open_content(archive, &f, &modes[m], cache);
+			if (read_all(c, NULL) != 0)
+				fail_msg("%s: a clean read failed", modes[m].name);
+			clip_content_close(c);
+		}
+	}
+}
+
+/* A fault on one layer's blob: in every mode, two contents share a cache and
+ * read everything twice each; every read is right or fails, and some read
+ * of that layer fails. Then a clean source reads everything right through
+ * the same cache: nothing wrong was kept. */
+static void check_fault(int layer, int64_t flip_at, int64_t ends_at, const struct tt_buf *replace)
+{
+	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+		char cache[8192];
+		fresh_cache_dir(cache, sizeof(cache), "cache-fault");
+		struct faults f;
+		faults_init(&f, layout);
+		f.digest = layer_digest[layer];
+		f.flip_at = flip_at;
+		f.ends_at = ends_at;
+		f.replace = replace;
+		int failed[NLAYERS] = { 0 };
+		for (int pass = 0; pass < 4; pass++) {
+			struct clip_content *c = open_content(archive, &f, &modes[m], cache);
+			read_all(c, failed);
+			clip_content_close(c);
+		}
+		if (failed[layer] == 0)
+			fail_msg("layer %d, %s: the fault went unnoticed", layer, modes[m].name);
+		for (int other = 0; other < NLAYERS; other++)
+			if (other != layer && failed[other])
+				fail_msg("layer %d, %s: a read of layer %d failed", layer,
+					 modes[m].name, other);
+		struct faults clean;
+		faults_init(&clean, layout);
+		struct clip_content *c = open_content(archive, &clean, &modes[m], cache);
+		if (read_all(c, NULL) != 0)
+			fail_msg("layer %d, %s: a clean read after the fault failed", layer,
+				 modes[m].name);
+		clip_content_close(c);
+	}
+}
+
+static void test_flipped_byte(void **state)
+{
+	(void)state;
+	for (int layer = 0; layer < NLAYERS; layer++)
+		check_fault(layer, (int64_t)layer_size[layer] / 2, -1, NULL);
+}
+
+static void test_blob_cut_short(void **state)
+{
+	(void)state;
+	for (int layer = 0; layer < NLAYERS; layer++)
+		check_fault(layer, -1, (int64_t)layer_size[layer] * 2 / 3, NULL);
+}
+
+/* Each layer's blob replaced by a valid one of the same kind whose tar has
+ * one byte changed in the middle: it decodes cleanly, so only digests can
+ * tell. */
+static void test_substituted_blob(void **state)
+{
+	(void)state;
+	for (int layer = 0; layer < NLAYERS; layer++) {
+		struct tt_buf tar = { 0 }, blob = { 0 };
+		tt_buf_append(&tar, layer_tar[layer].data, layer_tar[layer].len);
+		tar.data[tar.len / 2] ^= 0x01;
+		const char *mt;
+		layer_blob(layer, &tar, &blob, &mt);
+		check_fault(layer, -1, -1, &blob);
+		tt_buf_free(&tar);
+		tt_buf_free(&blob);
+	}
+}
+
+static void test_source_errors(void **state)
+{
+	(void)state;
+	for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+		char cache[8192];
+		fresh_cache_dir(cache, sizeof(cache), "cache-errors");
+		/* The source fails from its third call on: reads fail cleanly. */
+		struct faults f;
+		faults_init(&f, layout);
+		atomic_store(&f.fail_after, 2);
+		struct clip_content *c = open_content(archive, &f, &modes[m], cache);
+		int failed = read_all(c, NULL);
+		clip_content_close(c);
+		if (failed == 0)
+			fail_msg("%s: no read saw the source's errors", modes[m].name);
+		/* It recovers: everything reads right through the same cache. */
+		atomic_store(&f.fail_after, -1);
+		c = open_content(archive, &f, &modes[m], cache);
+		if (read_all(c, NULL) != 0)
+			fail_msg("%s: a read after the errors failed", modes[m].name);
+		clip_content_close(c);
+	}
+}
+
+struct reader_arg {
+	struct clip_content *content;
+	const struct file *file;
+	int rc;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader_arg *r = arg;
+	r->rc = read_file(r->content, archive, r->file->path, r->file->data, r->file->size, 32768);
+	return NULL;
+}
+
+/* Sixteen readers of the same file on a slow source, each layer's kind: all
+ * right, and the ones that came late waited for a fetch under way instead
+ * of making their own. */
+static void test_concurrent_readers(void **state)
+{
+	(void)state;
+	static const char *const paths[] = { "/g/big", "/z/big", "/p/big" };
+	for (size_t p = 0; p < 3; p++) {
+		const struct file *file = NULL;
+		for (size_t i = 0; i < NFILES; i++)
+			if (strcmp(files[i].path, paths[p]) == 0)
+				file = &files[i];
+		assert_non_null(file);
+		char cache[8192];
+		fresh_cache_dir(cache, sizeof(cache), "cache-concurrent");
+		struct faults f;
+		faults_init(&f, layout);
+		f.delay_us = 20000;
+		struct clip_content *c = open_content(archive, &f, &modes[1], cache);
+		pthread_t threads[16];
+		struct reader_arg args[16];
+		for (int t = 0; t < 16; t++) {
+			args[t] = (struct reader_arg){ c, file, -1 };
+			assert_int_equal(pthread_create(&threads[t], NULL, reader_main, &args[t]),
+					 0);
+		}
+		for (int t = 0; t < 16; t++) {
+			pthread_join(threads[t], NULL);
+			assert_int_equal(args[t].rc, 0);
+		}
+		struct clip_content_stats st;
+		clip_content_stats(c, &st);
+		assert_true(st.coalesced > 0);
+		clip_content_close(c);
+	}
+}
+
+/* ---- an archive of format 1: no chunk hashes ---------------------------------- */
+
+static void gunzip_blob(const char *dir, const char *digest, struct tt_buf *out)
+{
+	char path[8300];
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", dir, digest + 7);
+	FILE *fp = fopen(path, "rb");
+	assert_non_null(fp);
+	struct tt_buf in = { 0 };
+	unsigned char block[65536];
+	size_t n;
+	while ((n = fread(block, 1, sizeof(block), fp)) > 0)
+		tt_buf_append(&in, block, n);
+	fclose(fp);
+	z_stream zs = { 0 };
+	assert_int_equal(inflateInit2(&zs, 16 + MAX_WBITS), Z_OK);
+	zs.next_in = in.data;
+	zs.avail_in = (uInt)in.len;
+	int zrc;
+	do {
+		zs.next_out = block;
+		zs.avail_out = sizeof(block);
+		zrc = inflate(&zs, Z_NO_FLUSH);
+		assert_true(zrc == Z_OK || zrc == Z_STREAM_END);
+		tt_buf_append(out, block, sizeof(block) - zs.avail_out);
+	} while (zrc != Z_STREAM_END);
+	inflateEnd(&zs);
+	tt_buf_free(&in);
+}
+
+/* tests/data/v1: numbers.txt holds "1\n" to "100000\n" in a gzip layer. With
+ * no_checkpoints only the blob digest vouches for it: the whole layer's
+ * chunks are staged and published once it matched. */
+static void test_format1_whole_layer(void **state)
+{
+	(void)state;
+	const char *root = getenv("CLIP_SOURCE_ROOT");
+	if (root == NULL)
+		skip();
+	char path[4096], img[4096];
+	snprintf(path, sizeof(path), "%s/tests/data/v1/v1.clip", root);
+	snprintf(img, sizeof(img), "%s/tests/data/v1/img", root);
+	struct clip_archive *v1;
+	struct clip_err err = { 0 };
+	if (clip_archive_open(path, &v1, &err) < 0)
+		fail_msg("%s", err.msg);
+	struct tt_buf numbers = { 0 };
+	for (int i = 1; i <= 100000; i++)
+		tt_buf_printf(&numbers, "%d\n", i);
+	uint32_t ino;
+	assert_int_equal(clip_archive_resolve(v1, "/usr/share/doc/numbers.txt", &ino, &err), 0);
+	struct clip_archive_inode inode;
+	assert_int_equal(clip_archive_inode(v1, ino, &inode), 0);
+	struct clip_archive_layer layer;
+	assert_int_equal(clip_archive_layer(v1, inode.layer, &layer), 0);
+
+	/* The layer decoded, one byte of its tar changed, encoded again. */
+	struct tt_buf tar = { 0 }, substitute = { 0 };
+	gunzip_blob(img, layer.digest, &tar);
+	tar.data[tar.len / 2] ^= 0x01;
+	tt_gzip(tar.data, tar.len, 6, &substitute);
+
+	static const struct mode v1_modes[] = {
+		{ "cache, no_checkpoints", 64u << 10, true, true },
+		{ "cache", 64u << 10, true, false },
+		{ "no cache, no_checkpoints", 0, false, true },
+	};
+	for (size_t m = 0; m < 3; m++) {
+		char cache[8192];
+		fresh_cache_dir(cache, sizeof(cache), "cache-v1");
+		struct faults f;
+		faults_init(&f, img);
+		f.digest = layer.digest;
+		f.replace = &substitute;
+		for (int pass = 0; pass < 2; pass++) {
+			struct clip_content *c = open_content(v1, &f, &v1_modes[m], cache);
+			int rc = read_file(c, v1, "/usr/share/doc/numbers.txt", numbers.data,
+					   numbers.len, 4096);
+			clip_content_close(c);
+			if (rc == 0)
+				fail_msg("%s: the substituted blob went unnoticed",
+					 v1_modes[m].name);
+		}
+		struct faults clean;
+		faults_init(&clean, img);
+		struct clip_content *c = open_content(v1, &clean, &v1_modes[m], cache);
+		assert_int_equal(read_file(c, v1, "/usr/share/doc/numbers.txt", numbers.data,
+					   numbers.len, 4096),
+				 0);
+		clip_content_close(c);
+	}
+	tt_buf_free(&numbers);
+	tt_buf_free(&tar);
+	tt_buf_free(&substitute);
+	clip_archive_close(v1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_clean_reads),
+		cmocka_unit_test(test_flipped_byte),
+		cmocka_unit_test(test_blob_cut_short),
+		cmocka_unit_test(test_substituted_blob),
+		cmocka_unit_test(test_source_errors),
+		cmocka_unit_test(test_concurrent_readers),
+		cmocka_unit_test(test_format1_whole_layer),
+	};
+	return cmocka_run_group_tests(tests, setup_image, teardown_image);
+}
