@@ -240,21 +240,11 @@ static int verify_spans(const struct clip_gz_index *index, const struct fetched 
 	return 0;
 }
 
-ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
-				const struct clip_blob_source *source, void *buf, size_t len,
-				uint64_t offset, enum clip_gz_inflater inflater,
-				struct clip_gz_read_stats *stats, struct clip_err *err)
+/* check_span() on every span [first, last] of a read, and what ties them and
+ * the piece digests together. */
+static int check_read(const struct clip_gz_index *index, ssize_t first, ssize_t last,
+		      struct clip_err *err)
 {
-	if (offset >= index->usize || len == 0)
-		return 0;
-	uint64_t end = offset + clip_gz_min_size(len, index->usize - offset);
-	ssize_t first = clip_gz_index_find(index, offset);
-	ssize_t last = clip_gz_index_find(index, end - 1);
-	if (first < 0)
-		return clip_err_set(
-			err, EBADMSG,
-			"gzip index: no checkpoint at or before uncompressed offset %llu",
-			(unsigned long long)offset);
 	for (ssize_t i = first; i <= last; i++) {
 		int r = check_span(index, (size_t)i, err);
 		if (r < 0)
@@ -270,105 +260,165 @@ ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
 	    (piece < CLIP_GZ_MIN_PIECE_BYTES || piece > CLIP_GZ_MAX_PIECE_BYTES ||
 	     index->piece_sha256 == NULL || index->npieces != (index->csize + piece - 1) / piece))
 		return clip_err_set(err, EBADMSG, "gzip index: piece digests are inconsistent");
+	return 0;
+}
 
-	size_t nspans = (size_t)(last - first + 1);
-	uint64_t cstart = clip_gz_span_start(index, (size_t)first);
-	uint64_t cend = clip_gz_span_end(index, (size_t)last);
-	struct fetched f = { .lo = cstart, .hi = cend };
+/* What one read carries from span to span, released by read_state_end(). */
+struct read_state {
+	struct fetched f;
+	unsigned char *copy;	  /* f.data when the source was read into memory */
+	struct clip_blob_map map; /* f.data when the source mapped it */
+	struct clip_gz_resume inflate;
+	unsigned char *win;	/* the current span's window, decoded */
+	ZSTD_DCtx *dctx;	/* made for the first zstd window */
+	unsigned char *scratch; /* SKIP_CHUNK bytes, made for the first skip */
+};
+
+static void read_state_end(struct read_state *s)
+{
+	clip_gz_resume_end(&s->inflate);
+	ZSTD_freeDCtx(s->dctx);
+	free(s->scratch);
+	free(s->win);
+	blob_unmap(&s->map);
+	free(s->copy);
+}
+
+/* Set s->f to the compressed bytes spans [first, last] need: with piece
+ * digests, whole pieces, so that each can be checked. */
+static int fetch_range(const struct clip_gz_index *index, size_t first, size_t last,
+		       struct read_state *s, struct clip_err *err)
+{
+	uint64_t piece = index->piece_bytes;
+	uint64_t cstart = clip_gz_span_start(index, first);
+	uint64_t cend = clip_gz_span_end(index, last);
+	s->f.lo = cstart;
+	s->f.hi = cend;
 	if (piece) {
-		/* Whole pieces, so that each can be checked. */
-		f.lo = cstart - cstart % piece;
+		s->f.lo = cstart - cstart % piece;
 		uint64_t up = cend % piece ? cend - cend % piece + piece : cend;
-		f.hi = up < index->csize ? up : index->csize;
+		s->f.hi = up < index->csize ? up : index->csize;
 	}
-	if (f.hi - f.lo > SIZE_MAX / 2)
+	if (s->f.hi - s->f.lo > SIZE_MAX / 2)
 		return clip_err_set(err, EFBIG, "gzip index: span too large");
-	size_t fetch_len = (size_t)(f.hi - f.lo);
+	return 0;
+}
 
-	cleanup_free unsigned char *win = malloc(CLIP_GZ_WINDOW);
-	if (win == NULL)
-		return clip_err_set(err, ENOMEM, "gzip read: out of memory");
-	cleanup_free unsigned char *copy = NULL;
-	__attribute__((cleanup(blob_unmap))) struct clip_blob_map map = { 0 };
+/* Point s->f.data at the bytes of s->f, mapped when the source can, else
+ * read into s->copy. */
+static int fetch(const struct clip_blob_source *source, struct read_state *s, struct clip_err *err)
+{
+	size_t fetch_len = (size_t)(s->f.hi - s->f.lo);
 	if (source->map != NULL && fetch_len > 0) {
-		int r = source->map(source->opaque, f.lo, fetch_len, &map, err);
+		int r = source->map(source->opaque, s->f.lo, fetch_len, &s->map, err);
 		if (r < 0)
 			return r;
-		f.data = map.data;
-	} else {
-		if ((copy = malloc(fetch_len ? fetch_len : 1)) == NULL)
-			return clip_err_set(err, ENOMEM, "gzip read: out of memory (%zu bytes)",
-					    fetch_len);
-		ssize_t got = source_read(source, copy, fetch_len, f.lo, err);
-		if (got < 0)
-			return got;
-		if ((size_t)got < fetch_len)
-			return clip_err_set(
-				err, EIO, "compressed blob: ends at %llu, index expects %llu bytes",
-				(unsigned long long)(f.lo + (uint64_t)got),
-				(unsigned long long)f.hi);
-		f.data = copy;
+		s->f.data = s->map.data;
+		return 0;
 	}
-	if (stats)
-		stats->compressed_bytes += fetch_len;
+	if ((s->copy = malloc(fetch_len ? fetch_len : 1)) == NULL)
+		return clip_err_set(err, ENOMEM, "gzip read: out of memory (%zu bytes)", fetch_len);
+	ssize_t got = source_read(source, s->copy, fetch_len, s->f.lo, err);
+	if (got < 0)
+		return (int)got;
+	if ((size_t)got < fetch_len)
+		return clip_err_set(
+			err, EIO, "compressed blob: ends at %llu, index expects %llu bytes",
+			(unsigned long long)(s->f.lo + (uint64_t)got), (unsigned long long)s->f.hi);
+	s->f.data = s->copy;
+	return 0;
+}
 
-	ZSTD_DCtx *dctx = NULL;
-	int ret = 0;
-	f.verified = f.lo;
-	if (!piece) {
+/* Inflate uncompressed [from, to) of span i, which lies in s->f, into `dst`:
+ * resume at the checkpoint with its window and what is verified of the span,
+ * and inflate the output before `from` into s->scratch. */
+static int read_span(const struct clip_gz_index *index, struct read_state *s, size_t i,
+		     uint64_t from, uint64_t to, unsigned char *dst,
+		     struct clip_gz_read_stats *stats, struct clip_err *err)
+{
+	const struct clip_gz_point *p = &index->points[i];
+	uint64_t s0 = clip_gz_span_start(index, i);
+	uint64_t s1 = clip_gz_span_end(index, i);
+	int ret = window_load(index, i, s->win, &s->dctx, err);
+	if (ret == 0)
+		ret = verify_through(index, &s->f, s0, i, err);
+	if (ret < 0)
+		return ret;
+	/* The span starts with the byte holding the primed bits, if any;
+	 * the inflater gets what is verified of the rest. */
+	const unsigned char *span = s->f.data + (s0 - s->f.lo);
+	size_t partial = p->bits ? 1 : 0;
+	uint64_t avail = (s->f.verified < s1 ? s->f.verified : s1) - s0 - partial;
+	ret = clip_gz_resume_start(&s->inflate, p->bits, partial ? span[0] : 0, span + partial,
+				   (size_t)avail, s->win, p->window_len);
+	if (ret < 0)
+		return clip_err_set(err, ret, "span %zu: cannot start inflate", i);
+	uint64_t skip = from - p->out;
+	if (skip > 0 && s->scratch == NULL && (s->scratch = malloc(SKIP_CHUNK)) == NULL)
+		return clip_err_set(err, ENOMEM, "gzip read: out of memory");
+	while (skip > 0 && ret == 0) {
+		size_t n = (size_t)(skip < SKIP_CHUNK ? skip : SKIP_CHUNK);
+		ret = span_produce(index, &s->f, &s->inflate, i, s1, s->scratch, n, err);
+		skip -= n;
+	}
+	if (ret == 0)
+		ret = span_produce(index, &s->f, &s->inflate, i, s1, dst, (size_t)(to - from), err);
+	if (stats) {
+		stats->spans++;
+		stats->inflated_bytes += s->inflate.produced;
+	}
+	return ret;
+}
+
+ssize_t clip_gz_index_read_with(const struct clip_gz_index *index,
+				const struct clip_blob_source *source, void *buf, size_t len,
+				uint64_t offset, enum clip_gz_inflater inflater,
+				struct clip_gz_read_stats *stats, struct clip_err *err)
+{
+	if (offset >= index->usize || len == 0)
+		return 0;
+	uint64_t end = offset + clip_gz_min_size(len, index->usize - offset);
+	ssize_t first = clip_gz_index_find(index, offset);
+	ssize_t last = clip_gz_index_find(index, end - 1);
+	if (first < 0)
+		return clip_err_set(
+			err, EBADMSG,
+			"gzip index: no checkpoint at or before uncompressed offset %llu",
+			(unsigned long long)offset);
+	int ret = check_read(index, first, last, err);
+	if (ret < 0)
+		return ret;
+
+	__attribute__((cleanup(read_state_end))) struct read_state s = { .inflate.kind = inflater };
+	ret = fetch_range(index, (size_t)first, (size_t)last, &s, err);
+	if (ret < 0)
+		return ret;
+	if ((s.win = malloc(CLIP_GZ_WINDOW)) == NULL)
+		return clip_err_set(err, ENOMEM, "gzip read: out of memory");
+	ret = fetch(source, &s, err);
+	if (ret < 0)
+		return ret;
+	if (stats)
+		stats->compressed_bytes += s.f.hi - s.f.lo;
+
+	s.f.verified = s.f.lo;
+	if (!index->piece_bytes) {
 		/* Whole-span digests: all of it before any output, so that a
 		 * corrupt span never leaves partial output behind. */
-		ret = verify_spans(index, &f, (size_t)first, nspans, win, &dctx, err);
-		f.verified = f.hi;
+		ret = verify_spans(index, &s.f, (size_t)first, (size_t)(last - first + 1), s.win,
+				   &s.dctx, err);
+		s.f.verified = s.f.hi;
 	}
-
-	struct clip_gz_resume r = { .kind = inflater };
-	cleanup_free unsigned char *scratch = NULL;
 	unsigned char *dst = buf;
-	for (size_t k = 0; k < nspans && ret == 0; k++) {
-		size_t i = (size_t)first + k;
-		const struct clip_gz_point *p = &index->points[i];
+	for (size_t i = (size_t)first; i <= (size_t)last && ret == 0; i++) {
 		uint64_t next_out = i + 1 < index->count ? index->points[i + 1].out : index->usize;
-		uint64_t from = offset > p->out ? offset : p->out;
+		uint64_t from = offset > index->points[i].out ? offset : index->points[i].out;
 		uint64_t to = end < next_out ? end : next_out;
 		if (from >= to)
 			continue; /* an empty span */
-		uint64_t s0 = clip_gz_span_start(index, i);
-		uint64_t s1 = clip_gz_span_end(index, i);
-		if ((ret = window_load(index, i, win, &dctx, err)) < 0 ||
-		    (ret = verify_through(index, &f, s0, i, err)) < 0)
-			break;
-		/* The span starts with the byte holding the primed bits, if any;
-		 * the inflater gets what is verified of the rest. */
-		const unsigned char *span = f.data + (s0 - f.lo);
-		size_t partial = p->bits ? 1 : 0;
-		uint64_t avail = (f.verified < s1 ? f.verified : s1) - s0 - partial;
-		ret = clip_gz_resume_start(&r, p->bits, partial ? span[0] : 0, span + partial,
-					   (size_t)avail, win, p->window_len);
-		if (ret < 0) {
-			ret = clip_err_set(err, ret, "span %zu: cannot start inflate", i);
-			break;
-		}
-		uint64_t skip = from - p->out;
-		if (skip > 0 && scratch == NULL && (scratch = malloc(SKIP_CHUNK)) == NULL) {
-			ret = clip_err_set(err, ENOMEM, "gzip read: out of memory");
-			break;
-		}
-		while (skip > 0 && ret == 0) {
-			size_t n = (size_t)(skip < SKIP_CHUNK ? skip : SKIP_CHUNK);
-			ret = span_produce(index, &f, &r, i, s1, scratch, n, err);
-			skip -= n;
-		}
-		if (ret == 0)
-			ret = span_produce(index, &f, &r, i, s1, dst, (size_t)(to - from), err);
-		if (stats) {
-			stats->spans++;
-			stats->inflated_bytes += r.produced;
-		}
+		ret = read_span(index, &s, i, from, to, dst, stats, err);
 		dst += to - from;
 	}
-	clip_gz_resume_end(&r);
-	ZSTD_freeDCtx(dctx);
 	if (ret < 0)
 		return ret;
 	return (ssize_t)(end - offset);
