@@ -26,9 +26,9 @@ enum scan_state {
 
 /* The scanner checks each member's CRC-32 and length itself, with ISA-L's
  * folding CRC, and turns zlib's check off (inflateValidate): zlib's table CRC
- * cost the inflating thread, the one serial stage of indexing, 6-7 % of its
- * time, ISA-L's a tenth of that. The trailer is the last 8 bytes of the
- * member, kept in `tail` as they pass. */
+ * measurably slowed the inflating thread, the one serial stage of indexing,
+ * and ISA-L's costs a small fraction of it. The trailer is the last 8 bytes
+ * of the member, kept in `tail` as they pass. */
 struct clip_gz_scanner {
 	z_stream strm;
 	enum scan_state state;
