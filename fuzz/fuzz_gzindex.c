@@ -12,7 +12,8 @@
  * real bytes before its checkpoint, some of them zeroed.
  *
  * clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc/lib \
- *   fuzz/fuzz_gzindex.c src/lib/gzindex.c src/lib/err.c -lz -lisal -lcrypto -lzstd
+ *   fuzz/fuzz_gzindex.c src/lib/gzindex*.c src/lib/sha256.c src/lib/err.c \
+ *   -lz -lisal -lcrypto -lzstd
  */
 #include <errno.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /* libFuzzer harness for reads through a hostile checkpoint index
- * (clip_gz_index_read_with in src/lib/gzindex.c).
+ * (clip_gz_index_read_with in src/lib/gzindex_read.c).
  *
  * An archive that passed clip_archive_open can still carry checkpoints that
  * are consistent enough to pass its validation and wrong in every other way:

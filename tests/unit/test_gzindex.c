@@ -192,15 +192,13 @@ static bool have_tool(const char *tool)
 	return system(cmd) == 0;
 }
 
-/* Compress with a CLI tool ("gzip -9"); false (with a printed reason) when
- * the tool is not installed. */
+/* Compress with a CLI tool ("gzip -9"); false when the tool is not
+ * installed (the caller says what it does instead). */
 static bool gzip_tool(struct gzt_buf *out, const char *tool, const char *args, const void *data,
 		      size_t len)
 {
-	if (!have_tool(tool)) {
-		print_message("skipping %s %s: %s not installed\n", tool, args, tool);
+	if (!have_tool(tool))
 		return false;
-	}
 	char in_path[4200], out_path[4200], cmd[9000];
 	snprintf(in_path, sizeof(in_path), "%s/in", tmpdir);
 	snprintf(out_path, sizeof(out_path), "%s/out", tmpdir);
@@ -841,19 +839,29 @@ static void test_tools(void **state)
 		{ "igzip", "-1" }, { "igzip", "-2" }, { "igzip", "-3" },
 	};
 	struct gzt_buf data = { 0 };
+	char missing[64] = ""; /* " pigz igzip": each missing tool once */
 	gen_data(&data, data_size(), 2);
 	make_tmpdir();
 	for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++) {
 		struct gzt_buf gz = { 0 };
 		char what[32];
-		if (!gzip_tool(&gz, tools[i].tool, tools[i].args, data.p, data.len))
+		if (!gzip_tool(&gz, tools[i].tool, tools[i].args, data.p, data.len)) {
+			snprintf(what, sizeof(what), " %s", tools[i].tool);
+			if (strstr(missing, what) == NULL)
+				strncat(missing, what, sizeof(missing) - strlen(missing) - 1);
 			continue;
+		}
 		snprintf(what, sizeof(what), "%s %s", tools[i].tool, tools[i].args);
 		property(what, &gz, 1000);
 		gzt_buf_free(&gz);
 	}
 	remove_tmpdir();
 	gzt_buf_free(&data);
+	/* The installed tools were tested; the run still says that not all were. */
+	if (missing[0] != '\0') {
+		print_message("skipped: not installed:%s\n", missing);
+		skip();
+	}
 }
 
 /* Members: zlib -6, 37 zero bytes, an empty member, gzip -9 (or zlib -9),
@@ -873,6 +881,8 @@ static void make_multimember(struct gzt_buf *gz, bool use_tool)
 		make_tmpdir();
 		tool = gzip_tool(gz, "gzip", "-9", b.p, b.len);
 		remove_tmpdir();
+		if (!tool)
+			print_message("gzip not installed: zlib -9 instead\n");
 	}
 	if (!tool)
 		gzip_zlib(gz, b.p, b.len, 9);
