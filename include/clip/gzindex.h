@@ -243,8 +243,11 @@ ssize_t clip_gz_index_read(const struct clip_gz_index *index, const struct clip_
 			   void *buf, size_t len, uint64_t offset, struct clip_gz_read_stats *stats,
 			   struct clip_err *err);
 
-/* Read by inflating from the start of the blob (no checkpoints): the fallback
- * for layers without an index. Same contract as clip_gz_index_read(). */
+/* Read by inflating from the start of the blob (no checkpoints), with the
+ * return values of clip_gz_index_read(). No digest vouches for these bytes
+ * (a member's CRC is checked only at its end), so the read tiers never use
+ * it: they stream whole layers through clip/decoder.h and check them. Tests
+ * and fuzzers use it as the reference that checkpoint reads must equal. */
 ssize_t clip_gz_read_from_start(const struct clip_blob_source *source, void *buf, size_t len,
 				uint64_t offset, struct clip_gz_read_stats *stats,
 				struct clip_err *err);

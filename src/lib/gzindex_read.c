@@ -5,8 +5,8 @@
  * memory safety needs (an index from an archive is trusted only that far),
  * and inflates from the nearest checkpoint at or before the offset wanted
  * with the resumed inflater (gzindex.c), handing it each piece of the fetched
- * bytes only once the piece is verified against its digest. Layers without
- * an index are read by inflating from the start (clip_gz_read_from_start).
+ * bytes only once the piece is verified against its digest.
+ * clip_gz_read_from_start, the unchecked reference for tests, is here too.
  */
 #include "clip/gzindex.h"
 
