@@ -25,12 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include "clip/archive.h"
+#include "clip/decoder.h"
 #include "clip/ocilayout.h"
 #include "clip/ref.h"
 #include "clip/registry.h"
+#include "clip/source.h"
 #include "clip/tar.h"
 #include "sha256.h"
 #include "util.h"
@@ -390,44 +391,46 @@ static void push_end(struct producer *p, int rc, const struct clip_err *err)
 	queue_push(p->queue, b);
 }
 
-static int produce_gzip(struct producer *p, struct clip_err *err)
+/* gzip and zstd: each block of the stream through the decoder, as batches
+ * of output (with the gzip block boundaries inside them). */
+static int produce_decoded(struct producer *p, struct clip_err *err)
 {
-	struct clip_gz_scanner *scanner = clip_gz_scanner_new();
+	struct clip_decoder *d = NULL;
+	int rc = clip_decoder_new(p->compression, &d, err);
+	if (rc < 0)
+		return rc;
 	struct clip_gz_boundary *bounds = malloc(MAX_BOUNDS * sizeof(*bounds));
-	if (scanner == NULL || bounds == NULL) {
-		clip_gz_scanner_free(scanner);
-		free(bounds);
-		return clip_err_set(err, ENOMEM, "out of memory");
+	if (bounds == NULL) {
+		clip_decoder_free(d);
+		return clip_err_nomem(err);
 	}
-	int rc = 0;
 	for (;;) {
 		struct inbuf *in = NULL;
 		ssize_t n = read_chunk(p, &in, err);
 		if (n <= 0) {
-			rc = n < 0 ? (int)n : clip_gz_scanner_finish(scanner, err);
+			rc = n < 0 ? (int)n : clip_decoder_finish(d, err);
 			break;
 		}
-		size_t pos = 0;
-		while (pos < in->len && rc == 0) {
+		/* Go on while input is left, or while the decoder still holds
+		 * output for what it consumed. */
+		size_t pos = 0, out_len = 1;
+		while (rc == 0 && (pos < in->len || out_len > 0)) {
 			struct batch *b = batch_with_output(p->pool);
 			if (b == NULL) {
-				rc = clip_err_set(err, ENOMEM, "out of memory");
+				rc = clip_err_nomem(err);
 				break;
 			}
-			size_t used = 0, out_len = 0, nb = 0;
-			rc = clip_gz_scanner_run(scanner, in->data + pos, in->len - pos, &used,
-						 b->out, OUT_CHUNK, &out_len, bounds, MAX_BOUNDS,
-						 &nb, err);
-			if (rc == 0 && used == 0 && out_len == 0 && nb == 0)
-				rc = clip_err_set(err, EIO, "gzip scanner made no progress");
+			size_t used = 0, nb = 0;
+			rc = clip_decoder_run(d, in->data + pos, in->len - pos, &used, b->out,
+					      OUT_CHUNK, &out_len, bounds, MAX_BOUNDS, &nb, err);
 			if (rc == 0 && nb) {
 				b->bounds = malloc(nb * sizeof(*bounds));
 				if (b->bounds == NULL)
-					rc = clip_err_set(err, ENOMEM, "out of memory");
+					rc = clip_err_nomem(err);
 				else
 					memcpy(b->bounds, bounds, nb * sizeof(*bounds));
 			}
-			if (rc < 0) {
+			if (rc < 0 || (used == 0 && out_len == 0 && nb == 0)) {
 				batch_free(b);
 				break;
 			}
@@ -438,16 +441,14 @@ static int produce_gzip(struct producer *p, struct clip_err *err)
 			b->out_len = out_len;
 			b->nbounds = nb;
 			pos += used;
-			if (!queue_push(p->queue, b)) {
+			if (!queue_push(p->queue, b))
 				rc = -ECANCELED;
-				break;
-			}
 		}
 		inbuf_unref(in);
 		if (rc < 0)
 			break;
 	}
-	clip_gz_scanner_free(scanner);
+	clip_decoder_free(d);
 	free(bounds);
 	return rc;
 }
@@ -473,65 +474,6 @@ static int produce_plain(struct producer *p, struct clip_err *err)
 	}
 }
 
-static int produce_zstd(struct producer *p, struct clip_err *err)
-{
-	ZSTD_DCtx *dctx = ZSTD_createDCtx();
-	if (dctx == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
-	int rc = 0;
-	size_t last_ret = 0;
-	bool any = false;
-	uint64_t consumed = 0;
-	for (;;) {
-		struct inbuf *in = NULL;
-		ssize_t n = read_chunk(p, &in, err);
-		if (n <= 0) {
-			if (n < 0)
-				rc = (int)n;
-			else if (!any || last_ret != 0)
-				rc = clip_err_set(err, EBADMSG, "truncated zstd stream");
-			break;
-		}
-		any = true;
-		ZSTD_inBuffer zin = { in->data, in->len, 0 };
-		/* Go on while input is left, or while zstd still holds output for
-		 * what it consumed (last_ret != 0 with all input used). */
-		while (rc == 0 && (zin.pos < zin.size || last_ret != 0)) {
-			struct batch *b = batch_with_output(p->pool);
-			if (b == NULL) {
-				rc = clip_err_set(err, ENOMEM, "out of memory");
-				break;
-			}
-			size_t start = zin.pos;
-			ZSTD_outBuffer zout = { b->out, OUT_CHUNK, 0 };
-			last_ret = ZSTD_decompressStream(dctx, &zout, &zin);
-			if (ZSTD_isError(last_ret) || (zout.pos == 0 && zin.pos == start)) {
-				batch_free(b);
-				if (ZSTD_isError(last_ret))
-					rc = clip_err_set(
-						err, EBADMSG,
-						"invalid zstd data near compressed offset %llu: %s",
-						(unsigned long long)(consumed + start),
-						ZSTD_getErrorName(last_ret));
-				break; /* an error, or zstd needs more input */
-			}
-			atomic_fetch_add(&in->refs, 1);
-			b->in = in;
-			b->in_off = start;
-			b->in_len = zin.pos - start;
-			b->out_len = zout.pos;
-			if (!queue_push(p->queue, b))
-				rc = -ECANCELED;
-		}
-		consumed += in->len;
-		inbuf_unref(in);
-		if (rc < 0)
-			break;
-	}
-	ZSTD_freeDCtx(dctx);
-	return rc;
-}
-
 static void *producer_main(void *arg)
 {
 	struct producer *p = arg;
@@ -540,11 +482,8 @@ static void *producer_main(void *arg)
 	int rc = reader_start(&reader, p->pool, p->stream, &err);
 	if (rc == 0) {
 		p->reader = &reader;
-		switch (p->compression) {
-		case CLIP_COMPRESSION_GZIP: rc = produce_gzip(p, &err); break;
-		case CLIP_COMPRESSION_ZSTD: rc = produce_zstd(p, &err); break;
-		default: rc = produce_plain(p, &err); break;
-		}
+		rc = p->compression == CLIP_COMPRESSION_NONE ? produce_plain(p, &err)
+							     : produce_decoded(p, &err);
 		reader_stop(&reader);
 		p->reader = NULL;
 	}
@@ -796,29 +735,6 @@ out:
 
 /* ---- the image ---------------------------------------------------------- */
 
-struct fd_stream {
-	int fd;
-};
-
-static ssize_t fd_stream_read(void *opaque, void *buf, size_t len, struct clip_err *err)
-{
-	struct fd_stream *s = opaque;
-	for (;;) {
-		ssize_t n = read(s->fd, buf, len);
-		if (n >= 0)
-			return n;
-		if (errno != EINTR)
-			return clip_err_set(err, errno, "read: %s", strerror(errno));
-	}
-}
-
-static void fd_stream_close(void *opaque)
-{
-	struct fd_stream *s = opaque;
-	close(s->fd);
-	s->fd = -1;
-}
-
 struct layer_job {
 	const struct clip_image_layer *layer;
 	size_t index;
@@ -827,14 +743,8 @@ struct layer_job {
 	int rc;
 };
 
-/* Where the image's blobs come from: a local layout or a registry. */
-struct image_source {
-	struct clip_oci_layout *layout; /* one of these two */
-	struct clip_registry *registry;
-};
-
 struct image_jobs {
-	struct image_source *source;
+	struct clip_source *source;
 	struct layer_job *jobs;
 	size_t njobs;
 	atomic_size_t next;
@@ -870,25 +780,18 @@ static void counting_close(void *opaque)
 		cs->inner.close(cs->inner.opaque);
 }
 
-static int open_layer_stream(struct image_source *src, const struct clip_image_layer *l,
-			     struct fd_stream *fs, struct clip_stream *out, struct clip_err *err)
-{
-	if (src->registry)
-		return clip_registry_blob_stream(src->registry, l->digest, l->size, out, err);
-	int rc = clip_oci_layout_open_blob(src->layout, l->digest, &fs->fd, err);
-	if (rc < 0)
-		return rc;
-	*out = (struct clip_stream){ fd_stream_read, fd_stream_close, fs };
-	return 0;
-}
-
 static int index_one(struct image_jobs *ij, struct layer_job *job)
 {
 	const struct clip_image_layer *l = job->layer;
 	struct clip_err *err = &job->err;
-	struct fd_stream fs = { -1 };
+	struct clip_source_blob blob;
 	struct clip_stream stream;
-	int rc = open_layer_stream(ij->source, l, &fs, &stream, err);
+	int rc = clip_source_blob_open(ij->source, l->digest, l->size, &blob, err);
+	if (rc == 0) {
+		rc = clip_source_blob_stream(&blob, &stream, err);
+		if (rc < 0)
+			clip_source_blob_close(&blob);
+	}
 	if (rc < 0)
 		return clip_err_prefix(err, "layer %s", l->digest);
 	struct counting_stream cs;
@@ -900,6 +803,7 @@ static int index_one(struct image_jobs *ij, struct layer_job *job)
 	struct clip_layer_options o = ij->options;
 	o.compression = l->compression;
 	rc = clip_index_layer(&stream, &o, &job->result, err);
+	clip_source_blob_close(&blob);
 	if (rc < 0)
 		return clip_err_prefix(err, "layer %s", l->digest);
 	if (strcmp(job->result.digest, l->digest) != 0)
@@ -998,28 +902,75 @@ static unsigned default_jobs(void)
 	return n > 0 ? (unsigned)n : 1;
 }
 
+/* Index every layer of `img` on up to o->jobs threads; the first failing
+ * layer in image order is the error. */
+static int index_layers(struct image_jobs *ij, struct clip_err *err)
+{
+	unsigned nthreads = ij->index_options->jobs ? ij->index_options->jobs : default_jobs();
+	if (nthreads > ij->njobs)
+		nthreads = (unsigned)ij->njobs;
+	pthread_t threads[64];
+	if (nthreads > CLIP_ARRAY_SIZE(threads))
+		nthreads = CLIP_ARRAY_SIZE(threads);
+	unsigned started = 0;
+	for (; started < nthreads; started++)
+		if (pthread_create(&threads[started], NULL, layer_worker, ij) != 0)
+			break;
+	if (started == 0 && ij->njobs)
+		layer_worker(ij);
+	for (unsigned t = 0; t < started; t++)
+		pthread_join(threads[t], NULL);
+	for (size_t i = 0; i < ij->njobs; i++) {
+		if (ij->jobs[i].rc < 0) {
+			*err = ij->jobs[i].err;
+			return ij->jobs[i].rc;
+		}
+	}
+	return 0;
+}
+
+/* Merge the indexed layers into `tree` and describe them in `infos` for
+ * the archive; the totals go to `summary`. */
+static int merge_layers(const struct clip_image *img, struct layer_job *jobs,
+			struct clip_tree *tree, struct clip_archive_layer_info *infos,
+			struct clip_index_summary *summary, struct clip_err *err)
+{
+	*summary = (struct clip_index_summary){ .layers = img->nlayers };
+	for (size_t i = 0; i < img->nlayers; i++) {
+		const struct clip_layer_result *r = &jobs[i].result;
+		int rc = clip_tree_apply(tree, (uint32_t)i, r->entries, err);
+		if (rc < 0)
+			return clip_err_prefix(err, "layer %s", img->layers[i].digest);
+		infos[i] = (struct clip_archive_layer_info){
+			.digest = img->layers[i].digest,
+			.diff_id = r->diff_id,
+			.media_type = img->layers[i].media_type,
+			.compression = img->layers[i].compression,
+			.compressed_size = r->compressed_size,
+			.uncompressed_size = r->uncompressed_size,
+			.gz = r->gz,
+			.chunk_hashes = (const unsigned char(*)[32])r->chunk_hashes,
+			.nchunks = r->nchunks,
+		};
+		summary->checkpoints += r->gz ? r->gz->count : 0;
+		summary->compressed_bytes += r->compressed_size;
+		summary->uncompressed_bytes += r->uncompressed_size;
+	}
+	int rc = clip_tree_finish(tree, err);
+	summary->entries = clip_tree_entry_count(tree);
+	summary->inodes = clip_tree_inode_count(tree);
+	return rc;
+}
+
 int clip_index_image(const struct clip_index_options *o, struct clip_index_summary *summary,
 		     struct clip_err *err)
 {
-	cleanup_free char *dir = NULL;
 	cleanup_free char *tag = NULL;
 	struct clip_ref ref = { 0 };
-	bool from_registry = strncmp(o->image_ref, "oci:", 4) != 0;
-	struct image_source source = { 0 };
-	int rc;
-	if (from_registry) {
-		rc = clip_ref_parse(o->image_ref, &ref, err);
-		if (rc == 0)
-			rc = clip_registry_open(&ref, o->registry, &source.registry, err);
-	} else {
-		rc = clip_oci_layout_parse_ref(o->image_ref, &dir, &tag, err);
-		if (rc == 0)
-			rc = clip_oci_layout_open(dir, &source.layout, err);
-	}
-	if (rc < 0) {
-		clip_ref_clear(&ref);
+	struct clip_source source;
+	int rc = clip_source_open_image(o->image_ref, o->registry, &source, &ref, &tag, err);
+	if (rc < 0)
 		return rc;
-	}
 	struct clip_platform platform;
 	if (o->platform)
 		platform = *o->platform;
@@ -1030,11 +981,7 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 	struct layer_job *jobs = NULL;
 	struct clip_archive_layer_info *infos = NULL;
 	char *config = NULL, *source_text = NULL;
-	if (from_registry)
-		rc = clip_registry_resolve(source.registry, clip_ref_manifest_reference(&ref),
-					   &platform, &img, err);
-	else
-		rc = clip_oci_layout_resolve(source.layout, tag, &platform, &img, err);
+	rc = clip_source_resolve(&source, &ref, tag, &platform, &img, err);
 	if (rc < 0)
 		goto out;
 
@@ -1042,7 +989,7 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 	infos = calloc(img.nlayers ? img.nlayers : 1, sizeof(*infos));
 	tree = clip_tree_new();
 	if (jobs == NULL || infos == NULL || tree == NULL) {
-		rc = clip_err_set(err, ENOMEM, "out of memory");
+		rc = clip_err_nomem(err);
 		goto out;
 	}
 	struct image_jobs ij = {
@@ -1064,58 +1011,17 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 		jobs[i].layer = &img.layers[i];
 		jobs[i].index = i;
 	}
-	unsigned nthreads = o->jobs ? o->jobs : default_jobs();
-	if (nthreads > img.nlayers)
-		nthreads = (unsigned)img.nlayers;
-	pthread_t threads[64];
-	if (nthreads > CLIP_ARRAY_SIZE(threads))
-		nthreads = CLIP_ARRAY_SIZE(threads);
-	unsigned started = 0;
-	for (; started < nthreads; started++)
-		if (pthread_create(&threads[started], NULL, layer_worker, &ij) != 0)
-			break;
-	if (started == 0 && img.nlayers)
-		layer_worker(&ij);
-	for (unsigned t = 0; t < started; t++)
-		pthread_join(threads[t], NULL);
-	/* Report the first failing layer in image order. */
-	for (size_t i = 0; i < img.nlayers; i++) {
-		if (jobs[i].rc < 0) {
-			*err = jobs[i].err;
-			rc = jobs[i].rc;
-			goto out;
-		}
-	}
-	size_t ncheckpoints = 0;
-	uint64_t csum = 0, usum = 0;
-	for (size_t i = 0; i < img.nlayers; i++) {
-		rc = clip_tree_apply(tree, (uint32_t)i, jobs[i].result.entries, err);
-		if (rc < 0) {
-			clip_err_prefix(err, "layer %s", img.layers[i].digest);
-			goto out;
-		}
-		infos[i] = (struct clip_archive_layer_info){
-			.digest = img.layers[i].digest,
-			.diff_id = jobs[i].result.diff_id,
-			.media_type = img.layers[i].media_type,
-			.compression = img.layers[i].compression,
-			.compressed_size = jobs[i].result.compressed_size,
-			.uncompressed_size = jobs[i].result.uncompressed_size,
-			.gz = jobs[i].result.gz,
-			.chunk_hashes = (const unsigned char(*)[32])jobs[i].result.chunk_hashes,
-			.nchunks = jobs[i].result.nchunks,
-		};
-		ncheckpoints += jobs[i].result.gz ? jobs[i].result.gz->count : 0;
-		csum += jobs[i].result.compressed_size;
-		usum += jobs[i].result.uncompressed_size;
-	}
-	rc = clip_tree_finish(tree, err);
+	struct clip_index_summary sum;
+	rc = index_layers(&ij, err);
+	if (rc == 0)
+		rc = merge_layers(&img, jobs, tree, infos, &sum, err);
 	if (rc < 0)
 		goto out;
 	config = config_json(&img);
-	source_text = source_json(dir, tag, from_registry ? &ref : NULL, &img, &platform);
+	source_text = source_json(source.layout ? clip_oci_layout_dir(source.layout) : NULL, tag,
+				  source.registry ? &ref : NULL, &img, &platform);
 	if (config == NULL || source_text == NULL) {
-		rc = clip_err_set(err, ENOMEM, "out of memory");
+		rc = clip_err_nomem(err);
 		goto out;
 	}
 	struct clip_archive_write_options wo = {
@@ -1129,16 +1035,8 @@ int clip_index_image(const struct clip_index_options *o, struct clip_index_summa
 		.chunk_bytes = ij.options.chunk_bytes,
 	};
 	rc = clip_archive_write(o->output, &wo, err);
-	if (rc < 0)
-		goto out;
-	if (summary) {
-		summary->layers = img.nlayers;
-		summary->entries = clip_tree_entry_count(tree);
-		summary->inodes = clip_tree_inode_count(tree);
-		summary->checkpoints = ncheckpoints;
-		summary->compressed_bytes = csum;
-		summary->uncompressed_bytes = usum;
-	}
+	if (rc == 0 && summary)
+		*summary = sum;
 out:
 	if (jobs)
 		for (size_t i = 0; i < img.nlayers; i++)
@@ -1149,8 +1047,7 @@ out:
 	free(source_text);
 	clip_tree_free(tree);
 	clip_image_clear(&img);
-	clip_oci_layout_free(source.layout);
-	clip_registry_free(source.registry);
+	clip_source_clear(&source);
 	clip_ref_clear(&ref);
 	return rc;
 }
