@@ -219,37 +219,12 @@ static int mkdir_parents(const char *path)
 	return mkdir_at(AT_FDCWD, copy);
 }
 
+/* 1 when all `len` bytes at `off` were read, 0 when the file ends first,
+ * or -errno. */
 static int pread_full(int fd, void *buf, size_t len, off_t off)
 {
-	size_t done = 0;
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (int)(done == len);
-}
-
-static int write_full(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	ssize_t n = clip_pread_full(fd, buf, len, (uint64_t)off);
+	return n < 0 ? (int)n : (int)((size_t)n == len);
 }
 
 /* ---- the verified set ---------------------------------------------------- */
@@ -413,6 +388,15 @@ static DIR *open_dir_at(int dirfd, const char *name)
 /* Chunk files of one layer directory. Entries that vanish while listed (a
  * reader removing a bad chunk) are skipped; names that are not ours are left
  * alone and not charged. */
+/* Stat entry `name` of `d`: 1 for a regular file, 0 for anything else or an
+ * entry gone meanwhile, -errno. */
+static int stat_regular(DIR *d, const char *name, struct stat *st)
+{
+	if (fstatat(dirfd(d), name, st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return S_ISREG(st->st_mode) ? 1 : 0;
+}
+
 static int scan_layer(struct scan *s, int prefix_fd, const char *prefix, const char *layer)
 {
 	cleanup_dir DIR *d = open_dir_at(prefix_fd, layer);
@@ -423,14 +407,13 @@ static int scan_layer(struct scan *s, int prefix_fd, const char *prefix, const c
 		if (!is_hex(de->d_name, INDEX_HEX_LEN, true))
 			continue;
 		struct stat st;
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno == ENOENT)
-				continue;
-			return -errno;
-		}
-		if (!S_ISREG(st.st_mode))
+		int rc = stat_regular(d, de->d_name, &st);
+		if (rc <= 0) {
+			if (rc < 0)
+				return rc;
 			continue;
-		int rc = scan_push(s, &st, prefix, layer, de->d_name);
+		}
+		rc = scan_push(s, &st, prefix, layer, de->d_name);
 		if (rc < 0)
 			return rc;
 		s->total += file_charge(&st);
@@ -480,13 +463,12 @@ static int scan_tmp(struct scan *s, int root_fd)
 		if (de->d_name[0] == '.')
 			continue;
 		struct stat st;
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno == ENOENT)
-				continue;
-			return -errno;
-		}
-		if (!S_ISREG(st.st_mode))
+		int rc = stat_regular(d, de->d_name, &st);
+		if (rc <= 0) {
+			if (rc < 0)
+				return rc;
 			continue;
+		}
 		if (now.tv_sec - st.st_mtim.tv_sec > STALE_TMP_SEC &&
 		    unlinkat(dirfd(d), de->d_name, 0) == 0)
 			continue;
@@ -911,9 +893,9 @@ static int write_tmp(struct clip_diskcache *c, uint64_t chunk, const void *data,
 		openat(c->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return clip_err_errno(err, errno, "disk cache %s/%s: create", c->dir, tmp);
-	int rc = write_full(fd, hdr, sizeof(hdr));
+	int rc = clip_write_full(fd, hdr, sizeof(hdr));
 	if (rc == 0)
-		rc = write_full(fd, data, len);
+		rc = clip_write_full(fd, data, len);
 	if (rc == 0 && fstat(fd, st) < 0)
 		rc = -errno;
 	if (rc == 0 && close(clip_steal_fd(fd)) < 0)

@@ -158,21 +158,11 @@ ssize_t clip_source_blob_pread(struct clip_source_blob *b, void *buf, size_t len
 	if (b->source->ops)
 		return b->source->ops->pread(b->source->ops->opaque, b->digest, buf, len, offset,
 					     err);
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n =
-			pread(b->fd, (unsigned char *)buf + got, len - got, (off_t)(offset + got));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return clip_err_errno(err, errno, "read at offset %llu",
-					      (unsigned long long)(offset + got));
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
+	ssize_t n = clip_pread_full(b->fd, buf, len, offset);
+	if (n < 0)
+		return clip_err_errno(err, (int)n, "read at offset %llu",
+				      (unsigned long long)offset);
+	return n;
 }
 
 /* A local blob read in order. */

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 static inline void clip_freep(void *p)
@@ -62,6 +63,13 @@ static inline uint64_t clip_fnv1a(uint64_t h, const void *data, size_t len)
 	}
 	return h;
 }
+
+/* Write all `len` bytes, retrying short writes and EINTR: 0 or -errno. */
+int clip_write_full(int fd, const void *buf, size_t len);
+
+/* Read up to `len` bytes at `offset`, retrying short reads and EINTR: the
+ * bytes read (fewer only at the end of the file) or -errno. */
+ssize_t clip_pread_full(int fd, void *buf, size_t len, uint64_t offset);
 
 #define CLIP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
