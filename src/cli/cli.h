@@ -8,12 +8,16 @@
 #include <stdio.h>
 
 #include "clip/archive.h"
+#include "clip/content.h"
 #include "clip/err.h"
 #include "clip/registry.h"
 
 /* Exit codes: 0 ok, 1 runtime failure, 2 usage error. */
 #define CLI_EXIT_FAILURE 1
 #define CLI_EXIT_USAGE	 2
+/* What a command's option parser returns when the command goes on; any
+ * other value is the exit status to end with (0 after --help). */
+#define CLI_GO_ON (-1)
 
 int cmd_index(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -69,8 +73,57 @@ void cli_print_manifest_line(FILE *f, const struct clip_archive *archive, const 
 bool cli_registry_option(const char *cmd, int c, const char *arg,
 			 struct clip_registry_options *options, int *rc);
 
+/* The read options shared by the commands that read file contents (cat,
+ * mount): where blobs come from, the registry options above, the disk and
+ * remote caches. Add CLI_CONTENT_OPTIONS to the getopt_long table (it holds
+ * CLI_REGISTRY_OPTIONS), pass every option code to cli_content_option (true
+ * when it was one of them; on a bad value it prints a usage error and sets
+ * *rc), and print CLI_CONTENT_HELP in --help. --cache-dir is parsed here but
+ * described by each command, since the default differs: none for cat, the
+ * user's cache for mount. */
+#define CLI_OPT_SOURCE	       1004
+#define CLI_OPT_NO_CHECKPOINTS 1005
+#define CLI_OPT_CACHE_DIR      1006
+#define CLI_OPT_REMOTE_CACHE   1007
+/* clang-format off */
+#define CLI_CONTENT_OPTIONS \
+	{ "source", required_argument, NULL, CLI_OPT_SOURCE }, \
+	{ "no-checkpoints", no_argument, NULL, CLI_OPT_NO_CHECKPOINTS }, \
+	{ "cache-dir", required_argument, NULL, CLI_OPT_CACHE_DIR }, \
+	{ "remote-cache", required_argument, NULL, CLI_OPT_REMOTE_CACHE }, \
+	CLI_REGISTRY_OPTIONS
+/* clang-format on */
+#define CLI_CONTENT_HELP                                                                           \
+	"      --no-checkpoints          gzip layers: fetch and inflate whole layers\n"            \
+	"                                (the slow fallback)\n"                                    \
+	"      --source SRC              read blobs from SRC instead: an OCI layout\n"             \
+	"                                (oci:DIR or a directory) or a registry\n"                 \
+	"                                repository (host/repo), a mirror\n"                       \
+	"      --remote-cache URL        read through (and fill) a cache of chunks shared\n"       \
+	"                                by every node (a Redis Cluster is detected):\n"           \
+	"                                redis://[user:password@]host:port[/db] or\n"              \
+	"                                unix:///path\n" CLI_REGISTRY_HELP
+
+/* What the read options set. cli_content_args_init zeroes it and points
+ * content.registry at registry, so that content is ready to pass to
+ * clip_content_open once the options are parsed. It must not be copied. */
+struct cli_content_args {
+	struct clip_content_options content;
+	struct clip_registry_options registry;
+};
+void cli_content_args_init(struct cli_content_args *args);
+bool cli_content_option(const char *cmd, int c, const char *arg, struct cli_content_args *args,
+			int *rc);
+
 /* Open an archive or print the error; returns NULL on failure. */
 struct clip_archive *cli_open_archive(const char *path);
+
+/* Open the content reader of `archive` (named `name` in messages) or print
+ * the error; returns NULL on failure. When a remote cache is given but the
+ * archive cannot use it (clip_content_remote_usable), it warns and goes on
+ * without it. */
+struct clip_content *cli_open_content(const struct clip_archive *archive, const char *name,
+				      const struct clip_content_options *options);
 
 /* The archive accessors for commands that walk an opened archive. Records
  * are checked as they are read (archive.h), and an invalid one (an archive

@@ -227,6 +227,23 @@ void cli_print_manifest_line(FILE *f, const struct clip_archive *a, const char *
 	fputc('\n', f);
 }
 
+struct clip_content *cli_open_content(const struct clip_archive *archive, const char *name,
+				      const struct clip_content_options *options)
+{
+	struct clip_err err = { 0 };
+	struct clip_content *content = NULL;
+	if (clip_content_open(archive, options, &content, &err) < 0) {
+		cli_error(&err);
+		return NULL;
+	}
+	if (options->remote_cache && !clip_content_remote_usable(content))
+		fprintf(stderr,
+			"clip: warning: %s has no chunk hashes of this chunk size (format 1 or "
+			"another --chunk-size): the remote cache is not used for it\n",
+			name);
+	return content;
+}
+
 struct clip_archive *cli_open_archive(const char *path)
 {
 	struct clip_err err = { 0 };
@@ -255,5 +272,23 @@ bool cli_registry_option(const char *cmd, int c, const char *arg, struct clip_re
 		o->retries = n == 0 ? -1 : (int)n;
 		return true;
 	default: return false;
+	}
+}
+
+void cli_content_args_init(struct cli_content_args *args)
+{
+	memset(args, 0, sizeof(*args));
+	args->content.registry = &args->registry;
+}
+
+bool cli_content_option(const char *cmd, int c, const char *arg, struct cli_content_args *args,
+			int *rc)
+{
+	switch (c) {
+	case CLI_OPT_SOURCE: args->content.source = arg; return true;
+	case CLI_OPT_NO_CHECKPOINTS: args->content.no_checkpoints = true; return true;
+	case CLI_OPT_CACHE_DIR: args->content.cache_dir = arg; return true;
+	case CLI_OPT_REMOTE_CACHE: args->content.remote_cache = arg; return true;
+	default: return cli_registry_option(cmd, c, arg, &args->registry, rc);
 	}
 }

@@ -19,139 +19,156 @@ static void help(void)
 	       "Write the bytes of regular file PATH to standard output. Only the compressed\n"
 	       "spans holding them are read and inflated, from the image source recorded in\n"
 	       "the archive.\n"
-	       "  --offset N        start at byte N\n"
-	       "  --length N        at most N bytes\n"
-	       "  --no-checkpoints  inflate gzip layers from their start (the slow fallback)\n"
-	       "  --source SRC      read blobs from SRC instead: an OCI layout (oci:DIR or a\n"
-	       "                    directory) or a registry repository (host/repo), a mirror\n"
-	       "  --cache-dir DIR   read through (and fill) a disk cache of uncompressed chunks\n"
-	       "  --remote-cache URL  read through (and fill) a shared cache of chunks:\n"
-	       "                    redis://[user:password@]host:port[/db] or unix:///path\n"
-	       "  --stats           print spans inflated and bytes read to standard "
-	       "error\n" CLI_REGISTRY_HELP);
+	       "\n"
+	       "options:\n"
+	       "      --offset N                start at byte N\n"
+	       "      --length N                at most N bytes\n"
+	       "      --cache-dir DIR           read through (and fill) a disk cache of\n"
+	       "                                uncompressed chunks (default: none)\n"
+	       "%s"
+	       "      --stats                   print spans inflated and bytes read to standard\n"
+	       "                                error\n"
+	       "  -h, --help                    this text\n",
+	       CLI_CONTENT_HELP);
 }
 
-int cmd_cat(int argc, char **argv)
+struct cat_args {
+	struct cli_content_args read; /* the options shared with mount */
+	uint64_t offset, length;
+	bool stats;
+	const char *archive, *path;
+};
+
+/* The command line into `a`: CLI_GO_ON, or the exit status to end with. */
+static int parse_args(int argc, char **argv, struct cat_args *a)
 {
 	static const struct option opts[] = {
 		{ "offset", required_argument, NULL, 'O' },
 		{ "length", required_argument, NULL, 'L' },
-		{ "no-checkpoints", no_argument, NULL, 'n' },
-		{ "source", required_argument, NULL, 's' },
 		{ "stats", no_argument, NULL, 'S' },
-		{ "cache-dir", required_argument, NULL, 'D' },
-		{ "remote-cache", required_argument, NULL, 'R' },
-		CLI_REGISTRY_OPTIONS,
+		CLI_CONTENT_OPTIONS,
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	uint64_t offset = 0, length = UINT64_MAX;
-	struct clip_content_options co = { 0 };
-	struct clip_registry_options ro = { 0 };
-	co.registry = &ro;
-	bool stats = false;
+	cli_content_args_init(&a->read);
+	a->offset = 0;
+	a->length = UINT64_MAX;
+	a->stats = false;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		int urc = 0;
-		if (cli_registry_option("cat", c, optarg, &ro, &urc)) {
+		if (cli_content_option("cat", c, optarg, &a->read, &urc)) {
 			if (urc)
 				return urc;
 			continue;
 		}
 		switch (c) {
 		case 'O':
-			if (!cli_parse_u64(optarg, &offset))
+			if (!cli_parse_u64(optarg, &a->offset))
 				return cli_usage_error("cat", "--offset %s: not a number", optarg);
 			break;
 		case 'L':
-			if (!cli_parse_u64(optarg, &length))
+			if (!cli_parse_u64(optarg, &a->length))
 				return cli_usage_error("cat", "--length %s: not a number", optarg);
 			break;
-		case 'n': co.no_checkpoints = true; break;
-		case 's': co.source = optarg; break;
-		case 'S': stats = true; break;
-		case 'D': co.cache_dir = optarg; break;
-		case 'R': co.remote_cache = optarg; break;
+		case 'S': a->stats = true; break;
 		case 'h': help(); return 0;
 		default: return cli_usage_error("cat", "invalid option");
 		}
 	}
 	if (argc - optind != 2)
 		return cli_usage_error("cat", "expected ARCHIVE PATH");
-	const char *path = argv[optind + 1];
-	struct clip_archive *a = cli_open_archive(argv[optind]);
-	if (a == NULL)
-		return CLI_EXIT_FAILURE;
+	a->archive = argv[optind];
+	a->path = argv[optind + 1];
+	return CLI_GO_ON;
+}
+
+/* Bytes [offset, offset + length) of regular file `ino` (of `size` bytes,
+ * named `path` in messages) to standard output: 0 or the exit status after
+ * printing why not. */
+static int copy_out(struct clip_content *content, uint32_t ino, uint64_t size, const char *path,
+		    uint64_t offset, uint64_t length)
+{
+	unsigned char *buf = malloc(CAT_CHUNK);
+	if (buf == NULL)
+		return cli_fail(CLI_EXIT_FAILURE, "out of memory");
 	struct clip_err err = { 0 };
-	struct clip_content *content = NULL;
-	unsigned char *buf = NULL;
 	int rc = 0;
-	uint32_t ino;
-	if (clip_archive_resolve(a, path, &ino, &err) < 0) {
-		rc = cli_error(&err);
-		goto out;
-	}
-	struct clip_archive_inode in;
-	cli_inode(a, ino, &in);
-	if (!S_ISREG(in.mode)) {
-		rc = cli_fail(CLI_EXIT_FAILURE, "%s: not a regular file", path);
-		goto out;
-	}
-	if (clip_content_open(a, &co, &content, &err) < 0) {
-		rc = cli_error(&err);
-		goto out;
-	}
-	if (co.remote_cache && !clip_content_remote_usable(content))
-		fprintf(stderr,
-			"clip: warning: %s has no chunk hashes of this chunk size (format 1 or "
-			"another --chunk-size): the remote cache is not used for it\n",
-			argv[optind]);
-	buf = malloc(CAT_CHUNK);
-	if (buf == NULL) {
-		rc = cli_fail(CLI_EXIT_FAILURE, "out of memory");
-		goto out;
-	}
 	uint64_t end = offset + length < offset ? UINT64_MAX : offset + length;
-	if (end > in.size)
-		end = in.size;
+	if (end > size)
+		end = size;
 	for (uint64_t pos = offset; pos < end;) {
 		size_t want = end - pos < CAT_CHUNK ? (size_t)(end - pos) : CAT_CHUNK;
 		ssize_t n = clip_content_read(content, ino, buf, want, pos, &err);
 		if (n < 0) {
 			clip_err_prefix(&err, "%s", path);
 			rc = cli_error(&err);
-			goto out;
+			break;
 		}
 		if (n == 0)
 			break;
 		if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n) {
 			rc = cli_fail(CLI_EXIT_FAILURE, "write error on standard output: %s",
 				      strerror(errno));
-			goto out;
+			break;
 		}
 		pos += (uint64_t)n;
 	}
-	if (fflush(stdout) != 0)
+	free(buf);
+	if (rc == 0 && fflush(stdout) != 0)
 		rc = cli_fail(CLI_EXIT_FAILURE, "write error on standard output: %s",
 			      strerror(errno));
-	if (stats && rc == 0) {
-		struct clip_content_stats s;
-		clip_content_stats(content, &s);
-		fprintf(stderr,
-			"spans: %" PRIu64 "  compressed bytes read: %" PRIu64
-			"  bytes inflated: %" PRIu64 "  source requests: %" PRIu64
-			"  source bytes: %" PRIu64 "\n",
-			s.gz.spans, s.gz.compressed_bytes, s.gz.inflated_bytes, s.source_requests,
-			s.source_bytes);
-		char *json = clip_content_stats_json(content);
-		if (json)
-			fprintf(stderr, "%s\n", json);
-		free(json);
+	return rc;
+}
+
+static void print_stats(const struct clip_content *content)
+{
+	struct clip_content_stats s;
+	clip_content_stats(content, &s);
+	fprintf(stderr,
+		"spans: %" PRIu64 "  compressed bytes read: %" PRIu64 "  bytes inflated: %" PRIu64
+		"  source requests: %" PRIu64 "  source bytes: %" PRIu64 "\n",
+		s.gz.spans, s.gz.compressed_bytes, s.gz.inflated_bytes, s.source_requests,
+		s.source_bytes);
+	char *json = clip_content_stats_json(content);
+	if (json)
+		fprintf(stderr, "%s\n", json);
+	free(json);
+}
+
+int cmd_cat(int argc, char **argv)
+{
+	struct cat_args a;
+	int rc = parse_args(argc, argv, &a);
+	if (rc != CLI_GO_ON)
+		return rc;
+	struct clip_archive *archive = cli_open_archive(a.archive);
+	if (archive == NULL)
+		return CLI_EXIT_FAILURE;
+	struct clip_err err = { 0 };
+	struct clip_content *content = NULL;
+	uint32_t ino;
+	struct clip_archive_inode in;
+	if (clip_archive_resolve(archive, a.path, &ino, &err) < 0) {
+		rc = cli_error(&err);
+		goto out;
 	}
+	cli_inode(archive, ino, &in);
+	if (!S_ISREG(in.mode)) {
+		rc = cli_fail(CLI_EXIT_FAILURE, "%s: not a regular file", a.path);
+		goto out;
+	}
+	content = cli_open_content(archive, a.archive, &a.read.content);
+	if (content == NULL) {
+		rc = CLI_EXIT_FAILURE;
+		goto out;
+	}
+	rc = copy_out(content, ino, in.size, a.path, a.offset, a.length);
+	if (a.stats && rc == 0)
+		print_stats(content);
 out:
-	free(buf);
 	clip_content_close(content);
-	clip_archive_close(a);
+	clip_archive_close(archive);
 	return rc;
 }

@@ -23,18 +23,15 @@
 #define DEFAULT_CACHE_MAX (10ull << 30)
 #define DEFAULT_THREADS	  16
 
-#define OPT_CACHE_DIR	   2001
-#define OPT_CACHE_MAX	   2002
-#define OPT_CHUNK_SIZE	   2003
-#define OPT_NO_CACHE	   2004
-#define OPT_NO_CHECKPOINTS 2005
-#define OPT_PREFETCH	   2006
-#define OPT_SOURCE	   2007
-#define OPT_LOG		   2008
-#define OPT_THREADS	   2009
-#define OPT_REMOTE_CACHE   2010
-#define OPT_REMOTE_TIMEOUT 2011
-#define OPT_REMOTE_PREFIX  2012
+/* Beside the read options shared with cat (cli.h). */
+#define OPT_CACHE_MAX	   2001
+#define OPT_CHUNK_SIZE	   2002
+#define OPT_NO_CACHE	   2003
+#define OPT_PREFETCH	   2004
+#define OPT_LOG		   2005
+#define OPT_THREADS	   2006
+#define OPT_REMOTE_TIMEOUT 2007
+#define OPT_REMOTE_PREFIX  2008
 
 static void mount_help(void)
 {
@@ -54,27 +51,21 @@ static void mount_help(void)
 	       "                                chunks evicted (default 10G; 0: unbounded)\n"
 	       "      --chunk-size SIZE         disk cache chunk size (default: 1M)\n"
 	       "      --no-cache                no disk cache: every read goes to the source\n"
-	       "      --no-checkpoints          gzip layers: fetch and inflate whole layers\n"
 	       "      --prefetch                fetch every layer into the disk cache in the\n"
 	       "                                background, yielding to programs' reads\n"
-	       "      --source SRC              read blobs from SRC: an OCI layout (oci:DIR or\n"
-	       "                                a directory) or a registry repository (a mirror)\n"
 	       "%s"
-	       "      --log FILE                append errors after start-up (failed reads) to\n"
-	       "                                FILE (default: syslog; standard error with -f)\n"
-	       "      --threads N               requests served at once (default %d)\n"
-	       "      --remote-cache URL        a cache of chunks shared by every node:\n"
-	       "                                redis://[user:password@]host:port[/db] or\n"
-	       "                                unix:///path (a Redis Cluster is detected)\n"
 	       "      --remote-timeout MS       skip the remote cache after MS (default 50)\n"
 	       "      --remote-prefix PREFIX    its keys are PREFIX<layer hex>:<chunk> (default\n"
 	       "                                clip:)\n"
+	       "      --log FILE                append errors after start-up (failed reads) to\n"
+	       "                                FILE (default: syslog; standard error with -f)\n"
+	       "      --threads N               requests served at once (default %d)\n"
 	       "  -f, --foreground              serve in the foreground until unmounted\n"
 	       "  -o OPT[,OPT...]               FUSE mount options: allow_other, allow_root,\n"
 	       "                                suid and dev (root: honour setuid bits and\n"
 	       "                                device nodes, off by default), ...\n"
 	       "  -h, --help                    this text\n",
-	       CLI_REGISTRY_HELP, DEFAULT_THREADS);
+	       CLI_CONTENT_HELP, DEFAULT_THREADS);
 }
 
 /* `path` made absolute against the working directory, which the daemon
@@ -127,47 +118,51 @@ static char *default_cache_dir(void)
 	return out;
 }
 
-int cmd_mount(int argc, char **argv)
+struct mount_args {
+	struct cli_content_args read; /* the options shared with cat */
+	struct clip_rcache_options remote;
+	struct clip_fuse_options fuse;
+	const char *log_path;
+	bool no_cache;
+	const char *archive;
+};
+
+/* The command line into `a`: CLI_GO_ON, or the exit status to end with. */
+static int parse_args(int argc, char **argv, struct mount_args *a)
 {
 	static const struct option opts[] = {
-		{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
+		CLI_CONTENT_OPTIONS,
 		{ "cache-max", required_argument, NULL, OPT_CACHE_MAX },
 		{ "chunk-size", required_argument, NULL, OPT_CHUNK_SIZE },
 		{ "no-cache", no_argument, NULL, OPT_NO_CACHE },
-		{ "no-checkpoints", no_argument, NULL, OPT_NO_CHECKPOINTS },
 		{ "prefetch", no_argument, NULL, OPT_PREFETCH },
-		{ "source", required_argument, NULL, OPT_SOURCE },
 		{ "log", required_argument, NULL, OPT_LOG },
 		{ "threads", required_argument, NULL, OPT_THREADS },
-		{ "remote-cache", required_argument, NULL, OPT_REMOTE_CACHE },
 		{ "remote-timeout", required_argument, NULL, OPT_REMOTE_TIMEOUT },
 		{ "remote-prefix", required_argument, NULL, OPT_REMOTE_PREFIX },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
-		CLI_REGISTRY_OPTIONS,
 		{ 0 },
 	};
-	struct clip_content_options co = { 0 };
-	struct clip_registry_options ro = { 0 };
-	struct clip_fuse_options fo = { 0 };
-	struct clip_rcache_options rco = { 0 };
-	const char *cache_dir = NULL, *source = NULL, *log_path = NULL;
-	uint64_t cache_max = DEFAULT_CACHE_MAX, n;
-	bool no_cache = false;
-	unsigned threads = DEFAULT_THREADS;
+	memset(a, 0, sizeof(*a));
+	cli_content_args_init(&a->read);
+	struct clip_content_options *co = &a->read.content;
+	co->cache_max = DEFAULT_CACHE_MAX;
+	co->remote_cache_options = &a->remote;
+	a->fuse.max_threads = DEFAULT_THREADS;
+	uint64_t n;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "fo:h", opts, NULL)) != -1) {
 		int urc = 0;
-		if (cli_registry_option("mount", c, optarg, &ro, &urc)) {
+		if (cli_content_option("mount", c, optarg, &a->read, &urc)) {
 			if (urc)
 				return urc;
 			continue;
 		}
 		switch (c) {
-		case OPT_CACHE_DIR: cache_dir = optarg; break;
 		case OPT_CACHE_MAX:
-			if (!cli_parse_size(optarg, &cache_max))
+			if (!cli_parse_size(optarg, &co->cache_max))
 				return cli_usage_error("mount", "--cache-max %s: not a size",
 						       optarg);
 			break;
@@ -177,119 +172,131 @@ int cmd_mount(int argc, char **argv)
 						       "--chunk-size %s: expected a size from 4K "
 						       "to 1G",
 						       optarg);
-			co.chunk_size = (uint32_t)n;
+			co->chunk_size = (uint32_t)n;
 			break;
-		case OPT_NO_CACHE: no_cache = true; break;
-		case OPT_NO_CHECKPOINTS: co.no_checkpoints = true; break;
-		case OPT_PREFETCH: fo.prefetch = true; break;
-		case OPT_SOURCE: source = optarg; break;
-		case OPT_LOG: log_path = optarg; break;
+		case OPT_NO_CACHE: a->no_cache = true; break;
+		case OPT_PREFETCH: a->fuse.prefetch = true; break;
+		case OPT_LOG: a->log_path = optarg; break;
 		case OPT_THREADS:
 			if (!cli_parse_u64(optarg, &n) || n < 1 || n > 1024)
 				return cli_usage_error("mount", "--threads %s: expected 1 to 1024",
 						       optarg);
-			threads = (unsigned)n;
+			a->fuse.max_threads = (unsigned)n;
 			break;
-		case OPT_REMOTE_CACHE: co.remote_cache = optarg; break;
 		case OPT_REMOTE_TIMEOUT:
 			if (!cli_parse_u64(optarg, &n) || n < 1 || n > 60000)
 				return cli_usage_error(
 					"mount", "--remote-timeout %s: expected 1 to 60000 ms",
 					optarg);
-			rco.timeout_ms = (long)n;
+			a->remote.timeout_ms = (long)n;
 			break;
-		case OPT_REMOTE_PREFIX: rco.key_prefix = optarg; break;
-		case 'f': fo.foreground = true; break;
-		case 'o': fo.fuse_options = optarg; break;
+		case OPT_REMOTE_PREFIX: a->remote.key_prefix = optarg; break;
+		case 'f': a->fuse.foreground = true; break;
+		case 'o': a->fuse.fuse_options = optarg; break;
 		case 'h': mount_help(); return 0;
 		default: return cli_usage_error("mount", "invalid option");
 		}
 	}
 	if (argc - optind != 2)
 		return cli_usage_error("mount", "expected ARCHIVE MOUNTPOINT");
-	if (no_cache && (cache_dir || fo.prefetch))
+	if (a->no_cache && (co->cache_dir || a->fuse.prefetch))
 		return cli_usage_error("mount", "--no-cache excludes --cache-dir and --prefetch");
+	a->archive = argv[optind];
+	a->fuse.mountpoint = argv[optind + 1];
+	return CLI_GO_ON;
+}
 
-	/* Every path the daemon uses later is made absolute now: it leaves the
-	 * working directory. */
-	char *owned_cache = NULL, *owned_source = NULL, *owned_log = NULL, *archive_path = NULL;
-	char *owned_ca = NULL;
+/* Every path the daemon uses later, made absolute: it leaves the working
+ * directory. The arguments then point at these strings. */
+struct mount_paths {
+	char *archive, *cache_dir, *source, *log, *ca_file;
+};
+
+static void mount_paths_free(struct mount_paths *p)
+{
+	free(p->archive);
+	free(p->cache_dir);
+	free(p->source);
+	free(p->log);
+	free(p->ca_file);
+}
+
+/* Fill `p` from `a` and point `a` at it: 0, or the exit status after
+ * printing why not. */
+static int make_paths_absolute(struct mount_args *a, struct mount_paths *p)
+{
+	struct clip_content_options *co = &a->read.content;
+	struct clip_registry_options *ro = &a->read.registry;
+	if (!a->no_cache) {
+		p->cache_dir = co->cache_dir ? absolute_path(co->cache_dir) : default_cache_dir();
+		if (p->cache_dir == NULL && co->cache_dir)
+			return cli_fail(CLI_EXIT_FAILURE, "--cache-dir %s: %s", co->cache_dir,
+					strerror(errno));
+		if (p->cache_dir == NULL)
+			return cli_fail(CLI_EXIT_FAILURE,
+					"mount: no cache directory (set HOME or XDG_CACHE_HOME, "
+					"give --cache-dir, or --no-cache)");
+	}
+	if ((co->source && (p->source = absolute_source(co->source)) == NULL) ||
+	    (a->log_path && (p->log = absolute_path(a->log_path)) == NULL))
+		return cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));
+	p->archive = realpath(a->archive, NULL);
+	if (p->archive == NULL)
+		return cli_fail(CLI_EXIT_FAILURE, "archive %s: %s", a->archive, strerror(errno));
+	if (ro->ca_file && (p->ca_file = absolute_path(ro->ca_file)) == NULL)
+		return cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));
+	if (p->ca_file)
+		ro->ca_file = p->ca_file;
+	co->source = p->source;
+	co->cache_dir = p->cache_dir;
+	a->log_path = p->log;
+	return 0;
+}
+
+/* The daemon outlives its caller, so it must not keep the caller's
+ * descriptors: a pipe the caller waits to see closed (a test harness, a
+ * shell's command substitution) would never close, a file it holds keeps a
+ * filesystem busy. Nothing of clip's own is open yet beyond stdio. */
+static void close_inherited_fds(void)
+{
+	if (close_range(3, ~0U, 0) < 0)
+		for (int fd = 3; fd < 4096; fd++)
+			close(fd);
+}
+
+int cmd_mount(int argc, char **argv)
+{
+	struct mount_args a;
+	int rc = parse_args(argc, argv, &a);
+	if (rc != CLI_GO_ON)
+		return rc;
+	struct mount_paths paths = { 0 };
 	struct clip_archive *archive = NULL;
 	struct clip_content *content = NULL;
 	struct clip_err err = { 0 };
-	int rc = 0;
-	if (!no_cache) {
-		owned_cache = cache_dir ? absolute_path(cache_dir) : default_cache_dir();
-		if (owned_cache == NULL && cache_dir) {
-			rc = cli_fail(CLI_EXIT_FAILURE, "--cache-dir %s: %s", cache_dir,
-				      strerror(errno));
-			goto out;
-		}
-		if (owned_cache == NULL) {
-			rc = cli_fail(CLI_EXIT_FAILURE,
-				      "mount: no cache directory (set HOME or XDG_CACHE_HOME, give "
-				      "--cache-dir, or --no-cache)");
-			goto out;
-		}
-	}
-	if ((source && (owned_source = absolute_source(source)) == NULL) ||
-	    (log_path && (owned_log = absolute_path(log_path)) == NULL)) {
-		rc = cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));
+	rc = make_paths_absolute(&a, &paths);
+	if (rc != 0)
 		goto out;
-	}
-	archive_path = realpath(argv[optind], NULL);
-	if (archive_path == NULL) {
-		rc = cli_fail(CLI_EXIT_FAILURE, "archive %s: %s", argv[optind], strerror(errno));
-		goto out;
-	}
-	if (ro.ca_file && (owned_ca = absolute_path(ro.ca_file)) == NULL) {
-		rc = cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));
-		goto out;
-	}
-	if (owned_ca)
-		ro.ca_file = owned_ca;
-	co.source = owned_source;
-	co.registry = &ro;
-	co.remote_cache_options = &rco;
-	co.cache_dir = owned_cache;
-	co.cache_max = cache_max;
-
-	/* The daemon outlives its caller, so it must not keep the caller's
-	 * descriptors: a pipe the caller waits to see closed (a test harness, a
-	 * shell's command substitution) would never close, a file it holds keeps
-	 * a filesystem busy. Nothing of clip's own is open yet beyond stdio. */
-	if (!fo.foreground && close_range(3, ~0U, 0) < 0)
-		for (int fd = 3; fd < 4096; fd++)
-			close(fd);
-
-	archive = cli_open_archive(archive_path);
+	if (!a.fuse.foreground)
+		close_inherited_fds();
+	archive = cli_open_archive(paths.archive);
 	if (archive == NULL) {
 		rc = CLI_EXIT_FAILURE;
 		goto out;
 	}
-	if (clip_content_open(archive, &co, &content, &err) < 0) {
-		rc = cli_error(&err);
+	content = cli_open_content(archive, a.archive, &a.read.content);
+	if (content == NULL) {
+		rc = CLI_EXIT_FAILURE;
 		goto out;
 	}
-	if (co.remote_cache && !clip_content_remote_usable(content))
-		fprintf(stderr,
-			"clip: warning: %s has no chunk hashes of this chunk size (format 1 or "
-			"another --chunk-size): the remote cache is not used for it\n",
-			argv[optind]);
-	fo.mountpoint = argv[optind + 1];
-	fo.fsname = archive_path;
-	fo.log_path = owned_log;
-	fo.max_threads = threads;
-	if (clip_fuse_serve(archive, content, &fo, &err) < 0)
+	a.fuse.fsname = paths.archive;
+	a.fuse.log_path = a.log_path;
+	if (clip_fuse_serve(archive, content, &a.fuse, &err) < 0)
 		rc = cli_error(&err);
 out:
 	clip_content_close(content);
 	clip_archive_close(archive);
-	free(owned_cache);
-	free(owned_source);
-	free(owned_log);
-	free(owned_ca);
-	free(archive_path);
+	mount_paths_free(&paths);
 	return rc;
 }
 

@@ -726,8 +726,8 @@ int clip_fuse_find_mount(const char *mountpoint, dev_t *dev, struct clip_err *er
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	if (f == NULL)
-		return clip_err_set(err, errno, "/proc/self/mountinfo: %s", strerror(errno));
-	char *line = NULL;
+		return clip_err_errno(err, errno, "/proc/self/mountinfo");
+	cleanup_free char *line = NULL;
 	size_t cap = 0;
 	bool found = false;
 	unsigned major = 0, minor = 0;
@@ -758,7 +758,6 @@ int clip_fuse_find_mount(const char *mountpoint, dev_t *dev, struct clip_err *er
 		found = true;
 		snprintf(fstype, sizeof(fstype), "%s", type);
 	}
-	free(line);
 	fclose(f);
 	if (!found)
 		return clip_err_set(err, ENOENT, "%s: not mounted", mountpoint);
@@ -781,7 +780,7 @@ static void raise_read_ahead(const char *mountpoint)
 		return;
 	char path[64];
 	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(dev), minor(dev));
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
 	char value[16];
@@ -789,7 +788,6 @@ static void raise_read_ahead(const char *mountpoint)
 	if (write(fd, value, (size_t)n) < 0) {
 		/* The default read-ahead works too, only with more requests. */
 	}
-	close(fd);
 }
 
 /* Append `s` to the -o list in `out`, escaping the characters libfuse's
@@ -840,6 +838,27 @@ static void *prefetch_main(void *arg)
 		log_msg(LOG_INFO, "prefetch: every layer is in the disk cache (%.1f s)",
 			seconds_since(&start));
 	return NULL;
+}
+
+/* Start the prefetch thread when asked for, once. */
+static void prefetch_start(struct fs *fs)
+{
+	if (!fs->prefetch || fs->prefetching)
+		return;
+	if (pthread_create(&fs->prefetch_thread, NULL, prefetch_main, fs) == 0)
+		fs->prefetching = true;
+	else
+		log_msg(LOG_WARNING, "prefetch: cannot start its thread");
+}
+
+/* Stop a running prefetch and wait for its thread. */
+static void prefetch_stop(struct fs *fs)
+{
+	if (!fs->prefetching)
+		return;
+	atomic_store(&fs->stop_prefetch, true);
+	pthread_join(fs->prefetch_thread, NULL);
+	fs->prefetching = false;
 }
 
 /* The parent side of daemonising: wait for the child's report. The child
@@ -896,15 +915,13 @@ static void report_to_parent(int fd, const char *failure)
 
 static int redirect_stdio(int log_fd)
 {
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	cleanup_close int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null < 0)
 		return -errno;
-	int rc = 0;
 	if (dup2(null, STDIN_FILENO) < 0 || dup2(null, STDOUT_FILENO) < 0 ||
 	    dup2(log_fd >= 0 ? log_fd : null, STDERR_FILENO) < 0)
-		rc = -errno;
-	close(null);
-	return rc;
+		return -errno;
+	return 0;
 }
 
 /* Called from init, the first request the kernel sends on a new mount: the
@@ -928,12 +945,174 @@ static void mount_ready(struct fs *fs)
 	}
 	/* Prefetching starts with serving, never before: reads of programs
 	 * come first. */
-	if (fs->prefetch && !fs->prefetching) {
-		if (pthread_create(&fs->prefetch_thread, NULL, prefetch_main, fs) == 0)
-			fs->prefetching = true;
-		else
-			log_msg(LOG_WARNING, "prefetch: cannot start its thread");
+	prefetch_start(fs);
+}
+
+/* `given` made absolute into *out (the caller's), because the daemon leaves
+ * its working directory and unmounting later needs the same path. Only a
+ * directory that is not a clip mount yet will do. */
+static int resolve_mountpoint(const char *given, char **out, struct clip_err *err)
+{
+	cleanup_free char *path = realpath(given, NULL);
+	if (path == NULL)
+		return clip_err_errno(err, errno, "mountpoint %s", given);
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return clip_err_errno(err, errno, "mountpoint %s", given);
+	if (!S_ISDIR(st.st_mode))
+		return clip_err_set(err, ENOTDIR, "mountpoint %s: not a directory", given);
+	/* Mounting twice on one directory hides the first mount and leaves
+	 * its daemon running for nothing: almost certainly a mistake. */
+	if (clip_fuse_find_mount(path, NULL, NULL) == 0)
+		return clip_err_set(err, EBUSY, "mountpoint %s: already a clip mount", given);
+	*out = clip_steal(path);
+	return 0;
+}
+
+/* The -o list for libfuse into `out`. The user's options come first, so that
+ * ours win: a clip mount is always read-only, checked by the kernel, and
+ * recognisable by its type. */
+static int mount_options(const struct clip_fuse_options *options, char *out, size_t cap,
+			 struct clip_err *err)
+{
+	out[0] = '\0';
+	if (options->fuse_options && options->fuse_options[0]) {
+		if (strlen(options->fuse_options) > cap / 2)
+			return clip_err_set(err, E2BIG, "-o %s: too long", options->fuse_options);
+		snprintf(out, cap, "%s,", options->fuse_options);
 	}
+	size_t used = strlen(out);
+	snprintf(out + used, cap - used, "ro,default_permissions,subtype=clip,fsname=");
+	append_escaped(out, cap, options->fsname ? options->fsname : "clip");
+	return 0;
+}
+
+/* Daemonise: fork a child that mounts and serves while this process waits
+ * for its report (wait_for_daemon). Returns in both processes: in the parent
+ * with *in_parent set and the outcome of the start-up, in the child with 0,
+ * fs->report_fd set and a session of its own. */
+static int fork_daemon(struct fs *fs, const char *mountpoint, bool *in_parent, struct clip_err *err)
+{
+	*in_parent = false;
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return clip_err_errno(err, errno, "pipe");
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return clip_err_errno(err, e, "fork");
+	}
+	if (pid > 0) {
+		*in_parent = true;
+		close(pipefd[1]);
+		return wait_for_daemon(pipefd[0], pid, mountpoint, err);
+	}
+	close(pipefd[0]);
+	fs->report_fd = pipefd[1];
+	/* Out of the caller's session: closing its terminal must not end the
+	 * mount. */
+	setsid();
+	return 0;
+}
+
+/* What a mount holds of libfuse, released by session_stop. */
+struct session {
+	struct fuse_args args;
+	struct fuse_session *se;
+	bool handlers; /* signal handlers installed */
+	bool mounted;
+};
+
+/* Create the FUSE session for `fs` and mount it at `mountpoint` with the -o
+ * list `mount_options`. session_stop undoes whatever was done, also after a
+ * failure. */
+static int session_start(struct session *s, struct fs *fs, const char *mount_options,
+			 const char *mountpoint, struct clip_err *err)
+{
+	/* Until the mount is ready, libfuse's messages become the error;
+	 * fusermount3 (used when not root) prints its own on standard error,
+	 * which is still the caller's while it runs. */
+	logger.capture = true;
+	logger.captured[0] = '\0';
+	fuse_set_log_func(log_from_libfuse);
+
+	if (fuse_opt_add_arg(&s->args, "clip") < 0 || fuse_opt_add_arg(&s->args, "-o") < 0 ||
+	    fuse_opt_add_arg(&s->args, mount_options) < 0)
+		return clip_err_nomem(err);
+	s->se = fuse_session_new(&s->args, &ops, sizeof(ops), fs);
+	if (s->se == NULL)
+		return clip_err_set(err, EINVAL, "%s",
+				    logger.captured[0] ? logger.captured
+						       : "cannot start a FUSE session");
+	if (fuse_set_signal_handlers(s->se) < 0)
+		return clip_err_set(err, EIO, "cannot install signal handlers");
+	s->handlers = true;
+	if (fuse_session_mount(s->se, mountpoint) != 0)
+		return clip_err_set(err, EIO, "%s",
+				    logger.captured[0] ? logger.captured
+						       : "the kernel refused the mount");
+	s->mounted = true;
+	raise_read_ahead(mountpoint);
+	return 0;
+}
+
+static void session_stop(struct session *s)
+{
+	if (s->mounted)
+		fuse_session_unmount(s->se);
+	if (s->handlers)
+		fuse_remove_signal_handlers(s->se);
+	if (s->se)
+		fuse_session_destroy(s->se);
+	fuse_opt_free_args(&s->args);
+	fuse_set_log_func(NULL);
+}
+
+/* The daemon's last step of start-up: out of the caller's working directory,
+ * its standard streams on /dev/null (standard error on the log file, if
+ * any). */
+static int leave_caller(int log_fd, struct clip_err *err)
+{
+	int rc = chdir("/") < 0 ? -errno : redirect_stdio(log_fd);
+	if (rc < 0)
+		return clip_err_errno(err, rc,
+				      "daemon: cannot leave the caller's directory and terminal");
+	return 0;
+}
+
+/* Serve requests until the mount is gone or a signal stops the loop: 0 for
+ * a clean stop. */
+static int serve_requests(struct fuse_session *se, const struct clip_fuse_options *options,
+			  const char *mountpoint, struct clip_err *err)
+{
+	struct fuse_loop_config *loop_config = fuse_loop_cfg_create();
+	if (loop_config == NULL)
+		return clip_err_nomem(err);
+	/* A /dev/fuse descriptor per thread: requests are handed out without
+	 * the threads contending on one. */
+	fuse_loop_cfg_set_clone_fd(loop_config, 1);
+	if (options->max_threads)
+		fuse_loop_cfg_set_max_threads(loop_config, options->max_threads);
+	int loop_rc = fuse_session_loop_mt(se, loop_config);
+	fuse_loop_cfg_destroy(loop_config);
+	pthread_mutex_lock(&logger.lock);
+	bool started = !logger.capture;
+	pthread_mutex_unlock(&logger.lock);
+	int rc = 0;
+	/* A positive value is the signal that ended the loop: a clean stop. */
+	if (loop_rc < 0)
+		rc = clip_err_set(err, -loop_rc, "serving failed: %s",
+				  !started && logger.captured[0] ? logger.captured
+								 : strerror(-loop_rc));
+	else if (!started)
+		rc = clip_err_set(err, EINTR, "stopped before the mount was ready");
+	/* A daemon's standard error is /dev/null by now: the log is the only
+	 * place left to say why it stops. */
+	if (rc < 0 && started && !options->foreground)
+		log_msg(LOG_ERR, "mount %s: %s", mountpoint, err ? err->msg : "serving failed");
+	return rc;
 }
 
 int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
@@ -949,159 +1128,36 @@ int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 		.report_fd = -1,
 	};
 	clip_archive_stats(archive, &fs.stats);
-
-	/* Absolute, because the daemon leaves its working directory and
-	 * unmounting later needs the same path. */
-	cleanup_free char *mountpoint = realpath(options->mountpoint, NULL);
-	if (mountpoint == NULL)
-		return clip_err_set(err, errno, "mountpoint %s: %s", options->mountpoint,
-				    strerror(errno));
-	struct stat st;
-	if (stat(mountpoint, &st) < 0)
-		return clip_err_set(err, errno, "mountpoint %s: %s", options->mountpoint,
-				    strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return clip_err_set(err, ENOTDIR, "mountpoint %s: not a directory",
-				    options->mountpoint);
-	/* Mounting twice on one directory hides the first mount and leaves
-	 * its daemon running for nothing: almost certainly a mistake. */
-	if (clip_fuse_find_mount(mountpoint, NULL, NULL) == 0)
-		return clip_err_set(err, EBUSY, "mountpoint %s: already a clip mount",
-				    options->mountpoint);
-
+	cleanup_free char *mountpoint = NULL;
+	int rc = resolve_mountpoint(options->mountpoint, &mountpoint, err);
+	if (rc < 0)
+		return rc;
 	cleanup_close int log_fd = -1;
 	if (options->log_path) {
 		log_fd = open(options->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 		if (log_fd < 0)
-			return clip_err_set(err, errno, "log file %s: %s", options->log_path,
-					    strerror(errno));
+			return clip_err_errno(err, errno, "log file %s", options->log_path);
 	}
 	fs.log_fd = log_fd;
-
-	/* The user's options first, so that ours win: a clip mount is always
-	 * read-only, checked by the kernel, and recognisable by its type. */
-	char mount_opts[4096] = "";
-	if (options->fuse_options && options->fuse_options[0]) {
-		if (strlen(options->fuse_options) > sizeof(mount_opts) / 2)
-			return clip_err_set(err, E2BIG, "-o %s: too long", options->fuse_options);
-		snprintf(mount_opts, sizeof(mount_opts), "%s,", options->fuse_options);
-	}
-	size_t used = strlen(mount_opts);
-	snprintf(mount_opts + used, sizeof(mount_opts) - used,
-		 "ro,default_permissions,subtype=clip,fsname=");
-	append_escaped(mount_opts, sizeof(mount_opts), options->fsname ? options->fsname : "clip");
-
+	char mount_opts[4096];
+	rc = mount_options(options, mount_opts, sizeof(mount_opts), err);
+	if (rc < 0)
+		return rc;
 	if (!options->foreground) {
-		int pipefd[2];
-		if (pipe2(pipefd, O_CLOEXEC) < 0)
-			return clip_err_set(err, errno, "pipe: %s", strerror(errno));
-		pid_t pid = fork();
-		if (pid < 0) {
-			int e = errno;
-			close(pipefd[0]);
-			close(pipefd[1]);
-			return clip_err_set(err, e, "fork: %s", strerror(e));
-		}
-		if (pid > 0) {
-			close(pipefd[1]);
-			return wait_for_daemon(pipefd[0], pid, options->mountpoint, err);
-		}
-		close(pipefd[0]);
-		fs.report_fd = pipefd[1];
-		/* Out of the caller's session: closing its terminal must not
-		 * end the mount. */
-		setsid();
+		bool in_parent;
+		rc = fork_daemon(&fs, options->mountpoint, &in_parent, err);
+		if (rc < 0 || in_parent)
+			return rc;
 	}
 
-	/* Until the mount is ready, libfuse's messages become the error;
-	 * fusermount3 (used when not root) prints its own on standard error,
-	 * which is still the caller's while it runs. */
-	logger.capture = true;
-	logger.captured[0] = '\0';
-	fuse_set_log_func(log_from_libfuse);
-
-	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_session *se = NULL;
-	struct fuse_loop_config *loop_config = NULL;
-	bool mounted = false, handlers = false;
-	int rc = 0;
-	if (fuse_opt_add_arg(&args, "clip") < 0 || fuse_opt_add_arg(&args, "-o") < 0 ||
-	    fuse_opt_add_arg(&args, mount_opts) < 0) {
-		rc = clip_err_set(err, ENOMEM, "out of memory");
-		goto out;
-	}
-	se = fuse_session_new(&args, &ops, sizeof(ops), &fs);
-	if (se == NULL) {
-		rc = clip_err_set(err, EINVAL, "%s",
-				  logger.captured[0] ? logger.captured
-						     : "cannot start a FUSE session");
-		goto out;
-	}
-	if (fuse_set_signal_handlers(se) < 0) {
-		rc = clip_err_set(err, EIO, "cannot install signal handlers");
-		goto out;
-	}
-	handlers = true;
-	if (fuse_session_mount(se, mountpoint) != 0) {
-		rc = clip_err_set(err, EIO, "%s",
-				  logger.captured[0] ? logger.captured
-						     : "the kernel refused the mount");
-		goto out;
-	}
-	mounted = true;
-	raise_read_ahead(mountpoint);
-	if (fs.report_fd >= 0) {
-		rc = chdir("/") < 0 ? -errno : redirect_stdio(log_fd);
-		if (rc < 0) {
-			rc = clip_err_set(err, rc,
-					  "daemon: cannot leave the caller's directory "
-					  "and terminal: %s",
-					  strerror(-rc));
-			goto out;
-		}
-	}
-
-	loop_config = fuse_loop_cfg_create();
-	if (loop_config == NULL) {
-		rc = clip_err_set(err, ENOMEM, "out of memory");
-		goto out;
-	}
-	/* A /dev/fuse descriptor per thread: requests are handed out without
-	 * the threads contending on one. */
-	fuse_loop_cfg_set_clone_fd(loop_config, 1);
-	if (options->max_threads)
-		fuse_loop_cfg_set_max_threads(loop_config, options->max_threads);
-	int loop_rc = fuse_session_loop_mt(se, loop_config);
-	pthread_mutex_lock(&logger.lock);
-	bool started = !logger.capture;
-	pthread_mutex_unlock(&logger.lock);
-	/* A positive value is the signal that ended the loop: a clean stop. */
-	if (loop_rc < 0)
-		rc = clip_err_set(err, -loop_rc, "serving failed: %s",
-				  !started && logger.captured[0] ? logger.captured
-								 : strerror(-loop_rc));
-	else if (!started)
-		rc = clip_err_set(err, EINTR, "stopped before the mount was ready");
-	/* A daemon's standard error is /dev/null by now: the log is the only
-	 * place left to say why it stops. */
-	if (rc < 0 && started && !options->foreground)
-		log_msg(LOG_ERR, "mount %s: %s", mountpoint, err ? err->msg : "serving failed");
-
-out:
-	if (fs.prefetching) {
-		atomic_store(&fs.stop_prefetch, true);
-		pthread_join(fs.prefetch_thread, NULL);
-	}
-	if (mounted)
-		fuse_session_unmount(se);
-	if (handlers)
-		fuse_remove_signal_handlers(se);
-	if (se)
-		fuse_session_destroy(se);
-	if (loop_config)
-		fuse_loop_cfg_destroy(loop_config);
-	fuse_opt_free_args(&args);
-	fuse_set_log_func(NULL);
+	struct session s = { .args = FUSE_ARGS_INIT(0, NULL) };
+	rc = session_start(&s, &fs, mount_opts, mountpoint, err);
+	if (rc == 0 && fs.report_fd >= 0)
+		rc = leave_caller(log_fd, err);
+	if (rc == 0)
+		rc = serve_requests(s.se, options, mountpoint, err);
+	prefetch_stop(&fs);
+	session_stop(&s);
 	if (fs.report_fd >= 0) {
 		/* The daemon failed to start: its report is the caller's error
 		 * (the parent names the mountpoint), and it must not go on to

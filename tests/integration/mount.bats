@@ -73,6 +73,9 @@ teardown() {
 }
 
 # ---- helpers ---------------------------------------------------------------------------------
+# A helper fails with the python3 (or other) command it ends with. A test uses a helper's output
+# through an assignment, `x=$(helper ...)`, which fails the test with it: a command substitution
+# inside `[ ... ]` or an echo's arguments would lose the failure.
 
 # clip_mount ARGS...: `clip mount` with bats' fd 3 closed, so that the daemon does not hold it
 # (bats waits for every holder of fd 3 before it finishes).
@@ -109,14 +112,27 @@ not_mounted() {
 
 # no_daemon MNT: fail if a `clip mount` process serving MNT is still running.
 no_daemon() {
-	if daemon_pid "$1" >/dev/null 2>&1; then
-		echo "a daemon for $1 is still running"
+	local pids
+	pids=$(daemon_pids "$1") || return 1
+	if [ -n "$pids" ]; then
+		echo "a daemon for $1 is still running: $pids"
 		return 1
 	fi
 }
 
 # daemon_pid MNT: the live `clip mount` process serving MNT (exactly one, or fail).
 daemon_pid() {
+	local pids
+	pids=$(daemon_pids "$1") || return 1
+	if [ -z "$pids" ] || [ "$(wc -l <<<"$pids")" -ne 1 ]; then
+		echo "expected one daemon serving $1, found: ${pids:-none}" >&2
+		return 1
+	fi
+	echo "$pids"
+}
+
+# daemon_pids MNT: the live `clip mount` processes serving MNT, one a line.
+daemon_pids() {
 	python3 - "$CLIP" "$1" <<'PY'
 import os, sys
 clip, mnt = sys.argv[1], sys.argv[2]
@@ -129,9 +145,8 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         continue
     if argv[:2] == [os.fsencode(clip), b"mount"] and os.fsencode(mnt) in argv and " Z " not in state:
         found.append(pid)
-if len(found) != 1:
-    sys.exit("expected one daemon serving %s, found %d" % (mnt, len(found)))
-print(found[0])
+for pid in found:
+    print(pid)
 PY
 }
 
@@ -173,9 +188,18 @@ for path, hexd in result:
 PY
 }
 
-# stats_field MNT KEY: one top-level number of the mount's stats JSON.
+# stats_field MNT KEY[.KEY...]: one number of the mount's stats JSON ("reads",
+# "disk_cache.evicted").
 stats_field() {
-	"$CLIP" stats --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+	local json
+	json=$("$CLIP" stats --json "$1") || return 1
+	python3 - "$json" "$2" <<'PY'
+import json, sys
+value = json.loads(sys.argv[1])
+for key in sys.argv[2].split("."):
+    value = value[key]
+print(value)
+PY
 }
 
 # ---- tests -------------------------------------------------------------------------------------
@@ -374,8 +398,10 @@ PY
 	# A program first, from an empty cache: only what it reads is fetched.
 	run chroot "$MNT" /usr/bin/python3 -c 'print(1)'
 	[ "$status" -eq 0 ] && [ "$output" = 1 ]
-	echo "# python3 from a cold mount fetched $(stats_field "$MNT" source_bytes) bytes in" \
-		"$(stats_field "$MNT" source_requests) requests" >&3
+	local bytes requests
+	bytes=$(stats_field "$MNT" source_bytes)
+	requests=$(stats_field "$MNT" source_requests)
+	echo "# python3 from a cold mount fetched $bytes bytes in $requests requests" >&3
 	# Registry down: what is in the disk cache still reads (O_DIRECT: past the page cache),
 	# what is not fails with EIO, in bounded time, and works again once it is back.
 	server_stop anon
@@ -517,14 +543,15 @@ PY
 
 @test "clip stats reads the counters from the mount's root; the xattr is not listed" {
 	mount_default
-	local before after size
+	local before after size read_bytes
 	before=$(stats_field "$MNT" reads)
 	size=$(stat -c %s "$ROOTFS/usr/bin/python3"*[0-9] | head -n 1)
 	cat "$MNT"/usr/bin/python3*[0-9] >/dev/null
 	after=$(stats_field "$MNT" reads)
 	echo "reads before $before, after $after"
 	[ "$after" -gt "$before" ]
-	[ "$(stats_field "$MNT" read_bytes)" -ge "$size" ]
+	read_bytes=$(stats_field "$MNT" read_bytes)
+	[ "$read_bytes" -ge "$size" ]
 	run "$CLIP" stats "$MNT"
 	echo "$output"
 	[ "$status" -eq 0 ]
@@ -535,6 +562,7 @@ PY
 	# The root's attributes are the image's: the stats name is answered, never listed.
 	run python3 -c 'import os, sys; print(os.listxattr(sys.argv[1]))' "$MNT"
 	echo "$output"
+	[ "$status" -eq 0 ]
 	[[ $output != *clip.stats* ]]
 	# Only the root answers it.
 	python3 - "$MNT/etc" <<'PY'
@@ -665,13 +693,14 @@ PY
 
 @test "mounting again on a clip mount is refused" {
 	mount_default
-	local pid
+	local pid now
 	pid=$(daemon_pid "$MNT")
 	run --separate-stderr clip_mount "$ARCHIVE" "$MNT" --cache-dir "$T/cache"
 	echo "status $status, stderr: $stderr"
 	[ "$status" -eq 1 ]
 	[ "$stderr" = "clip: mountpoint $MNT: already a clip mount" ]
-	[ "$(daemon_pid "$MNT")" = "$pid" ]
+	now=$(daemon_pid "$MNT")
+	[ "$now" = "$pid" ]
 	[ "$(findmnt -rn --mountpoint "$MNT" | wc -l)" -eq 1 ]
 }
 
@@ -688,8 +717,9 @@ PY
 @test "a corrupted layer blob: reads fail with EIO, logged to --log, never wrong bytes" {
 	cp -a "$IMAGE" "$T/layout"
 	"$CLIP" index "oci:$T/layout:latest" -o "$T/copy.clip" --quiet
-	local top blob
-	top=$(layer_digests "$T/layout:latest" | tail -n 1)
+	local digests top blob
+	digests=$(layer_digests "$T/layout:latest")
+	top=$(tail -n 1 <<<"$digests")
 	blob=$(blob_path "$T/layout" "$top")
 	chmod u+w "$blob"
 	flip_byte "$blob" $(($(stat -c %s "$blob") / 2))
@@ -737,6 +767,7 @@ PY
 	cmp "$W/expected.sha" "$T/mount.sha"
 	run "$CLIP" stats --json "$MNT"
 	echo "$output"
+	[ "$status" -eq 0 ]
 	python3 -c '
 import json, sys
 t = json.loads(sys.argv[1])["tiers"]
@@ -751,8 +782,7 @@ assert t["disk"]["hits"] > 0 and t["span"]["hits"] == 0 and t["layer"]["hits"] =
 	cmp "$W/expected.sha" "$T/mount.sha"
 	local usage evicted
 	usage=$(du -sb --exclude=lock "$T/cache" | cut -f1)
-	evicted=$("$CLIP" stats --json "$MNT" |
-		python3 -c 'import json, sys; print(json.load(sys.stdin)["disk_cache"]["evicted"])')
+	evicted=$(stats_field "$MNT" disk_cache.evicted)
 	echo "cache usage $usage bytes, $evicted chunks evicted"
 	[ "$evicted" -gt 0 ]
 	# The bound, plus at most a chunk per read in flight (16 threads, 1 MiB chunks).
