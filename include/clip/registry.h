@@ -36,8 +36,8 @@
 
 #include "clip/err.h"
 #include "clip/image.h"
-#include "clip/indexer.h"
 #include "clip/ref.h"
+#include "clip/stream.h"
 
 struct clip_registry_options {
 	const char *ca_file;	 /* PEM bundle to trust instead of the system's; NULL: system */
