@@ -60,7 +60,7 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 void clip_layer_result_clear(struct clip_layer_result *result);
 
 struct clip_index_options {
-	const char *image_ref;		      /* "oci:DIR[:TAG]" */
+	const char *image_ref;		      /* "oci:DIR[:TAG]" or a registry ref (clip/ref.h) */
 	const char *output;		      /* archive path */
 	const struct clip_platform *platform; /* NULL: the host's */
 	uint64_t span_bytes;		      /* 0: default */

@@ -2,10 +2,12 @@
  * its two files:
  *   registry.c       the Distribution API: opening a client, manifests,
  *                    image indexes and platforms, configs, blobs, stats;
+ *                    credentials and bearer tokens from the token server;
  *   registry_http.c  the HTTP transport: libcurl (loaded lazily), the
- *                    connection pool, requests, redirects, authentication
- *                    (challenges, tokens, Basic), retries with backoff and
- *                    Retry-After, resumed bodies, timeouts.
+ *                    connection pool, requests, redirects, which
+ *                    Authorization to send and what to do on a 401,
+ *                    retries with backoff and Retry-After, resumed bodies,
+ *                    timeouts.
  *
  * Thread safety: a `struct clip_registry` is shared by every thread that
  * uses it; what is set while it is opened is read-only afterwards, and the
