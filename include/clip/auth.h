@@ -13,6 +13,10 @@
  * "auths" keys match with or without a scheme and a trailing path
  * ("https://index.docker.io/v1/" is docker.io's key).
  * Secrets are never put into error messages.
+ *
+ * Thread safety: no shared state; every function may be called from many
+ * threads at once (the lookups read the environment, which must not change
+ * meanwhile, and may run a credential helper, waiting for it).
  */
 #ifndef CLIP_AUTH_H
 #define CLIP_AUTH_H
@@ -34,14 +38,16 @@ struct clip_credentials {
 void clip_credentials_clear(struct clip_credentials *c);
 
 /* Look up credentials for `registry` (a domain as in clip_ref.domain) in the
- * files above. Returns 1 and fills *out when found, 0 when there are none
- * (anonymous access), or a negative errno with `err` naming the file or
- * helper and the reason (malformed JSON, bad base64 in "auth", a helper that
- * failed or answered garbage). */
+ * files above. Returns 1 and fills *out when found (the caller releases it
+ * with clip_credentials_clear), 0 when there are none (anonymous access), or
+ * a negative errno with `err` naming the file or helper and the reason
+ * (malformed JSON, bad base64 in "auth", a helper that failed, timed out or
+ * answered garbage). *out is untouched unless 1 is returned. */
 int clip_auth_lookup(const char *registry, struct clip_credentials *out, struct clip_err *err);
 
 /* The same lookup in one docker/podman config document (`json`, `len`
- * bytes); `what` names it in errors. Runs credential helpers it names. */
+ * bytes, -EFBIG past CLIP_AUTH_MAX_FILE); `what` names it in errors. Runs
+ * credential helpers it names. Returns as clip_auth_lookup. */
 int clip_auth_lookup_in_config(const char *json, size_t len, const char *what, const char *registry,
 			       struct clip_credentials *out, struct clip_err *err);
 
@@ -55,16 +61,24 @@ struct clip_auth_challenge {
 	char *error;   /* NULL when absent, e.g. "insufficient_scope" */
 };
 
-/* Parse the value of one WWW-Authenticate header. -EBADMSG naming what is
- * malformed (at most 8 KiB accepted, -EFBIG beyond). *out overwritten. */
+/* Parse the value of one WWW-Authenticate header; of a list of challenges
+ * only the first is taken, and parameters other than the four above are
+ * skipped. -EBADMSG naming what is malformed (a Bearer challenge without a
+ * realm too; at most 8 KiB accepted, -EFBIG beyond). On success *out is
+ * overwritten (what it held is not freed) and owned by the caller; on
+ * failure it is untouched. */
 int clip_auth_parse_challenge(const char *header, struct clip_auth_challenge *out,
 			      struct clip_err *err);
+
+/* Free what `c` holds and zero it; `c` may be NULL. */
 void clip_auth_challenge_clear(struct clip_auth_challenge *c);
 
 /* Parse a token endpoint's JSON answer: "token" or else "access_token"
- * (a new string in *token), "expires_in" seconds (default 60 when absent,
- * as the distribution spec says). -EBADMSG when neither token is there;
- * -EFBIG past CLIP_AUTH_MAX_HELPER bytes. */
+ * (a new secret string in *token, the caller's), "expires_in" seconds
+ * (default 60 when absent or below the spec's minimum of 60, as the
+ * distribution spec says; at most a year). -EBADMSG when neither token is
+ * there or "expires_in" is not an integer; -EFBIG past CLIP_AUTH_MAX_HELPER
+ * bytes. */
 int clip_auth_parse_token_response(const char *json, size_t len, char **token, long *expires_in,
 				   struct clip_err *err);
 

@@ -1,8 +1,12 @@
 /* clip: OCI / Docker v2 image JSON: image indexes, manifests and configs.
  *
- * Shared by every image source (a local OCI layout now, a registry later):
- * sources fetch the bytes, this module parses and checks them. All parsing
- * goes through jansson; every size is bounded (CLIP_IMAGE_MAX_JSON).
+ * Shared by every image source (a local OCI layout, clip/ocilayout.h, and a
+ * registry, clip/registry.h): sources fetch the bytes, this module parses
+ * and checks them. All parsing goes through jansson; every size is bounded
+ * (CLIP_IMAGE_MAX_JSON).
+ *
+ * Thread safety: no shared state; the functions may be called from many
+ * threads at once on distinct images.
  *
  * Error codes of the parsers: -EFBIG when the input is larger than
  * CLIP_IMAGE_MAX_JSON; -EBADMSG when it is malformed (invalid or too deeply

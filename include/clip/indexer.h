@@ -18,6 +18,7 @@
 #include "clip/err.h"
 #include "clip/gzindex.h"
 #include "clip/image.h"
+#include "clip/stream.h"
 #include "clip/tree.h"
 
 struct clip_registry_options;
@@ -29,15 +30,6 @@ struct clip_registry_options;
 #define CLIP_DEFAULT_CHUNK_BYTES (1ull << 20)
 #define CLIP_MIN_CHUNK_BYTES	 (64ull << 10)
 #define CLIP_MAX_CHUNK_BYTES	 (64ull << 20)
-
-/* A sequential byte stream (a blob being read or downloaded). read returns
- * the number of bytes read, 0 at the end, or a negative errno with `err` set.
- * close (may be NULL) releases the stream. */
-struct clip_stream {
-	ssize_t (*read)(void *opaque, void *buf, size_t len, struct clip_err *err);
-	void (*close)(void *opaque);
-	void *opaque;
-};
 
 /* Everything learnt from one layer. */
 struct clip_layer_result {
@@ -68,7 +60,7 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 void clip_layer_result_clear(struct clip_layer_result *result);
 
 struct clip_index_options {
-	const char *image_ref;		      /* "oci:DIR[:TAG]" */
+	const char *image_ref;		      /* "oci:DIR[:TAG]" or a registry ref (clip/ref.h) */
 	const char *output;		      /* archive path */
 	const struct clip_platform *platform; /* NULL: the host's */
 	uint64_t span_bytes;		      /* 0: default */

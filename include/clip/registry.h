@@ -1,15 +1,19 @@
 /* clip: a client for the OCI Distribution API (libcurl, jansson, OpenSSL).
  *
- * One `struct clip_registry` talks to one repository of one registry. It is
- * safe to use from many threads at once: connections, TLS sessions and DNS
- * answers are shared (a curl share handle), bearer tokens are cached per
- * scope until they expire.
+ * One `struct clip_registry` talks to one repository of one registry:
+ * connections, TLS sessions and DNS answers are shared by its requests (a
+ * curl share handle), bearer tokens are cached per scope until they expire.
+ *
+ * Thread safety: every function but clip_registry_free may be called on one
+ * registry from many threads at once (its streams and reads run in
+ * parallel); clip_registry_free is the last call, once no other is running.
+ * Distinct registries share nothing but libcurl's global initialisation.
  *
  * Transport: plain HTTP for loopback registries (localhost, 127.0.0.0/8,
  * ::1, as docker does) unless options->ca_file is given, and when
  * options->plain_http is set; HTTPS with the
- * system CAs otherwise, or options->ca_file. HTTP/2 where the server offers
- * it. Redirects (blob storage) are followed by hand, at most 5, and the
+ * system CAs otherwise, or options->ca_file. HTTP/2 over TLS where the
+ * server offers it. Redirects (blob storage) are followed by hand, at most 5, and the
  * registry's Authorization header is only ever sent to the registry's host.
  *
  * Authentication: anonymous, Basic, or Bearer tokens from the
@@ -36,8 +40,8 @@
 
 #include "clip/err.h"
 #include "clip/image.h"
-#include "clip/indexer.h"
 #include "clip/ref.h"
+#include "clip/stream.h"
 
 struct clip_registry_options {
 	const char *ca_file;	 /* PEM bundle to trust instead of the system's; NULL: system */
@@ -56,8 +60,12 @@ struct clip_registry_stats {
 
 struct clip_registry;
 
-/* A client for ref->api_host / ref->repository (the ref is copied). No
- * network traffic happens here. *out owned by the caller. */
+/* A client for ref->api_host / ref->repository (the ref is copied, options
+ * read now; options NULL: all defaults). No network traffic happens here;
+ * libcurl is loaded on the first call. On success *out is owned by the
+ * caller (clip_registry_free). -EINVAL for a ref without a domain, host or
+ * repository, or a host that makes no URL; -ENOMEM; libcurl's loading or
+ * initialisation failing, "registry: ...". */
 int clip_registry_open(const struct clip_ref *ref, const struct clip_registry_options *options,
 		       struct clip_registry **out, struct clip_err *err);
 
@@ -66,7 +74,9 @@ int clip_registry_open(const struct clip_ref *ref, const struct clip_registry_op
  * index/manifest and Docker v2 list/manifest, verify its SHA-256 when the
  * digest is known (pull by digest, index entries), follow an image index to
  * the platform's manifest, GET and verify the config blob, and fill *img as
- * clip_oci_layout_resolve does (on failure *img is untouched). */
+ * clip_oci_layout_resolve does (on failure *img is untouched). -EINVAL for
+ * a malformed tag or digest; other errors as above, naming the registry and
+ * the request, or the document and what is wrong with it (clip/image.h). */
 int clip_registry_resolve(struct clip_registry *reg, const char *reference,
 			  const struct clip_platform *platform, struct clip_image *img,
 			  struct clip_err *err);
@@ -75,22 +85,33 @@ int clip_registry_resolve(struct clip_registry *reg, const char *reference,
  * for the indexer: a plain GET whose body is handed over as it arrives
  * (nothing is written to disk). An interrupted transfer is resumed with a
  * Range request from the last byte received. The stream does not verify the
- * digest (the indexer hashes what it reads). *out is closed by its user. */
+ * digest (the indexer hashes what it reads), but a body longer or shorter
+ * than a known `size` fails with -EBADMSG. The request runs here until its first
+ * bytes, so that a missing blob (-ENOENT) or refused credentials (-EACCES)
+ * fail here rather than at the first read. -EINVAL for a malformed digest.
+ * On success *out is the caller's, who closes it; one thread reads it at a
+ * time (clip/stream.h). */
 int clip_registry_blob_stream(struct clip_registry *reg, const char *digest, uint64_t size,
 			      struct clip_stream *out, struct clip_err *err);
 
-/* Read [offset, offset+len) of blob `digest` with a `Range: bytes=a-b` GET
- * (retried as above): returns the bytes read (short only at the end of the
- * blob) or a negative errno. A server that ignores Range is handled (the
- * wanted part of the full answer is kept). */
+/* Read [offset, offset+len) of blob `digest` into `buf` with a
+ * `Range: bytes=a-b` GET (retried as above): returns the bytes read (short
+ * only at the end of the blob; 0 for len 0) or a negative errno, -EINVAL for
+ * a malformed digest or a range past UINT64_MAX. A server that ignores
+ * Range is handled (the wanted part of the full answer is kept). The bytes
+ * are not verified here; that is the caller's job. */
 ssize_t clip_registry_blob_read(struct clip_registry *reg, const char *digest, void *buf,
 				size_t len, uint64_t offset, struct clip_err *err);
 
 /* "host[:port]/repository", for messages (borrowed). */
 const char *clip_registry_name(const struct clip_registry *reg);
 
+/* The counters so far into *out. Each is read atomically, but not all
+ * at one instant while requests run. */
 void clip_registry_stats(const struct clip_registry *reg, struct clip_registry_stats *out);
 
+/* Close the connections, wipe the credentials and tokens, and free `reg`
+ * (NULL is fine). No stream of `reg` may be open and no call running. */
 void clip_registry_free(struct clip_registry *reg);
 
 #endif

@@ -21,10 +21,10 @@
 #include "clip/err.h"
 #include "clip/gzindex.h"
 #include "clip/image.h"
-#include "clip/indexer.h"
 #include "clip/ocilayout.h"
 #include "clip/ref.h"
 #include "clip/registry.h"
+#include "clip/stream.h"
 
 /* A source of the caller's own (an embedder's blob store, or the tests'
  * fault-injecting one): blobs are read by ranges through `pread`, which has

@@ -224,6 +224,113 @@ static int reap(pid_t pid, long long deadline, int *status)
 	}
 }
 
+/* Start `prog get` with `server` on its stdin, its stdout a pipe whose read
+ * end is *out, and its stderr /dev/null. */
+static int spawn_helper(const char *prog, const char *server, pid_t *pid, int *out,
+			struct clip_err *err)
+{
+	int in[2], answer[2];
+	if (pipe2(in, O_CLOEXEC) < 0)
+		return clip_err_errno(err, errno, "%s: pipe", prog);
+	cleanup_close int in_read = in[0];
+	cleanup_close int in_write = in[1];
+	if (pipe2(answer, O_CLOEXEC) < 0)
+		return clip_err_errno(err, errno, "%s: pipe", prog);
+	cleanup_close int answer_read = answer[0];
+	cleanup_close int answer_write = answer[1];
+	/* The server name fits in the pipe buffer, and while we hold the read
+	 * end nothing can raise SIGPIPE: write it all before the helper runs. */
+	size_t slen = strlen(server);
+	ssize_t w = write(in_write, server, slen);
+	close(clip_steal_fd(in_write));
+	if (w != (ssize_t)slen)
+		return clip_err_set(err, EIO, "%s: cannot write its input", prog);
+
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, in_read, STDIN_FILENO);
+	posix_spawn_file_actions_adddup2(&fa, answer_write, STDOUT_FILENO);
+	posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+	char *argv[] = { (char *)prog, (char *)"get", NULL };
+	int r = posix_spawnp(pid, prog, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r == ENOENT)
+		return clip_err_set(err, ENOENT, "credential helper %s: not found in PATH", prog);
+	if (r != 0)
+		return clip_err_errno(err, r, "credential helper %s: cannot run it", prog);
+	/* Our copies of the helper's ends close on return, so that its exit
+	 * ends the answer. */
+	*out = clip_steal_fd(answer_read);
+	return 0;
+}
+
+/* Read the helper's answer from `fd` until it closes its end, by `deadline`
+ * (monotonic ms), into a new buffer *buf of CLIP_AUTH_MAX_HELPER + 1 bytes,
+ * *got of them used (the caller frees *buf whether or not this fails). */
+static int read_answer(const char *prog, int fd, long long deadline, struct secret_buf *buf,
+		       size_t *got, struct clip_err *err)
+{
+	buf->data = malloc(CLIP_AUTH_MAX_HELPER + 1);
+	buf->len = CLIP_AUTH_MAX_HELPER + 1;
+	if (buf->data == NULL)
+		return clip_err_nomem(err);
+	for (;;) {
+		long long left = deadline - now_ms();
+		if (left <= 0)
+			return clip_err_set(err, ETIMEDOUT,
+					    "credential helper %s: no answer within %d s", prog,
+					    HELPER_TIMEOUT_MS / 1000);
+		struct pollfd pfd = { fd, POLLIN, 0 };
+		int pr = poll(&pfd, 1, (int)left);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr < 0)
+			return clip_err_errno(err, errno, "credential helper %s: poll", prog);
+		if (pr == 0)
+			continue;
+		ssize_t n = read(fd, buf->data + *got, CLIP_AUTH_MAX_HELPER + 1 - *got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return clip_err_errno(err, errno, "credential helper %s: read", prog);
+		if (n == 0)
+			return 0;
+		*got += (size_t)n;
+		if (*got > CLIP_AUTH_MAX_HELPER)
+			return clip_err_set(err, EFBIG,
+					    "credential helper %s: answer longer than %u bytes",
+					    prog, CLIP_AUTH_MAX_HELPER);
+	}
+}
+
+/* What a helper that exited with `status` after answering `buf` (`got`
+ * bytes, NUL-terminated) means: exit status 0 hands the answer over to
+ * *answer and returns 0; "credentials not found" returns 1; anything else
+ * is an error quoting the answer's first line (then an error message, not
+ * credentials). */
+static int helper_outcome(const char *prog, int status, struct secret_buf *buf, size_t got,
+			  struct secret_buf *answer, struct clip_err *err)
+{
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		*answer = *buf;
+		answer->len = got;
+		*buf = (struct secret_buf){ NULL, 0 };
+		return 0;
+	}
+	/* docker-credential-helpers answer "credentials not found in native
+	 * keychain" (exit 1) for an unknown server: anonymous access, not an
+	 * error. */
+	if (strstr(buf->data, "credentials not found") != NULL)
+		return 1;
+	char line[201];
+	first_line(buf->data, got, line, sizeof(line));
+	if (WIFSIGNALED(status))
+		return clip_err_set(err, EIO, "credential helper %s: killed by signal %d", prog,
+				    WTERMSIG(status));
+	return clip_err_set(err, EIO, "credential helper %s: exited with status %d%s%s", prog,
+			    WEXITSTATUS(status), line[0] != '\0' ? ": " : "", line);
+}
+
 /* Run `docker-credential-<name> get` with `server` on stdin. On exit status 0
  * the answer is in *answer (a secret); 1 is returned for "credentials not
  * found"; negative errno with a message otherwise. */
@@ -235,91 +342,17 @@ static int run_helper(const char *name, const char *server, struct secret_buf *a
 				    HELPER_NAME_MAX, name);
 	char prog[sizeof(HELPER_PREFIX) + HELPER_NAME_MAX];
 	snprintf(prog, sizeof(prog), HELPER_PREFIX "%s", name);
-
-	int in[2], out[2];
-	if (pipe2(in, O_CLOEXEC) < 0)
-		return clip_err_set(err, errno, "%s: pipe: %s", prog, strerror(errno));
-	if (pipe2(out, O_CLOEXEC) < 0) {
-		int e = errno;
-		close(in[0]);
-		close(in[1]);
-		return clip_err_set(err, e, "%s: pipe: %s", prog, strerror(e));
-	}
-	/* The server name fits in the pipe buffer, and while we hold the read
-	 * end nothing can raise SIGPIPE: write it all before the helper runs. */
-	size_t slen = strlen(server);
-	ssize_t w = write(in[1], server, slen);
-	close(in[1]);
-	if (w != (ssize_t)slen) {
-		close(in[0]);
-		close(out[0]);
-		close(out[1]);
-		return clip_err_set(err, EIO, "%s: cannot write its input", prog);
-	}
-
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO);
-	posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-	posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-	char *argv[] = { prog, (char *)"get", NULL };
-	pid_t pid;
-	int r = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(in[0]);
-	close(out[1]);
-	if (r != 0) {
-		close(out[0]);
-		if (r == ENOENT)
-			return clip_err_set(err, ENOENT, "credential helper %s: not found in PATH",
-					    prog);
-		return clip_err_set(err, r, "credential helper %s: cannot run it: %s", prog,
-				    strerror(r));
-	}
+	pid_t pid = 0;
+	int fd = -1;
+	int rc = spawn_helper(prog, server, &pid, &fd, err);
+	if (rc < 0)
+		return rc;
 
 	long long deadline = now_ms() + HELPER_TIMEOUT_MS;
-	struct secret_buf buf = { malloc(CLIP_AUTH_MAX_HELPER + 1), CLIP_AUTH_MAX_HELPER + 1 };
+	cleanup_secret struct secret_buf buf = { NULL, 0 };
 	size_t got = 0;
-	int rc = 0;
-	if (buf.data == NULL)
-		rc = clip_err_set(err, ENOMEM, "out of memory");
-	while (rc == 0) {
-		long long left = deadline - now_ms();
-		if (left <= 0) {
-			rc = clip_err_set(err, ETIMEDOUT,
-					  "credential helper %s: no answer within %d s", prog,
-					  HELPER_TIMEOUT_MS / 1000);
-			break;
-		}
-		struct pollfd pfd = { out[0], POLLIN, 0 };
-		int pr = poll(&pfd, 1, (int)left);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr < 0) {
-			rc = clip_err_set(err, errno, "credential helper %s: poll: %s", prog,
-					  strerror(errno));
-			break;
-		}
-		if (pr == 0)
-			continue;
-		ssize_t n = read(out[0], buf.data + got, CLIP_AUTH_MAX_HELPER + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = clip_err_set(err, errno, "credential helper %s: read: %s", prog,
-					  strerror(errno));
-			break;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-		if (got > CLIP_AUTH_MAX_HELPER)
-			rc = clip_err_set(err, EFBIG,
-					  "credential helper %s: answer longer than %u bytes", prog,
-					  CLIP_AUTH_MAX_HELPER);
-	}
-	close(out[0]);
-
+	rc = read_answer(prog, fd, deadline, &buf, &got, err);
+	close(fd);
 	int status = 0;
 	/* After a failure there is no point waiting for it. */
 	int wr = reap(pid, rc == 0 ? deadline : 0, &status);
@@ -327,33 +360,11 @@ static int run_helper(const char *name, const char *server, struct secret_buf *a
 		rc = clip_err_set(err, ETIMEDOUT, "credential helper %s: did not exit within %d s",
 				  prog, HELPER_TIMEOUT_MS / 1000);
 	else if (rc == 0 && wr < 0)
-		rc = clip_err_set(err, wr, "credential helper %s: waitpid: %s", prog,
-				  strerror(-wr));
-	if (rc < 0) {
-		secret_buf_free(&buf);
+		rc = clip_err_errno(err, wr, "credential helper %s: waitpid", prog);
+	if (rc < 0)
 		return rc;
-	}
 	buf.data[got] = '\0';
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-		*answer = buf;
-		answer->len = got;
-		return 0;
-	}
-	/* docker-credential-helpers answer "credentials not found in native
-	 * keychain" (exit 1) for an unknown server: anonymous access, not an
-	 * error. */
-	if (strstr(buf.data, "credentials not found") != NULL) {
-		secret_buf_free(&buf);
-		return 1;
-	}
-	char line[201];
-	first_line(buf.data, got, line, sizeof(line));
-	secret_buf_free(&buf);
-	if (WIFSIGNALED(status))
-		return clip_err_set(err, EIO, "credential helper %s: killed by signal %d", prog,
-				    WTERMSIG(status));
-	return clip_err_set(err, EIO, "credential helper %s: exited with status %d%s%s", prog,
-			    WEXITSTATUS(status), line[0] != '\0' ? ": " : "", line);
+	return helper_outcome(prog, status, &buf, got, answer, err);
 }
 
 static char *dup_string_member(json_t *obj, const char *key)
@@ -404,7 +415,7 @@ static int lookup_helper(const char *name, const char *registry, struct clip_cre
 	json_decref(root);
 	if (c.identity_token == NULL && (c.username == NULL || c.password == NULL)) {
 		clip_credentials_clear(&c);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	*out = c;
 	return 1;
@@ -429,7 +440,7 @@ static int lookup_auths_entry(json_t *entry, const char *what, const char *regis
 		cleanup_secret struct secret_buf plain = { NULL, 0 };
 		int n = base64_decode(json_string_value(auth), json_string_length(auth), &plain);
 		if (n == -ENOMEM)
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		if (n < 0)
 			return clip_err_set(err, EINVAL,
 					    "%s: auths entry for %s: \"auth\" is not valid base64",
@@ -444,14 +455,14 @@ static int lookup_auths_entry(json_t *entry, const char *what, const char *regis
 		c.password = strdup(colon + 1);
 		if (c.username == NULL || c.password == NULL) {
 			clip_credentials_clear(&c);
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		}
 	}
 	if (idt != NULL && json_string_length(idt) > 0) {
 		c.identity_token = strdup(json_string_value(idt));
 		if (c.identity_token == NULL) {
 			clip_credentials_clear(&c);
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		}
 	}
 	if (c.username == NULL && c.identity_token == NULL)
@@ -512,41 +523,38 @@ static int read_config(const char *path, struct secret_buf *out, struct clip_err
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ENOTDIR)
 			return 0;
-		return clip_err_set(err, errno, "%s: %s", path, strerror(errno));
+		return clip_err_errno(err, errno, "%s", path);
 	}
 	struct stat st;
 	if (fstat(fd, &st) < 0)
-		return clip_err_set(err, errno, "%s: %s", path, strerror(errno));
+		return clip_err_errno(err, errno, "%s", path);
 	if (!S_ISREG(st.st_mode))
 		return clip_err_set(err, EINVAL, "%s: not a regular file", path);
 	if ((uint64_t)st.st_size > CLIP_AUTH_MAX_FILE)
 		return clip_err_set(err, EFBIG, "%s: %llu bytes is more than the limit of %u", path,
 				    (unsigned long long)st.st_size, CLIP_AUTH_MAX_FILE);
-	struct secret_buf b = { malloc(CLIP_AUTH_MAX_FILE + 1), CLIP_AUTH_MAX_FILE + 1 };
+	cleanup_secret struct secret_buf b = { malloc(CLIP_AUTH_MAX_FILE + 1),
+					       CLIP_AUTH_MAX_FILE + 1 };
 	if (b.data == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	size_t got = 0;
 	for (;;) {
 		ssize_t n = read(fd, b.data + got, CLIP_AUTH_MAX_FILE + 1 - got);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
-			int e = errno;
-			secret_buf_free(&b);
-			return clip_err_set(err, e, "%s: %s", path, strerror(e));
-		}
+		if (n < 0)
+			return clip_err_errno(err, errno, "%s", path);
 		if (n == 0)
 			break;
 		got += (size_t)n;
-		if (got > CLIP_AUTH_MAX_FILE) {
-			secret_buf_free(&b);
+		if (got > CLIP_AUTH_MAX_FILE)
 			return clip_err_set(err, EFBIG, "%s: more than %u bytes", path,
 					    CLIP_AUTH_MAX_FILE);
-		}
 	}
 	b.data[got] = '\0';
 	*out = b;
 	out->len = got;
+	b = (struct secret_buf){ NULL, 0 };
 	return 1;
 }
 
@@ -573,13 +581,13 @@ int clip_auth_lookup(const char *registry, struct clip_credentials *out, struct 
 	env = getenv("XDG_RUNTIME_DIR");
 	if (env != NULL && env[0] != '\0') {
 		if (asprintf(&xdg, "%s/containers/auth.json", env) < 0)
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		paths[n++] = xdg;
 	}
 	env = getenv("DOCKER_CONFIG");
 	if (env != NULL && env[0] != '\0') {
 		if (asprintf(&docker, "%s/config.json", env) < 0)
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 	} else {
 		const char *home = getenv("HOME");
 		if (home == NULL || home[0] == '\0') {
@@ -591,7 +599,7 @@ int clip_auth_lookup(const char *registry, struct clip_credentials *out, struct 
 		}
 		if (home != NULL && home[0] != '\0' &&
 		    asprintf(&docker, "%s/.docker/config.json", home) < 0)
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 	}
 	if (docker != NULL)
 		paths[n++] = docker;
@@ -639,7 +647,7 @@ static int parse_quoted(const char **pp, char **out, const char *name, struct cl
 	size_t cap = strlen(p) + 1;
 	cleanup_free char *v = malloc(cap);
 	if (v == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	size_t n = 0;
 	for (;;) {
 		unsigned char c = (unsigned char)*p;
@@ -669,6 +677,111 @@ static int parse_quoted(const char **pp, char **out, const char *name, struct cl
 	return 0;
 }
 
+/* The auth-scheme at *pp into a new string *scheme; *pp moves past it. */
+static int parse_scheme(const char **pp, char **scheme, struct clip_err *err)
+{
+	const char *start = *pp;
+	const char *p = start;
+	while (is_tchar(*p))
+		p++;
+	if (p == start)
+		return clip_err_set(err, EBADMSG, "WWW-Authenticate: no authentication scheme");
+	cleanup_free char *s = clip_strdup_len(start, (size_t)(p - start));
+	if (s == NULL)
+		return clip_err_nomem(err);
+	if (*p != '\0' && *p != ' ' && *p != '\t' && *p != ',')
+		return clip_err_set(err, EBADMSG,
+				    "WWW-Authenticate: invalid character after the scheme \"%s\"",
+				    s);
+	*scheme = clip_steal(s);
+	*pp = p;
+	return 0;
+}
+
+/* A parameter's value at *pp, a quoted-string or a token, as a new string
+ * *out; *pp moves past it. `pname` names the parameter in errors. */
+static int parse_value(const char **pp, const char *pname, char **out, struct clip_err *err)
+{
+	if (**pp == '"')
+		return parse_quoted(pp, out, pname, err);
+	const char *start = *pp;
+	const char *p = start;
+	while (is_tchar(*p))
+		p++;
+	if (p == start)
+		return clip_err_set(err, EBADMSG, "WWW-Authenticate: parameter \"%s\" has no value",
+				    pname);
+	*out = clip_strdup_len(start, (size_t)(p - start));
+	if (*out == NULL)
+		return clip_err_nomem(err);
+	*pp = p;
+	return 0;
+}
+
+/* Where the challenge keeps parameter `name` (case-insensitive); NULL for
+ * a parameter a registry has no use for. */
+static char **param_slot(struct clip_auth_challenge *c, const char *name)
+{
+	if (strcasecmp(name, "realm") == 0)
+		return &c->realm;
+	if (strcasecmp(name, "service") == 0)
+		return &c->service;
+	if (strcasecmp(name, "scope") == 0)
+		return &c->scope;
+	if (strcasecmp(name, "error") == 0)
+		return &c->error;
+	return NULL;
+}
+
+/* The auth-param "name=value" at *pp (`nparams` of them came before it in
+ * this challenge) into *c; *pp moves past it and the whitespace after it.
+ * Returns 1, or 0 when what follows is not a parameter but the next
+ * challenge of a list (only the first challenge is taken), or a negative
+ * errno. `header` is the whole value, for offsets in messages. */
+static int parse_param(const char **pp, const char *header, size_t nparams,
+		       struct clip_auth_challenge *c, struct clip_err *err)
+{
+	const char *name = *pp;
+	const char *p = name;
+	while (is_tchar(*p))
+		p++;
+	size_t name_len = (size_t)(p - name);
+	if (name_len == 0)
+		return clip_err_set(err, EBADMSG,
+				    "WWW-Authenticate: expected a parameter name at offset %zu",
+				    (size_t)(p - header));
+	const char *after = skip_ows(p);
+	if (*after != '=') {
+		/* "token SP" where a parameter should be: the next challenge
+		 * of a list (or a token68). */
+		if (nparams > 0 || *after == '\0' || *after == ',' || p != after)
+			return 0;
+		return clip_err_set(err, EBADMSG, "WWW-Authenticate: expected '=' after \"%.*s\"",
+				    (int)(name_len > 64 ? 64 : name_len), name);
+	}
+	char pname[64];
+	snprintf(pname, sizeof(pname), "%.*s", (int)(name_len > 63 ? 63 : name_len), name);
+	p = skip_ows(after + 1);
+	cleanup_free char *value = NULL;
+	int r = parse_value(&p, pname, &value, err);
+	if (r < 0)
+		return r;
+	char **slot = param_slot(c, pname);
+	if (slot != NULL && *slot != NULL)
+		return clip_err_set(err, EBADMSG, "WWW-Authenticate: parameter \"%s\" repeated",
+				    pname);
+	if (slot != NULL)
+		*slot = clip_steal(value);
+	p = skip_ows(p);
+	if (*p != '\0' && *p != ',')
+		return clip_err_set(err, EBADMSG,
+				    "WWW-Authenticate: unexpected character after parameter "
+				    "\"%s\"",
+				    pname);
+	*pp = p;
+	return 1;
+}
+
 int clip_auth_parse_challenge(const char *header, struct clip_auth_challenge *out,
 			      struct clip_err *err)
 {
@@ -681,118 +794,26 @@ int clip_auth_parse_challenge(const char *header, struct clip_auth_challenge *ou
 				    hlen, CHALLENGE_MAX);
 
 	struct clip_auth_challenge c = { 0 };
-	int r = 0;
 	const char *p = skip_ows(header);
-	const char *start = p;
-	while (is_tchar(*p))
-		p++;
-	if (p == start) {
-		r = clip_err_set(err, EBADMSG, "WWW-Authenticate: no authentication scheme");
-		goto fail;
-	}
-	c.scheme = clip_strdup_len(start, (size_t)(p - start));
-	if (c.scheme == NULL) {
-		r = clip_err_set(err, ENOMEM, "out of memory");
-		goto fail;
-	}
-	if (*p != '\0' && *p != ' ' && *p != '\t' && *p != ',') {
-		r = clip_err_set(err, EBADMSG,
-				 "WWW-Authenticate: invalid character after the scheme \"%s\"",
-				 c.scheme);
-		goto fail;
-	}
-
+	int r = parse_scheme(&p, &c.scheme, err);
 	size_t nparams = 0;
-	for (;;) {
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
+	while (r >= 0) {
+		p += strspn(p, " \t,");
 		if (*p == '\0')
 			break;
-		const char *name = p;
-		while (is_tchar(*p))
-			p++;
-		size_t name_len = (size_t)(p - name);
-		if (name_len == 0) {
-			r = clip_err_set(
-				err, EBADMSG,
-				"WWW-Authenticate: expected a parameter name at offset %zu",
-				(size_t)(p - header));
-			goto fail;
-		}
-		const char *after = skip_ows(p);
-		if (*after != '=') {
-			/* "token SP" where a parameter should be: the next
-			 * challenge of a list (or a token68); only the first
-			 * challenge is taken. */
-			if (nparams > 0 || *after == '\0' || *after == ',' || p != after)
-				break;
-			r = clip_err_set(err, EBADMSG,
-					 "WWW-Authenticate: expected '=' after \"%.*s\"",
-					 (int)(name_len > 64 ? 64 : name_len), name);
-			goto fail;
-		}
-		char pname[64];
-		snprintf(pname, sizeof(pname), "%.*s", (int)(name_len > 63 ? 63 : name_len), name);
-		p = skip_ows(after + 1);
-		char *value = NULL;
-		if (*p == '"') {
-			r = parse_quoted(&p, &value, pname, err);
-			if (r < 0)
-				goto fail;
-		} else {
-			const char *vs = p;
-			while (is_tchar(*p))
-				p++;
-			if (p == vs) {
-				r = clip_err_set(err, EBADMSG,
-						 "WWW-Authenticate: parameter \"%s\" has no value",
-						 pname);
-				goto fail;
-			}
-			value = clip_strdup_len(vs, (size_t)(p - vs));
-			if (value == NULL) {
-				r = clip_err_set(err, ENOMEM, "out of memory");
-				goto fail;
-			}
-		}
-		nparams++;
-		char **slot = NULL;
-		if (strcasecmp(pname, "realm") == 0)
-			slot = &c.realm;
-		else if (strcasecmp(pname, "service") == 0)
-			slot = &c.service;
-		else if (strcasecmp(pname, "scope") == 0)
-			slot = &c.scope;
-		else if (strcasecmp(pname, "error") == 0)
-			slot = &c.error;
-		if (slot != NULL && *slot != NULL) {
-			free(value);
-			r = clip_err_set(err, EBADMSG,
-					 "WWW-Authenticate: parameter \"%s\" repeated", pname);
-			goto fail;
-		}
-		if (slot != NULL)
-			*slot = value;
-		else
-			free(value);
-		p = skip_ows(p);
-		if (*p != '\0' && *p != ',') {
-			r = clip_err_set(err, EBADMSG,
-					 "WWW-Authenticate: unexpected character after parameter "
-					 "\"%s\"",
-					 pname);
-			goto fail;
-		}
+		r = parse_param(&p, header, nparams++, &c, err);
+		if (r == 0)
+			break;
 	}
-	if (strcasecmp(c.scheme, "Bearer") == 0 && (c.realm == NULL || c.realm[0] == '\0')) {
+	if (r >= 0 && strcasecmp(c.scheme, "Bearer") == 0 &&
+	    (c.realm == NULL || c.realm[0] == '\0'))
 		r = clip_err_set(err, EBADMSG, "WWW-Authenticate: Bearer challenge without realm");
-		goto fail;
+	if (r < 0) {
+		clip_auth_challenge_clear(&c);
+		return r;
 	}
 	*out = c;
 	return 0;
-fail:
-	clip_auth_challenge_clear(&c);
-	return r;
 }
 
 /* ---- token responses -------------------------------------------------- */
@@ -832,7 +853,7 @@ int clip_auth_parse_token_response(const char *json, size_t len, char **token, l
 	char *copy = strdup(json_string_value(t));
 	json_decref(root);
 	if (copy == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	*token = copy;
 	*expires_in = life;
 	return 0;
