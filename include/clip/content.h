@@ -54,8 +54,15 @@ struct clip_content_options {
 	 * only when the archive has chunk hashes of this chunk size (see
 	 * clip_content_remote_usable), since every chunk from it is verified. */
 	const char *remote_cache;
+	/* Hydration: once programs have read this percentage of a layer's
+	 * checkpoint spans, the rest of the layer is fetched in the background
+	 * into the disk cache, on every core. 0: CLIP_DEFAULT_HYDRATE_PERCENT;
+	 * over 100: never. Needs a disk cache. */
+	unsigned hydrate_percent;
 	const struct clip_rcache_options *remote_cache_options; /* NULL: defaults */
 };
+
+#define CLIP_DEFAULT_HYDRATE_PERCENT 25
 
 struct clip_content;
 
@@ -75,9 +82,10 @@ int clip_content_open(const struct clip_archive *archive,
 ssize_t clip_content_read(struct clip_content *content, uint32_t ino, void *buf, size_t len,
 			  uint64_t offset, struct clip_err *err);
 
-/* Fetch every layer into the disk cache, one chunk at a time, until done or
- * *stop becomes true; each chunk waits while reads are in flight, so that
- * programs never wait behind the prefetch. -ENOTSUP without a disk cache. */
+/* Fetch every layer into the disk cache, until done or *stop becomes true:
+ * hydration of every layer on the engine's workers (programs' reads go
+ * first), and one whole-layer fetch for layers without checkpoints.
+ * -ENOTSUP without a disk cache. */
 int clip_content_prefetch(struct clip_content *content, const atomic_bool *stop,
 			  struct clip_err *err);
 
@@ -107,6 +115,20 @@ struct clip_content_stats {
 	uint64_t source_bytes;		 /* bytes fetched from the source */
 	uint64_t remote_verify_failures; /* remote chunks that failed their hash */
 };
+
+/* What programs read of one layer, and its hydration. */
+struct clip_content_layer_stats {
+	uint64_t units;	  /* checkpoint spans (plain tar: hash-grid chunks); 0: not counted */
+	uint64_t touched; /* of them, read by programs */
+	bool hydrating;	  /* hydration started */
+	bool hydrated;	  /* ... and every chunk was looked at */
+	uint64_t hydrated_chunks; /* chunks the hydration fetched */
+	uint64_t chunks;	  /* cache chunks of the layer */
+};
+
+/* The stats of layer `index` (< the archive's layer count). */
+void clip_content_layer_stats(struct clip_content *content, uint32_t index,
+			      struct clip_content_layer_stats *out);
 
 /* Whether a remote cache given in the options is used: false for archives
  * without chunk hashes (format 1) or with another chunk size. */

@@ -51,6 +51,8 @@ static int parse_args(int argc, char **argv, struct cat_args *a)
 		{ 0 },
 	};
 	cli_content_args_init(&a->read);
+	/* One file, once: hydrating its layer would only delay the exit. */
+	a->read.content.hydrate_percent = 101;
 	a->offset = 0;
 	a->length = UINT64_MAX;
 	a->stats = false;

@@ -32,6 +32,7 @@
 #define OPT_THREADS	   2006
 #define OPT_REMOTE_TIMEOUT 2007
 #define OPT_REMOTE_PREFIX  2008
+#define OPT_HYDRATE	   2009
 
 static void mount_help(void)
 {
@@ -53,6 +54,9 @@ static void mount_help(void)
 	       "      --no-cache                no disk cache: every read goes to the source\n"
 	       "      --prefetch                fetch every layer into the disk cache in the\n"
 	       "                                background, yielding to programs' reads\n"
+	       "      --hydrate-threshold PCT   once programs read PCT %% of a layer's spans,\n"
+	       "                                fetch the rest of it in the background\n"
+	       "                                (default 25; off: never)\n"
 	       "%s"
 	       "      --remote-timeout MS       skip the remote cache after MS (default 50)\n"
 	       "      --remote-prefix PREFIX    its keys are PREFIX<layer hex>:<chunk> (default\n"
@@ -140,6 +144,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "threads", required_argument, NULL, OPT_THREADS },
 		{ "remote-timeout", required_argument, NULL, OPT_REMOTE_TIMEOUT },
 		{ "remote-prefix", required_argument, NULL, OPT_REMOTE_PREFIX },
+		{ "hydrate-threshold", required_argument, NULL, OPT_HYDRATE },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -191,6 +196,17 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			a->remote.timeout_ms = (long)n;
 			break;
 		case OPT_REMOTE_PREFIX: a->remote.key_prefix = optarg; break;
+		case OPT_HYDRATE:
+			if (strcmp(optarg, "off") == 0)
+				co->hydrate_percent = 101;
+			else if (!cli_parse_u64(optarg, &n) || n < 1 || n > 100)
+				return cli_usage_error("mount",
+						       "--hydrate-threshold %s: expected 1 to 100 "
+						       "or off",
+						       optarg);
+			else
+				co->hydrate_percent = (unsigned)n;
+			break;
 		case 'f': a->fuse.foreground = true; break;
 		case 'o': a->fuse.fuse_options = optarg; break;
 		case 'h': mount_help(); return 0;

@@ -40,25 +40,15 @@
 #include "sha256.h"
 #include "util.h"
 
-/* A chunk being fetched; others wanting it wait on `done`. */
+/* Chunks [first, last] of a layer being fetched; others wanting one of them
+ * wait on `done`. In-flight ranges of one layer never overlap. */
 struct inflight {
 	uint32_t layer;
-	uint64_t chunk;
+	uint64_t first, last;
 	bool finished;
 	int waiters;
 	pthread_cond_t done;
 	struct inflight *next;
-};
-
-#define READAHEAD_BYTES (8u << 20) /* how far past a read's fetch to fetch */
-#define READAHEAD_QUEUE 16	   /* pending read-aheads at most; more are dropped */
-
-struct readahead {
-	uint32_t layer;
-	uint64_t chunk;
-	uint64_t file_start, file_end;
-	uint64_t budget; /* bytes still to read ahead after this chunk's batch */
-	struct readahead *next;
 };
 
 uint64_t content_now_ns(void)
@@ -122,8 +112,12 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 	c->archive = archive;
 	c->no_checkpoints = o && o->no_checkpoints;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->ra_wake, NULL);
-	atomic_init(&c->active_reads, 0);
+	pthread_cond_init(&c->engine_wake, NULL);
+	pthread_cond_init(&c->engine_idle, NULL);
+	c->hydrate_percent = !o || o->hydrate_percent == 0 ? CLIP_DEFAULT_HYDRATE_PERCENT
+			     : o->hydrate_percent > 100	   ? 0
+							   : o->hydrate_percent;
+	c->cache_max = o ? o->cache_max : 0;
 	struct clip_archive_stats st;
 	clip_archive_stats(archive, &st);
 	c->nlayers = st.layers;
@@ -258,11 +252,6 @@ static int remote_get(struct clip_content *c, const struct layer_state *l, uint6
 	return 1;
 }
 
-/* A byte range of a layer's tar: the file a read is for. */
-struct extent {
-	uint64_t start, end;
-};
-
 /* The chunks [*first, *last] one fetch for chunk k should produce. A gzip
  * span is inflated from its start whatever part of it is wanted, and chunks
  * are smaller than spans, so every chunk lying wholly inside the spans that
@@ -271,8 +260,8 @@ struct extent {
  * chunk. Bounded so that pathological spans (hundreds of MiB in one deflate
  * block) do not become huge buffers. */
 #define SPAN_BATCH_MAX (16u << 20)
-static void span_batch(const struct clip_content *c, const struct layer_state *l, uint64_t k,
-		       const struct extent *file, uint64_t *first, uint64_t *last)
+void content_span_batch(const struct clip_content *c, const struct layer_state *l, uint64_t k,
+			const struct extent *file, uint64_t *first, uint64_t *last)
 {
 	*first = *last = k;
 	if (l->gz == NULL || l->gz->count == 0)
@@ -337,13 +326,11 @@ static int layer_tier(struct clip_content *c, struct layer_state *l, struct chun
 	return rc;
 }
 
-/* Tier 3 for chunk_fetch: produce chunks [first, last] around k from their
- * spans (or plain tar range), and keep each one. */
-static int span_tier(struct clip_content *c, struct layer_state *l, uint64_t k,
-		     const struct extent *file, struct chunk_want *want, struct clip_err *err)
+/* Tier 3: produce chunks [first, last] from their spans (or plain tar
+ * range), and keep each one. */
+static int span_tier(struct clip_content *c, struct layer_state *l, uint64_t first, uint64_t last,
+		     struct chunk_want *want, struct clip_err *err)
 {
-	uint64_t first, last;
-	span_batch(c, l, k, file, &first, &last);
 	uint64_t start = first * c->chunk_bytes;
 	size_t len = (size_t)(last * c->chunk_bytes + content_chunk_len(c, l, last) - start);
 	cleanup_free unsigned char *data = malloc(len ? len : 1);
@@ -352,8 +339,8 @@ static int span_tier(struct clip_content *c, struct layer_state *l, uint64_t k,
 	uint64_t t0 = content_now_ns();
 	ssize_t n = content_span_read(c, l, data, len, start, err);
 	if (n >= 0 && (size_t)n != len)
-		n = clip_err_set(err, EIO, "chunk %llu ends early (%zd of %zu bytes)",
-				 (unsigned long long)k, n, len);
+		n = clip_err_set(err, EIO, "chunks %llu-%llu end early (%zd of %zu bytes)",
+				 (unsigned long long)first, (unsigned long long)last, n, len);
 	int rc = n < 0 ? (int)n : 0;
 	for (uint64_t i = first; rc == 0 && i <= last; i++) {
 		unsigned char hash[32];
@@ -375,43 +362,62 @@ static int span_tier(struct clip_content *c, struct layer_state *l, uint64_t k,
 	return rc;
 }
 
-/* Make sure chunk k of layer l is in the disk cache, fetching it from the
- * source. Concurrent callers for the same chunk (or, for whole-layer
- * fetches, the same layer) wait for the first: 1 tells them to look again. */
-static int chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k,
-		       const struct extent *file, struct chunk_want *want, struct clip_err *err)
+/* The in-flight fetch of layer l holding chunk k, or NULL. Under c->lock. */
+static struct inflight *inflight_find(struct clip_content *c, uint32_t layer, uint64_t k)
 {
-	pthread_mutex_lock(&c->lock);
-	if (!content_ranges_vouched(c, l))
-		return layer_tier(c, l, want, err); /* unlocks */
-	for (struct inflight *f = c->inflight; f; f = f->next) {
-		if (f->layer == l->index && f->chunk == k) {
-			CLIP_COUNT(c->counters.coalesced, 1);
-			f->waiters++;
-			while (!f->finished)
-				pthread_cond_wait(&f->done, &c->lock);
-			if (--f->waiters == 0) {
-				pthread_cond_destroy(&f->done);
-				free(f);
-			}
-			pthread_mutex_unlock(&c->lock);
-			return 1;
-		}
+	for (struct inflight *f = c->inflight; f; f = f->next)
+		if (f->layer == layer && f->first <= k && k <= f->last)
+			return f;
+	return NULL;
+}
+
+/* Wait for in-flight fetch f to end, and let go of it. Under c->lock. */
+static void inflight_wait(struct clip_content *c, struct inflight *f)
+{
+	CLIP_COUNT(c->counters.coalesced, 1);
+	f->waiters++;
+	while (!f->finished)
+		pthread_cond_wait(&f->done, &c->lock);
+	if (--f->waiters == 0) {
+		pthread_cond_destroy(&f->done);
+		free(f);
 	}
+}
+
+uint64_t content_inflight_end(struct clip_content *c, const struct layer_state *l, uint64_t k)
+{
+	struct inflight *f = inflight_find(c, l->index, k);
+	return f ? f->last + 1 : k;
+}
+
+void content_inflight_trim(struct clip_content *c, const struct layer_state *l, uint64_t keep,
+			   uint64_t *first, uint64_t *last)
+{
+	for (struct inflight *f = c->inflight; f; f = f->next) {
+		if (f->layer != l->index || f->last < *first || f->first > *last)
+			continue;
+		if (f->last < keep)
+			*first = f->last + 1;
+		else
+			*last = f->first - 1;
+	}
+}
+
+int content_fetch_run(struct clip_content *c, struct layer_state *l, uint64_t first, uint64_t last,
+		      struct chunk_want *want, struct clip_err *err)
+{
 	struct inflight *f = calloc(1, sizeof(*f));
 	if (f == NULL) {
 		pthread_mutex_unlock(&c->lock);
 		return clip_err_nomem(err);
 	}
-	f->layer = l->index;
-	f->chunk = k;
-	f->waiters = 1;
+	*f = (struct inflight){ .layer = l->index, .first = first, .last = last, .waiters = 1 };
 	pthread_cond_init(&f->done, NULL);
 	f->next = c->inflight;
 	c->inflight = f;
 	pthread_mutex_unlock(&c->lock);
 
-	int rc = span_tier(c, l, k, file, want, err);
+	int rc = span_tier(c, l, first, last, want, err);
 
 	pthread_mutex_lock(&c->lock);
 	for (struct inflight **p = &c->inflight; *p; p = &(*p)->next) {
@@ -430,76 +436,30 @@ static int chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k
 	return rc;
 }
 
-/* Queue a read-ahead of chunk k of file `file` (with `budget` bytes more
- * after its batch), starting the workers on first use. Dropped when the
- * queue is full: read-ahead only ever saves time. Called without c->lock. */
-static void readahead_push(struct clip_content *c, const struct layer_state *l, uint64_t k,
-			   const struct extent *file, uint64_t budget);
-
-static void *readahead_main(void *arg)
+int content_chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k,
+			const struct extent *file, struct chunk_want *want, struct clip_err *err)
 {
-	struct clip_content *c = arg;
 	pthread_mutex_lock(&c->lock);
-	for (;;) {
-		while (c->ra_queue == NULL && !c->ra_stop)
-			pthread_cond_wait(&c->ra_wake, &c->lock);
-		if (c->ra_stop)
-			break;
-		struct readahead *r = c->ra_queue;
-		c->ra_queue = r->next;
-		c->ra_queued--;
+	if (!content_ranges_vouched(c, l))
+		return layer_tier(c, l, want, err); /* unlocks */
+	struct inflight *f = inflight_find(c, l->index, k);
+	if (f) {
+		inflight_wait(c, f);
 		pthread_mutex_unlock(&c->lock);
-		struct layer_state *l = &c->layers[r->layer];
-		const struct extent file = { r->file_start, r->file_end };
-		uint64_t first, last;
-		span_batch(c, l, r->chunk, &file, &first, &last);
-		unsigned char probe;
-		struct clip_err e = { 0 };
-		bool cached = clip_diskcache_read(
-				      c->cache, l->hex, r->chunk, content_chunk_len(c, l, r->chunk),
-				      expected_hash(c, l, r->chunk), &probe, 1, 0, &e) >= 0;
-		int rc = cached ? 0 : chunk_fetch(c, l, r->chunk, &file, NULL, &e);
-		uint64_t done = (last + 1 - r->chunk) * c->chunk_bytes;
-		if (rc >= 0 && r->budget > done)
-			readahead_push(c, l, last + 1, &file, r->budget - done);
-		free(r);
-		pthread_mutex_lock(&c->lock);
+		return 1;
 	}
-	pthread_mutex_unlock(&c->lock);
-	return NULL;
+	uint64_t first, last;
+	content_span_batch(c, l, k, file, &first, &last);
+	content_inflight_trim(c, l, k, &first, &last);
+	return content_fetch_run(c, l, first, last, want, err); /* unlocks */
 }
 
-static void readahead_push(struct clip_content *c, const struct layer_state *l, uint64_t k,
-			   const struct extent *file, uint64_t budget)
+bool content_chunk_cached(struct clip_content *c, const struct layer_state *l, uint64_t k)
 {
-	if (c->cache == NULL || !content_ranges_vouched(c, l) || k * c->chunk_bytes >= file->end ||
-	    k >= content_chunk_count(c, l))
-		return;
-	struct readahead *r = malloc(sizeof(*r));
-	if (r == NULL)
-		return;
-	*r = (struct readahead){ l->index, k, file->start, file->end, budget, NULL };
-	pthread_mutex_lock(&c->lock);
-	if (c->ra_stop || c->ra_queued >= READAHEAD_QUEUE) {
-		pthread_mutex_unlock(&c->lock);
-		free(r);
-		return;
-	}
-	while (c->ra_nthreads < READAHEAD_THREADS &&
-	       pthread_create(&c->ra_threads[c->ra_nthreads], NULL, readahead_main, c) == 0)
-		c->ra_nthreads++;
-	if (c->ra_nthreads == 0) {
-		pthread_mutex_unlock(&c->lock);
-		free(r);
-		return;
-	}
-	struct readahead **tail = &c->ra_queue;
-	while (*tail)
-		tail = &(*tail)->next;
-	*tail = r;
-	c->ra_queued++;
-	pthread_cond_signal(&c->ra_wake);
-	pthread_mutex_unlock(&c->lock);
+	unsigned char probe;
+	struct clip_err e = { 0 };
+	return clip_diskcache_read(c->cache, l->hex, k, content_chunk_len(c, l, k),
+				   expected_hash(c, l, k), &probe, 1, 0, &e) >= 0;
 }
 
 /* Copy [off, off+len) of chunk k (off relative to the chunk) into buf from
@@ -507,7 +467,7 @@ static void readahead_push(struct clip_content *c, const struct layer_state *l, 
  * a fetch from the source (which fills the faster tiers). */
 static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
 		      const struct extent *file, void *buf, size_t len, size_t off,
-		      struct clip_err *err)
+		      uint64_t readahead, struct clip_err *err)
 {
 	size_t clen = content_chunk_len(c, l, k);
 	/* A fetch that another reader made for us is looked for in the disk
@@ -538,15 +498,17 @@ static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
 			}
 		}
 		struct chunk_want want = { k, buf, len, off, false };
-		int rc = chunk_fetch(c, l, k, file, &want, err);
+		int rc = content_chunk_fetch(c, l, k, file, &want, err);
 		if (rc < 0)
 			return rc;
 		if (want.done) {
-			/* A reader had to wait for the source: fetch what follows
-			 * in its file meanwhile, on the other cores. */
-			uint64_t first, last;
-			span_batch(c, l, k, file, &first, &last);
-			readahead_push(c, l, last + 1, file, READAHEAD_BYTES);
+			/* A sequential reader had to wait for the source: fetch
+			 * what follows in its file meanwhile, on the other cores. */
+			if (readahead) {
+				uint64_t first, last;
+				content_span_batch(c, l, k, file, &first, &last);
+				content_engine_readahead(c, l, last + 1, file, readahead);
+			}
 			return 0;
 		}
 	}
@@ -554,11 +516,34 @@ static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
 			    (unsigned long long)k);
 }
 
+/* How far ahead of this read of inode `ino` to fetch: a window that doubles
+ * from READAHEAD_MIN up to READAHEAD_MAX while the file is read in order,
+ * and nothing for a read that jumps (page faults of a mapped library, which
+ * read-ahead would only make slower and costlier). The kernel's own
+ * read-ahead (128 KiB, fuse.c) turns a sequential reader's reads into
+ * requests that follow each other exactly. */
+#define READAHEAD_MIN (1u << 20)
+#define READAHEAD_MAX (32u << 20)
+static uint64_t readahead_window(struct clip_content *c, uint32_t ino, uint64_t offset, size_t len)
+{
+	pthread_mutex_lock(&c->lock);
+	struct seq_slot *s = &c->seq[ino % SEQ_SLOTS];
+	uint64_t window = 0;
+	if (s->ino == ino && s->next == offset && offset > 0) {
+		window = s->window ? 2 * s->window : READAHEAD_MIN;
+		if (window > READAHEAD_MAX)
+			window = READAHEAD_MAX;
+	}
+	*s = (struct seq_slot){ ino, offset + len, window };
+	pthread_mutex_unlock(&c->lock);
+	return window;
+}
+
 /* Read [tar_off, tar_off+len) of file `file` chunk by chunk through the
- * tiers. */
+ * tiers, reading `readahead` bytes ahead where a read had to wait. */
 static ssize_t chunked_read(struct clip_content *c, struct layer_state *l,
 			    const struct extent *file, unsigned char *buf, size_t len,
-			    uint64_t tar_off, struct clip_err *err)
+			    uint64_t tar_off, uint64_t readahead, struct clip_err *err)
 {
 	size_t done = 0;
 	while (done < len) {
@@ -568,7 +553,7 @@ static ssize_t chunked_read(struct clip_content *c, struct layer_state *l,
 		size_t want = (size_t)c->chunk_bytes - in_chunk;
 		if (want > len - done)
 			want = len - done;
-		int rc = chunk_read(c, l, k, file, buf + done, want, in_chunk, err);
+		int rc = chunk_read(c, l, k, file, buf + done, want, in_chunk, readahead, err);
 		if (rc < 0)
 			return rc;
 		done += want;
@@ -598,7 +583,6 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 	int rc = layer_prepare(c, l, err);
 	if (rc < 0)
 		return clip_err_prefix(err, "layer %s", l->info.digest);
-	atomic_fetch_add(&c->active_reads, 1);
 	uint64_t tar_off = inode.data_offset + offset;
 	ssize_t n;
 	if (c->cache == NULL && c->rcache == NULL) {
@@ -609,9 +593,10 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 				   n < 0 ? -1 : 1, n < 0 ? 0 : (uint64_t)n, t0);
 	} else {
 		const struct extent file = { inode.data_offset, inode.data_offset + inode.size };
-		n = chunked_read(c, l, &file, buf, len, tar_off, err);
+		uint64_t readahead = readahead_window(c, ino, offset, len);
+		content_engine_touch(c, l, tar_off, len);
+		n = chunked_read(c, l, &file, buf, len, tar_off, readahead, err);
 	}
-	atomic_fetch_sub(&c->active_reads, 1);
 	if (n < 0)
 		return clip_err_prefix(err, "layer %s", l->info.digest);
 	if ((size_t)n < len)
@@ -626,31 +611,22 @@ int clip_content_prefetch(struct clip_content *c, const atomic_bool *stop, struc
 {
 	if (c->cache == NULL)
 		return clip_err_set(err, ENOTSUP, "prefetch needs a disk cache");
-	unsigned char probe;
 	for (uint32_t i = 0; i < c->nlayers && !atomic_load(stop); i++) {
 		struct layer_state *l = &c->layers[i];
 		int rc = layer_prepare(c, l, err);
 		if (rc < 0)
 			return clip_err_prefix(err, "layer %s", l->info.digest);
-		uint64_t n = content_chunk_count(c, l);
-		const struct extent whole = { 0, l->info.uncompressed_size };
-		for (uint64_t k = 0; k < n && !atomic_load(stop); k++) {
-			/* Programs first: wait while any read is in flight. */
-			while (atomic_load(&c->active_reads) > 0 && !atomic_load(stop))
-				usleep(2000);
-			struct clip_err e = { 0 };
-			ssize_t r =
-				clip_diskcache_read(c->cache, l->hex, k, content_chunk_len(c, l, k),
-						    expected_hash(c, l, k), &probe, 1, 0, &e);
-			if (r >= 0)
-				continue;
-			rc = chunk_fetch(c, l, k, &whole, NULL, err);
-			if (rc < 0)
-				return clip_err_prefix(err, "layer %s", l->info.digest);
-			if (!content_ranges_vouched(c, l))
-				break; /* the whole layer was fetched at once */
+		if (content_ranges_vouched(c, l)) {
+			content_engine_hydrate(c, l);
+			continue;
 		}
+		/* One whole-layer fetch brings in every chunk. */
+		const struct extent whole = { 0, l->info.uncompressed_size };
+		if (!content_chunk_cached(c, l, 0) &&
+		    content_chunk_fetch(c, l, 0, &whole, NULL, err) < 0)
+			return clip_err_prefix(err, "layer %s", l->info.digest);
 	}
+	content_engine_wait(c, stop);
 	return 0;
 }
 
@@ -681,6 +657,42 @@ void clip_content_stats(const struct clip_content *c, struct clip_content_stats 
 	} else {
 		out->source_bytes = out->gz.compressed_bytes;
 	}
+}
+
+void clip_content_layer_stats(struct clip_content *c, uint32_t index,
+			      struct clip_content_layer_stats *out)
+{
+	struct layer_state *l = &c->layers[index];
+	pthread_mutex_lock(&c->lock);
+	*out = (struct clip_content_layer_stats){
+		.units = l->nunits,
+		.touched = l->ntouched,
+		.hydrating = l->hydrating,
+		.hydrated = l->hydrated,
+		.hydrated_chunks = CLIP_COUNTER_LOAD(l->hydrated_chunks),
+		.chunks = content_chunk_count(c, l),
+	};
+	pthread_mutex_unlock(&c->lock);
+}
+
+static json_t *layers_json(struct clip_content *c)
+{
+	json_t *a = json_array();
+	for (uint32_t i = 0; i < c->nlayers; i++) {
+		struct clip_content_layer_stats ls;
+		clip_content_layer_stats(c, i, &ls);
+		json_t *j = json_object();
+		json_object_set_new(j, "digest", json_string(c->layers[i].info.digest));
+		json_object_set_new(j, "units", json_integer((json_int_t)ls.units));
+		json_object_set_new(j, "touched", json_integer((json_int_t)ls.touched));
+		json_object_set_new(j, "hydrating", json_boolean(ls.hydrating));
+		json_object_set_new(j, "hydrated", json_boolean(ls.hydrated));
+		json_object_set_new(j, "hydrated_chunks",
+				    json_integer((json_int_t)ls.hydrated_chunks));
+		json_object_set_new(j, "chunks", json_integer((json_int_t)ls.chunks));
+		json_array_append_new(a, j);
+	}
+	return a;
 }
 
 const char *clip_tier_name(enum clip_tier tier)
@@ -716,6 +728,10 @@ char *clip_content_stats_json(const struct clip_content *c)
 	json_object_set_new(o, "source_bytes", json_integer((json_int_t)s.source_bytes));
 	json_object_set_new(o, "remote_verify_failures",
 			    json_integer((json_int_t)s.remote_verify_failures));
+	json_object_set_new(o, "hydrate_errors",
+			    json_integer((json_int_t)CLIP_COUNTER_LOAD(
+				    ((struct clip_content *)c)->counters.hydrate_errors)));
+	json_object_set_new(o, "layers", layers_json((struct clip_content *)c));
 	if (c->rcache) {
 		struct clip_rcache_stats r;
 		c->rcache->ops->stats(c->rcache->self, &r);
@@ -752,20 +768,12 @@ void clip_content_close(struct clip_content *c)
 {
 	if (c == NULL)
 		return;
-	pthread_mutex_lock(&c->lock);
-	c->ra_stop = true;
-	pthread_cond_broadcast(&c->ra_wake);
-	pthread_mutex_unlock(&c->lock);
-	for (unsigned i = 0; i < c->ra_nthreads; i++)
-		pthread_join(c->ra_threads[i], NULL);
-	while (c->ra_queue) {
-		struct readahead *r = c->ra_queue;
-		c->ra_queue = r->next;
-		free(r);
-	}
-	pthread_cond_destroy(&c->ra_wake);
+	content_engine_stop(c);
+	pthread_cond_destroy(&c->engine_wake);
+	pthread_cond_destroy(&c->engine_idle);
 	for (uint32_t i = 0; c->layers && i < c->nlayers; i++) {
 		clip_source_blob_close(&c->layers[i].blob);
+		free(c->layers[i].touched);
 		clip_gz_index_free(c->layers[i].gz);
 		pthread_cond_destroy(&c->layers[i].streamed);
 	}

@@ -23,6 +23,16 @@ struct layer_state {
 	bool ready;
 	bool streaming;		 /* a whole-layer fetch is running */
 	pthread_cond_t streamed; /* signalled when it ends */
+	/* Access density (content_engine.c), under c->lock: which units of
+	 * the layer (checkpoint spans; hash-grid chunks of a plain tar)
+	 * programs have read, and the hydration this starts. */
+	uint8_t *touched; /* a bitmap of nunits, allocated on first touch */
+	uint64_t nunits, ntouched;
+	bool hydrating; /* hydration started; hydrate_next is its cursor */
+	bool hydrated;	/* every chunk was looked at */
+	uint64_t hydrate_next;
+	unsigned hydrate_runs;		  /* runs under way */
+	_Atomic uint64_t hydrated_chunks; /* chunks the hydration produced */
 };
 
 struct tier_counters {
@@ -35,12 +45,22 @@ struct content_counters {
 	struct tier_counters tier[CLIP_TIER_COUNT];
 	_Atomic uint64_t spans, compressed_bytes, inflated_bytes;
 	_Atomic uint64_t remote_verify_failures;
+	_Atomic uint64_t hydrate_errors; /* hydrations the source stopped */
 };
 
-#define READAHEAD_THREADS 2
+#define ENGINE_MAX_WORKERS 8
+#define SEQ_SLOTS	   64 /* files whose sequential reads are followed */
 
 struct inflight;
 struct readahead;
+
+/* A file read in order: where its next read would start, and how far ahead
+ * of it to fetch (0 for a reader that jumps around). */
+struct seq_slot {
+	uint32_t ino;
+	uint64_t next;
+	uint64_t window;
+};
 
 struct clip_content {
 	const struct clip_archive *archive;
@@ -57,16 +77,20 @@ struct clip_content {
 	struct layer_state *layers;
 	uint32_t nlayers;
 	struct inflight *inflight;
-	atomic_int active_reads; /* reads in progress, which prefetch yields to */
-	/* Read-ahead: fetches of the chunks after a fetched batch of a file,
-	 * done by worker threads started on the first one (never before: the
-	 * FUSE daemon forks after clip_content_open). */
+	/* The span engine (content_engine.c): worker threads, started on the
+	 * first job (never before: the FUSE daemon forks after
+	 * clip_content_open), that fetch read-ahead and hydrate layers,
+	 * read-ahead first. Under `lock`. */
 	struct readahead *ra_queue;
 	unsigned ra_queued;
-	pthread_cond_t ra_wake;
-	pthread_t ra_threads[READAHEAD_THREADS];
-	unsigned ra_nthreads;
-	bool ra_stop;
+	pthread_cond_t engine_wake; /* work was queued, or stop */
+	pthread_cond_t engine_idle; /* a hydration ended */
+	pthread_t workers[ENGINE_MAX_WORKERS];
+	unsigned nworkers, engine_busy;
+	bool engine_stop;
+	unsigned hydrate_percent; /* share of units read that starts hydration; 0: never */
+	uint64_t cache_max;	  /* the disk cache's bound; 0: none */
+	struct seq_slot seq[SEQ_SLOTS];
 	struct content_counters counters;
 };
 
@@ -78,6 +102,11 @@ struct chunk_want {
 	void *buf;
 	size_t len, off;
 	bool done;
+};
+
+/* A byte range of a layer's tar: the file a read is for. */
+struct extent {
+	uint64_t start, end;
 };
 
 uint64_t content_now_ns(void);
@@ -98,6 +127,58 @@ void content_want_fill(struct chunk_want *w, uint64_t k, const unsigned char *da
 void content_chunk_store(struct clip_content *c, const struct layer_state *l, uint64_t k,
 			 const void *data, size_t len, const unsigned char hash[32],
 			 bool to_remote);
+
+/* The chunks [*first, *last] one fetch for chunk k of `file` produces. */
+void content_span_batch(const struct clip_content *c, const struct layer_state *l, uint64_t k,
+			const struct extent *file, uint64_t *first, uint64_t *last);
+
+/* Make sure chunk k is in the caches, fetching it (and its batch) from the
+ * source; a caller whose chunk another fetch had under way waits for that
+ * one and gets 1 (look again). 0 or a negative errno. */
+int content_chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k,
+			const struct extent *file, struct chunk_want *want, struct clip_err *err);
+
+/* Under c->lock: the chunk after the in-flight fetch holding chunk k, or k
+ * when none holds it. */
+uint64_t content_inflight_end(struct clip_content *c, const struct layer_state *l, uint64_t k);
+
+/* Under c->lock: shrink [*first, *last] around chunk `keep` (itself not in
+ * flight) so that no in-flight fetch overlaps it. */
+void content_inflight_trim(struct clip_content *c, const struct layer_state *l, uint64_t keep,
+			   uint64_t *first, uint64_t *last);
+
+/* Entered with c->lock held and [first, last] overlapping no fetch in
+ * flight: fetch those chunks from the source and keep them; returns
+ * without the lock. */
+int content_fetch_run(struct clip_content *c, struct layer_state *l, uint64_t first, uint64_t last,
+		      struct chunk_want *want, struct clip_err *err);
+
+/* Whether chunk k is in the disk cache (a cheap probe for chunks this
+ * process verified already). */
+bool content_chunk_cached(struct clip_content *c, const struct layer_state *l, uint64_t k);
+
+/* ---- content_engine.c: read-ahead and hydration --------------------------- */
+
+/* Queue a read-ahead of chunk k of `file` and `budget` bytes after it;
+ * dropped when the queue is full (read-ahead only ever saves time). */
+void content_engine_readahead(struct clip_content *c, const struct layer_state *l, uint64_t k,
+			      const struct extent *file, uint64_t budget);
+
+/* A program read tar bytes [off, off+len) of layer l: count the units it
+ * touched, and start hydrating the layer once their share passes the
+ * threshold. */
+void content_engine_touch(struct clip_content *c, struct layer_state *l, uint64_t off,
+			  uint64_t len);
+
+/* Hydrate layer l in the background: every chunk not in the cache yet,
+ * in order, on every worker. No-op for a layer hydrating already. */
+void content_engine_hydrate(struct clip_content *c, struct layer_state *l);
+
+/* Wait until no layer is hydrating, or *stop. */
+void content_engine_wait(struct clip_content *c, const atomic_bool *stop);
+
+/* Stop the workers (the runs under way finish) and free the queue. */
+void content_engine_stop(struct clip_content *c);
 
 /* ---- content_produce.c: tar bytes that a digest vouches for -------------- */
 

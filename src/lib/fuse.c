@@ -241,8 +241,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Splicing is left off: replies come from memory buffers, for which
 	 * libfuse's writev is one copy and a splice would add system calls. */
 	conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
-	/* The kernel offers its largest read-ahead; keep all of it. */
-	conn->max_readahead = UINT_MAX;
+	/* The same read-ahead as the backing device's (READ_AHEAD_KB). */
+	conn->max_readahead = READ_AHEAD_KB * 1024u;
 	/* mtimes have nanoseconds. */
 	conn->time_gran = 1;
 	if (fs->max_read)
