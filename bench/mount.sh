@@ -43,81 +43,34 @@ while [ $# -gt 0 ]; do
 	*) sed -n '3,9s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 	esac
 done
-die() { printf 'mount.sh: %s\n' "$*" >&2; exit 1; }
+. "$here/bench/common.bash"
+bench_init mount
+die() { bench_die "$@"; }
 [ "$(id -u)" = 0 ] || die "needs root (FUSE mounts, chroot, network namespaces)"
 for tool in docker-registry skopeo umoci squashfuse mksquashfs python3 curl redis-server redis-cli; do
 	command -v "$tool" >/dev/null || die "$tool not found (scripts/install-deps)"
 done
 [ -x "$CLIP" ] || die "no clip binary at $CLIP (build it, or set CLIP)"
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/clip-bench-mount.XXXXXX")
-pids=()
-netns=clipbench$$
-cleanup() {
-	for m in "$T"/mnt*; do
-		mountpoint -q "$m" 2>/dev/null && umount -l "$m" 2>/dev/null
-	done
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	ip netns pids "$netns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-	[ ! -f "$T/redis.pid" ] || kill "$(cat "$T/redis.pid")" 2>/dev/null || true
-	ip netns del "$netns" 2>/dev/null || true
-	ip link del "v$netns" 2>/dev/null || true
-	rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 if [ -z "$image" ]; then
 	echo "mount.sh: building the test image" >&2
 	image=$("$here/scripts/build-test-image" "$T/image")
 fi
 
-read -r port rpid < <("$here/scripts/local-registry" "$T/registry")
-pids+=("$rpid")
+bench_registry
+port=$REG_PORT
 ref=127.0.0.1:$port/bench/debian:latest
 skopeo copy -q --dest-tls-verify=false "oci:$image:latest" "docker://$ref" >&2
 "$CLIP" index -q "$ref" -o "$T/image.clip"
 
-# A registry behind a slow link: the same storage served from a network namespace, reached
-# through veth + tbf 200mbit, and a proxy on 127.0.0.1 that holds each request 10 ms.
+# A registry behind a slow link: the same storage served from a network namespace.
 wan_ref=
 if [ "$wan" = 1 ]; then
-	echo "mount.sh: setting up the simulated WAN link" >&2
-	ip netns add "$netns"
-	ip link add "v$netns" type veth peer name eth0 netns "$netns"
-	ip addr add 10.231.0.1/24 dev "v$netns"
-	ip link set "v$netns" up
-	ip -n "$netns" addr add 10.231.0.2/24 dev eth0
-	ip -n "$netns" link set eth0 up
-	ip -n "$netns" link set lo up
-	tc qdisc add dev "v$netns" root tbf rate 200mbit burst 256kb latency 50ms
-	ip netns exec "$netns" tc qdisc add dev eth0 root tbf rate 200mbit burst 256kb latency 50ms
-	sed "s/127.0.0.1:$port/10.231.0.2:5000/" "$T/registry/registry.yml" >"$T/registry/wan.yml"
-	ip netns exec "$netns" docker-registry serve "$T/registry/wan.yml" \
-		>"$T/registry/wan.log" 2>&1 &
-	pids+=("$!")
-	for _ in $(seq 100); do
-		curl -fs http://10.231.0.2:5000/v2/ >/dev/null && break
-		sleep 0.05
-	done
-	wan_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-	python3 "$here/bench/delay-proxy.py" "127.0.0.1:$wan_port" 10.231.0.2:5000 10 \
-		>"$T/proxy.log" 2>&1 &
-	pids+=("$!")
-	for _ in $(seq 100); do
-		curl -fs "http://127.0.0.1:$wan_port/v2/" >/dev/null && break
-		sleep 0.05
-	done
-	wan_ref=127.0.0.1:$wan_port/bench/debian:latest
+	bench_wan
+	wan_ref=127.0.0.1:$WAN_PORT/bench/debian:latest
 fi
-
-redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-	--pidfile "$T/redis.pid" --logfile "$T/redis.log"
-for _ in $(seq 100); do
-	redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break
-	sleep 0.05
-done
+bench_redis
+redis_port=$REDIS_PORT
 
 umoci unpack --image "$image:latest" "$T/bundle" >/dev/null
 mksquashfs "$T/bundle/rootfs" "$T/rootfs.sqfs" -comp gzip -quiet -no-progress >/dev/null
