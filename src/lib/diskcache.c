@@ -531,7 +531,7 @@ static int rescan(struct clip_diskcache *c, struct clip_err *err)
 	while ((rc = flock(c->lock_fd, LOCK_EX)) < 0 && errno == EINTR)
 		;
 	if (rc < 0)
-		return clip_err_set(err, errno, "disk cache %s: lock: %s", c->dir, strerror(errno));
+		return clip_err_errno(err, errno, "disk cache %s: lock", c->dir);
 	uint64_t before = __atomic_load_n(c->usage, __ATOMIC_RELAXED);
 	rc = scan_chunks(&s, c->root_fd);
 	if (rc == 0)
@@ -541,7 +541,7 @@ static int rescan(struct clip_diskcache *c, struct clip_err *err)
 	flock(c->lock_fd, LOCK_UN);
 	if (rc < 0) {
 		free(s.entries);
-		return clip_err_set(err, rc, "disk cache %s: scan: %s", c->dir, strerror(-rc));
+		return clip_err_errno(err, rc, "disk cache %s: scan", c->dir);
 	}
 	/* Unsigned wrap-around makes this right whichever way the total moved;
 	 * a result that would go below zero (files removed during the scan)
@@ -579,10 +579,10 @@ int clip_diskcache_open(const struct clip_diskcache_options *options, struct cli
 	const char *dir = options->dir;
 	int rc = mkdir_parents(dir);
 	if (rc < 0)
-		return clip_err_set(err, rc, "disk cache %s: create: %s", dir, strerror(-rc));
+		return clip_err_errno(err, rc, "disk cache %s: create", dir);
 	struct clip_diskcache *c = calloc(1, sizeof(*c));
 	if (c == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	c->root_fd = c->lock_fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->evict_lock, NULL);
@@ -592,17 +592,16 @@ int clip_diskcache_open(const struct clip_diskcache_options *options, struct cli
 	c->buckets = calloc(c->nbuckets, sizeof(*c->buckets));
 	if (c->dir == NULL || c->buckets == NULL) {
 		clip_diskcache_close(c);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	c->root_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (c->root_fd < 0) {
-		rc = clip_err_set(err, errno, "disk cache %s: %s", dir, strerror(errno));
+		rc = clip_err_errno(err, errno, "disk cache %s", dir);
 		clip_diskcache_close(c);
 		return rc;
 	}
 	if ((rc = mkdir_at(c->root_fd, "chunks")) < 0 || (rc = mkdir_at(c->root_fd, "tmp")) < 0) {
-		rc = clip_err_set(err, rc, "disk cache %s: create subdirectory: %s", dir,
-				  strerror(-rc));
+		rc = clip_err_errno(err, rc, "disk cache %s: create subdirectory", dir);
 		clip_diskcache_close(c);
 		return rc;
 	}
@@ -615,7 +614,7 @@ int clip_diskcache_open(const struct clip_diskcache_options *options, struct cli
 	    (st.st_size < LOCK_FILE_SIZE && ftruncate(c->lock_fd, LOCK_FILE_SIZE) < 0) ||
 	    (map = mmap(NULL, LOCK_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, c->lock_fd, 0)) ==
 		    MAP_FAILED) {
-		rc = clip_err_set(err, errno, "disk cache %s/lock: %s", dir, strerror(errno));
+		rc = clip_err_errno(err, errno, "disk cache %s/lock", dir);
 		clip_diskcache_close(c);
 		return rc;
 	}
@@ -779,13 +778,11 @@ ssize_t clip_diskcache_read(struct clip_diskcache *c, const char *layer_hex, uin
 			return clip_err_set(err, ENOENT, "disk cache %s/%s: not cached", c->dir,
 					    path);
 		}
-		return clip_err_set(err, errno, "disk cache %s/%s: %s", c->dir, path,
-				    strerror(errno));
+		return clip_err_errno(err, errno, "disk cache %s/%s", c->dir, path);
 	}
 	struct stat st;
 	if (fstat(fd, &st) < 0)
-		return clip_err_set(err, errno, "disk cache %s/%s: %s", c->dir, path,
-				    strerror(errno));
+		return clip_err_errno(err, errno, "disk cache %s/%s", c->dir, path);
 	if (!S_ISREG(st.st_mode))
 		return discard(c, layer, chunk, path, &st, "not a regular file", err);
 	if ((uint64_t)st.st_size != CHUNK_HDR_SIZE + (uint64_t)chunk_len)
@@ -805,8 +802,7 @@ ssize_t clip_diskcache_read(struct clip_diskcache *c, const char *layer_hex, uin
 			verified_add(c, layer, chunk, &st, sha);
 	}
 	if (rc < 0)
-		return clip_err_set(err, rc, "disk cache %s/%s: read: %s", c->dir, path,
-				    strerror(-rc));
+		return clip_err_errno(err, rc, "disk cache %s/%s: read", c->dir, path);
 
 	/* Keep the LRU clock cheap: touch at most once per TOUCH_INTERVAL_SEC. A
 	 * failure (a cache shared read-only with another user) only costs the

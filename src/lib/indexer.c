@@ -315,7 +315,7 @@ static int reader_start(struct reader *r, struct pool *pool, struct clip_stream 
 	if (terr) {
 		pthread_mutex_destroy(&r->lock);
 		pthread_cond_destroy(&r->changed);
-		return clip_err_set(err, terr, "cannot start a thread: %s", strerror(terr));
+		return clip_err_errno(err, terr, "cannot start a thread");
 	}
 	return 0;
 }
@@ -463,7 +463,7 @@ static int produce_plain(struct producer *p, struct clip_err *err)
 		struct batch *b = batch_new(p->pool);
 		if (b == NULL) {
 			inbuf_unref(in);
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		}
 		b->in = in;
 		b->in_len = in->len;
@@ -515,7 +515,7 @@ static int chunk_finish(struct consumer *c, struct clip_err *err)
 		size_t cap = c->chunks_cap ? 2 * c->chunks_cap : 64;
 		void *p = realloc(c->chunks, cap * sizeof(*c->chunks));
 		if (p == NULL)
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		c->chunks = p;
 		c->chunks_cap = cap;
 	}
@@ -654,7 +654,7 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 	}
 	int rc = 0;
 	if (c.entries == NULL || c.tar == NULL || (gzip && !o->no_checkpoints && c.gz == NULL)) {
-		rc = clip_err_set(err, ENOMEM, "out of memory");
+		rc = clip_err_nomem(err);
 		goto out;
 	}
 
@@ -664,14 +664,14 @@ int clip_index_layer(struct clip_stream *stream, const struct clip_layer_options
 			      .queue = &q,
 			      .end = batch_new(&pool) };
 	if (p.end == NULL) {
-		rc = clip_err_set(err, ENOMEM, "out of memory");
+		rc = clip_err_nomem(err);
 		goto out;
 	}
 	pthread_t thread;
 	int terr = pthread_create(&thread, NULL, producer_main, &p);
 	if (terr) {
 		batch_free(p.end);
-		rc = clip_err_set(err, terr, "cannot start a thread: %s", strerror(terr));
+		rc = clip_err_errno(err, terr, "cannot start a thread");
 		goto out;
 	}
 	bool plain = o->compression == CLIP_COMPRESSION_NONE;

@@ -270,7 +270,7 @@ int clip_ref_parse(const char *text, struct clip_ref *out, struct clip_err *err)
 
 	cleanup_free char *work = strdup(s);
 	if (work == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 
 	char *digest = NULL;
 	char *at = strchr(work, '@');
@@ -349,7 +349,7 @@ int clip_ref_parse(const char *text, struct clip_ref *out, struct clip_err *err)
 	    (ref.tag == NULL && (tag != NULL || digest == NULL)) ||
 	    (digest != NULL && ref.digest == NULL)) {
 		clip_ref_clear(&ref);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	*out = ref;
 	return 0;
