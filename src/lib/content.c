@@ -281,14 +281,14 @@ void content_span_batch(const struct clip_content *c, const struct layer_state *
 	uint64_t max_chunks = SPAN_BATCH_MAX / c->chunk_bytes;
 	if (max_chunks == 0)
 		max_chunks = 1;
-	/* Only chunks of the file being read: the rest of a span usually
-	 * holds other files that nobody may read, and inflating it for them
-	 * would cost as much as the read itself (small files, scattered). */
-	uint64_t file_lo = file->start / c->chunk_bytes;
+	/* Chunks before k inside the span come free: the inflate passes
+	 * through them anyway. After k, only chunks of the file being read:
+	 * the rest of a span usually holds other files that nobody may read,
+	 * and inflating it for them would cost as much as the read itself
+	 * (small files, scattered) -- unless the layer is dense enough that
+	 * it is being hydrated, and the rest of the span is wanted soon. */
 	uint64_t file_hi = (file->end + c->chunk_bytes - 1) / c->chunk_bytes;
-	if (lo < file_lo)
-		lo = file_lo;
-	if (hi > file_hi)
+	if (hi > file_hi && !__atomic_load_n(&l->hydrating, __ATOMIC_RELAXED))
 		hi = file_hi;
 	if (lo > k)
 		lo = k;
@@ -329,15 +329,16 @@ static int layer_tier(struct clip_content *c, struct layer_state *l, struct chun
 /* Tier 3: produce chunks [first, last] from their spans (or plain tar
  * range), and keep each one. */
 static int span_tier(struct clip_content *c, struct layer_state *l, uint64_t first, uint64_t last,
-		     struct chunk_want *want, struct clip_err *err)
+		     struct chunk_want *want, struct run_buffers *bufs, struct clip_err *err)
 {
 	uint64_t start = first * c->chunk_bytes;
 	size_t len = (size_t)(last * c->chunk_bytes + content_chunk_len(c, l, last) - start);
-	cleanup_free unsigned char *data = malloc(len ? len : 1);
+	cleanup_free unsigned char *own = NULL;
+	unsigned char *data = content_buf_get(bufs ? &bufs->tar : NULL, len, &own);
 	if (data == NULL)
 		return clip_err_nomem(err);
 	uint64_t t0 = content_now_ns();
-	ssize_t n = content_span_read(c, l, data, len, start, err);
+	ssize_t n = content_span_read(c, l, data, len, start, bufs ? &bufs->compressed : NULL, err);
 	if (n >= 0 && (size_t)n != len)
 		n = clip_err_set(err, EIO, "chunks %llu-%llu end early (%zd of %zu bytes)",
 				 (unsigned long long)first, (unsigned long long)last, n, len);
@@ -360,6 +361,18 @@ static int span_tier(struct clip_content *c, struct layer_state *l, uint64_t fir
 	}
 	content_count_tier(c, CLIP_TIER_SPAN, rc < 0 ? -1 : 1, rc < 0 ? 0 : len, t0);
 	return rc;
+}
+
+unsigned char *content_buf_get(struct content_buf *buf, size_t len, unsigned char **own)
+{
+	if (buf == NULL)
+		return *own = malloc(len ? len : 1);
+	if (buf->cap < len) {
+		free(buf->data);
+		buf->data = malloc(len);
+		buf->cap = buf->data ? len : 0;
+	}
+	return buf->data;
 }
 
 /* The in-flight fetch of layer l holding chunk k, or NULL. Under c->lock. */
@@ -403,8 +416,35 @@ void content_inflight_trim(struct clip_content *c, const struct layer_state *l, 
 	}
 }
 
+/* Chunks [first, last]: each from the remote cache when it has it, the rest
+ * from the source in as few span reads as the hits leave. */
+static int remote_then_spans(struct clip_content *c, struct layer_state *l, uint64_t first,
+			     uint64_t last, struct chunk_want *want, struct run_buffers *bufs,
+			     struct clip_err *err)
+{
+	cleanup_free unsigned char *buf = malloc((size_t)c->chunk_bytes);
+	if (buf == NULL)
+		return clip_err_nomem(err);
+	uint64_t from = first; /* the first chunk not had yet */
+	for (uint64_t i = first; i <= last + 1; i++) {
+		bool hit = i <= last && remote_get(c, l, i, buf, content_chunk_len(c, l, i));
+		if (hit)
+			content_want_fill(want, i, buf);
+		if (!hit && i <= last)
+			continue;
+		if (from < i) {
+			int rc = span_tier(c, l, from, i - 1, want, bufs, err);
+			if (rc < 0)
+				return rc;
+		}
+		from = i + 1;
+	}
+	return 0;
+}
+
 int content_fetch_run(struct clip_content *c, struct layer_state *l, uint64_t first, uint64_t last,
-		      struct chunk_want *want, struct clip_err *err)
+		      struct chunk_want *want, bool try_remote, struct run_buffers *bufs,
+		      struct clip_err *err)
 {
 	struct inflight *f = calloc(1, sizeof(*f));
 	if (f == NULL) {
@@ -417,7 +457,9 @@ int content_fetch_run(struct clip_content *c, struct layer_state *l, uint64_t fi
 	c->inflight = f;
 	pthread_mutex_unlock(&c->lock);
 
-	int rc = span_tier(c, l, first, last, want, err);
+	int rc = try_remote && c->rcache && c->archive_hashes
+			 ? remote_then_spans(c, l, first, last, want, bufs, err)
+			 : span_tier(c, l, first, last, want, bufs, err);
 
 	pthread_mutex_lock(&c->lock);
 	for (struct inflight **p = &c->inflight; *p; p = &(*p)->next) {
@@ -451,7 +493,9 @@ int content_chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t 
 	uint64_t first, last;
 	content_span_batch(c, l, k, file, &first, &last);
 	content_inflight_trim(c, l, k, &first, &last);
-	return content_fetch_run(c, l, first, last, want, err); /* unlocks */
+	/* Chunk k itself was looked for in the remote cache already; a read
+	 * waits for no more round trips for the rest of its batch. */
+	return content_fetch_run(c, l, first, last, want, false, NULL, err); /* unlocks */
 }
 
 bool content_chunk_cached(struct clip_content *c, const struct layer_state *l, uint64_t k)

@@ -28,8 +28,9 @@
 #include "content_internal.h"
 #include "util.h"
 
-#define HYDRATE_RUN_BYTES (32u << 20)
-#define READAHEAD_QUEUE	  16 /* pending read-aheads at most; more are dropped */
+#define HYDRATE_RUN_BYTES  (32u << 20)
+#define HYDRATE_SKIP_BYTES (4u << 20) /* cached chunks worth a new request */
+#define READAHEAD_QUEUE	   16	      /* pending read-aheads at most; more are dropped */
 
 struct readahead {
 	uint32_t layer;
@@ -194,7 +195,7 @@ static void hydrate_done(struct clip_content *c, struct layer_state *l)
 /* One run of layer l's hydration: the next chunks not cached and not in
  * flight, at most HYDRATE_RUN_BYTES of them, fetched in one go. Entered and
  * left with c->lock held. */
-static void hydrate_run(struct clip_content *c, struct layer_state *l)
+static void hydrate_run(struct clip_content *c, struct layer_state *l, struct run_buffers *bufs)
 {
 	uint64_t n = content_chunk_count(c, l);
 	uint64_t max = HYDRATE_RUN_BYTES / c->chunk_bytes ? HYDRATE_RUN_BYTES / c->chunk_bytes : 1;
@@ -216,11 +217,20 @@ static void hydrate_run(struct clip_content *c, struct layer_state *l)
 			break;
 		k = l->hydrate_next > k + 1 ? l->hydrate_next : k + 1;
 	}
-	/* The run ends before the next chunk some read brought in already. */
-	uint64_t last = k;
+	/* A run goes over chunks that reads brought in already (a run that
+	 * stopped at each would start mid-span again and again, fetching and
+	 * inflating the start of that span once more every time), and ends
+	 * before a stretch of them long enough to be worth a new request. */
+	uint64_t last = k, cached_streak = 0;
 	pthread_mutex_unlock(&c->lock);
-	while (last + 1 < n && last + 1 - k < max && !content_chunk_cached(c, l, last + 1))
-		last++;
+	for (uint64_t i = k + 1; i < n && i - k < max; i++) {
+		if (!content_chunk_cached(c, l, i)) {
+			last = i;
+			cached_streak = 0;
+		} else if (++cached_streak * c->chunk_bytes >= HYDRATE_SKIP_BYTES) {
+			break;
+		}
+	}
 	pthread_mutex_lock(&c->lock);
 	if (content_inflight_end(c, l, k) != k)
 		return; /* a read took it meanwhile */
@@ -230,7 +240,7 @@ static void hydrate_run(struct clip_content *c, struct layer_state *l)
 		l->hydrate_next = last + 1;
 	struct clip_err e = { 0 };
 	l->hydrate_runs++;
-	int rc = content_fetch_run(c, l, first, last, NULL, &e); /* unlocks */
+	int rc = content_fetch_run(c, l, first, last, NULL, true, bufs, &e); /* unlocks */
 	pthread_mutex_lock(&c->lock);
 	l->hydrate_runs--;
 	if (rc < 0) {
@@ -247,6 +257,7 @@ static void hydrate_run(struct clip_content *c, struct layer_state *l)
 static void *worker_main(void *arg)
 {
 	struct clip_content *c = arg;
+	struct run_buffers bufs = { 0 };
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
 		struct layer_state *l = NULL;
@@ -264,9 +275,11 @@ static void *worker_main(void *arg)
 			pthread_mutex_lock(&c->lock);
 			continue;
 		}
-		hydrate_run(c, l);
+		hydrate_run(c, l, &bufs);
 	}
 	pthread_mutex_unlock(&c->lock);
+	free(bufs.tar.data);
+	free(bufs.compressed.data);
 	return NULL;
 }
 

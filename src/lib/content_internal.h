@@ -104,6 +104,24 @@ struct chunk_want {
 	bool done;
 };
 
+/* A buffer a worker reuses from one run to the next: a fresh one per run
+ * would be a fresh mapping each time, whose page faults cost the inflater a
+ * good part of its time. */
+struct content_buf {
+	unsigned char *data;
+	size_t cap;
+};
+
+/* `len` bytes: buf's (grown as needed), or with buf NULL a new allocation
+ * left in *own for the caller to free. NULL when out of memory. */
+unsigned char *content_buf_get(struct content_buf *buf, size_t len, unsigned char **own);
+
+/* What one run needs: its tar bytes, and its compressed bytes when they
+ * come from a remote source. */
+struct run_buffers {
+	struct content_buf tar, compressed;
+};
+
 /* A byte range of a layer's tar: the file a read is for. */
 struct extent {
 	uint64_t start, end;
@@ -148,10 +166,12 @@ void content_inflight_trim(struct clip_content *c, const struct layer_state *l, 
 			   uint64_t *first, uint64_t *last);
 
 /* Entered with c->lock held and [first, last] overlapping no fetch in
- * flight: fetch those chunks from the source and keep them; returns
- * without the lock. */
+ * flight: fetch those chunks (with `try_remote`, each from the remote cache
+ * when it has it, the rest from the source) and keep them; returns without
+ * the lock. */
 int content_fetch_run(struct clip_content *c, struct layer_state *l, uint64_t first, uint64_t last,
-		      struct chunk_want *want, struct clip_err *err);
+		      struct chunk_want *want, bool try_remote, struct run_buffers *bufs,
+		      struct clip_err *err);
 
 /* Whether chunk k is in the disk cache (a cheap probe for chunks this
  * process verified already). */
@@ -197,9 +217,10 @@ int content_chunk_verify(struct clip_content *c, const struct layer_state *l, ui
 bool content_ranges_vouched(const struct clip_content *c, const struct layer_state *l);
 
 /* Tar bytes [off, off+len) of a layer whose ranges are vouched for, into
- * buf: the length, or a negative errno. */
+ * buf: the length, or a negative errno. `compressed`, when not NULL, holds
+ * the compressed bytes fetched from a remote source (reused run to run). */
 ssize_t content_span_read(struct clip_content *c, struct layer_state *l, void *buf, size_t len,
-			  uint64_t off, struct clip_err *err);
+			  uint64_t off, struct content_buf *compressed, struct clip_err *err);
 
 /* Tier 4: stream the whole layer once and keep every cache chunk of it (in
  * the disk cache when there is one), filling `want` on the way. A chunk

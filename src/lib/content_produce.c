@@ -88,12 +88,49 @@ static ssize_t plain_read(struct clip_content *c, struct layer_state *l, unsigne
 	return (ssize_t)len;
 }
 
+/* A remote blob read into a worker's reusable buffer, as clip_blob_source's
+ * map: the reader's own copy would be a fresh allocation every time. */
+struct buffered_blob {
+	struct clip_source_blob *blob;
+	struct content_buf *buf;
+};
+
+static ssize_t buffered_pread(void *opaque, void *dst, size_t len, uint64_t offset,
+			      struct clip_err *err)
+{
+	struct buffered_blob *b = opaque;
+	return clip_source_blob_pread(b->blob, dst, len, offset, err);
+}
+
+static int buffered_map(void *opaque, uint64_t offset, size_t len, struct clip_blob_map *m,
+			struct clip_err *err)
+{
+	struct buffered_blob *b = opaque;
+	unsigned char *own = NULL;
+	unsigned char *data = content_buf_get(b->buf, len, &own);
+	if (data == NULL)
+		return clip_err_nomem(err);
+	ssize_t n = clip_source_blob_pread(b->blob, data, len, offset, err);
+	if (n >= 0 && (size_t)n < len)
+		n = clip_err_set(err, EIO,
+				 "compressed blob: ends at %llu, index expects %llu bytes",
+				 (unsigned long long)(offset + (uint64_t)n),
+				 (unsigned long long)(offset + len));
+	if (n < 0)
+		return (int)n;
+	*m = (struct clip_blob_map){ data, NULL, 0 };
+	return 0;
+}
+
 ssize_t content_span_read(struct clip_content *c, struct layer_state *l, void *buf, size_t len,
-			  uint64_t off, struct clip_err *err)
+			  uint64_t off, struct content_buf *cbuf, struct clip_err *err)
 {
 	if (l->gz == NULL)
 		return plain_read(c, l, buf, len, off, err);
 	struct clip_blob_source src = clip_source_blob_reader(&l->blob);
+	struct buffered_blob bb = { &l->blob, cbuf };
+	if (src.map == NULL && cbuf != NULL)
+		src = (struct clip_blob_source){ buffered_pread, &bb, buffered_map };
 	struct clip_gz_read_stats gz = { 0 };
 	ssize_t n = clip_gz_index_read(l->gz, &src, buf, len, off, &gz, err);
 	count_gz(c, &gz);
@@ -346,7 +383,7 @@ ssize_t content_direct_read(struct clip_content *c, struct layer_state *l, void 
 			    uint64_t off, struct clip_err *err)
 {
 	if (content_ranges_vouched(c, l))
-		return content_span_read(c, l, buf, len, off, err);
+		return content_span_read(c, l, buf, len, off, NULL, err);
 	struct range_sink r = { buf, len, off };
 	const struct layer_sink sink = { range_sink_bytes, &r };
 	int rc = layer_stream(c, l, &sink, err);
