@@ -5,7 +5,7 @@
  * registry. Values are whole chunks (as the disk cache keeps them) under
  * content-addressed keys "<prefix><layer hex>:<chunk index>", built by the
  * caller (clip_rcache_key). A backend is a struct of function pointers, so
- * Redis is one implementation (src/lib/rcache_redis.c), not a special case.
+ * Redis is one implementation (src/lib/rcache_redis*.c), not a special case.
  *
  * The cache is never trusted and never in the way: the caller verifies every
  * chunk it gets against the archive's hash; a backend that is down, slow or
