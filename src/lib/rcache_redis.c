@@ -188,6 +188,14 @@ static int start_writer_locked(struct redis_cache *rc)
 	return -r;
 }
 
+/* A store dropped because the queue is full (or the cache closing). */
+static int drop_full(struct redis_cache *rc, const char *key, struct clip_err *err)
+{
+	CLIP_COUNT(rc->stats.stores_dropped, 1);
+	return clip_err_set(err, EAGAIN, "redis: store of %s dropped: %zu stores already queued",
+			    key, rc->queue_max);
+}
+
 static int redis_put(void *self, const char *key, const void *data, size_t len,
 		     struct clip_err *err)
 {
@@ -200,9 +208,9 @@ static int redis_put(void *self, const char *key, const void *data, size_t len,
 	bool full = rc->queued >= rc->queue_max;
 	pthread_mutex_unlock(&rc->queue_lock);
 	if (full)
-		goto full;
+		return drop_full(rc, key, err);
 
-	struct store *s = malloc(sizeof(*s) + key_len + 1 + len);
+	cleanup_free struct store *s = malloc(sizeof(*s) + key_len + 1 + len);
 	if (s == NULL) {
 		CLIP_COUNT(rc->stats.stores_dropped, 1);
 		return clip_err_set(err, ENOMEM, "redis: store of %s: out of memory", key);
@@ -219,30 +227,24 @@ static int redis_put(void *self, const char *key, const void *data, size_t len,
 	pthread_mutex_lock(&rc->queue_lock);
 	if (rc->queued >= rc->queue_max || rc->stopping) {
 		pthread_mutex_unlock(&rc->queue_lock);
-		free(s);
-		goto full;
+		return drop_full(rc, key, err);
 	}
 	if (!rc->writer_started && (r = start_writer_locked(rc)) < 0) {
 		pthread_mutex_unlock(&rc->queue_lock);
-		free(s);
 		CLIP_COUNT(rc->stats.stores_dropped, 1);
 		return clip_err_set(err, EAGAIN, "redis: cannot start the store thread: %s",
 				    strerror(-r));
 	}
+	struct store *queued = clip_steal(s);
 	if (rc->tail != NULL)
-		rc->tail->next = s;
+		rc->tail->next = queued;
 	else
-		rc->head = s;
-	rc->tail = s;
+		rc->head = queued;
+	rc->tail = queued;
 	rc->queued++;
 	pthread_cond_signal(&rc->queue_cond);
 	pthread_mutex_unlock(&rc->queue_lock);
 	return 0;
-
-full:
-	CLIP_COUNT(rc->stats.stores_dropped, 1);
-	return clip_err_set(err, EAGAIN, "redis: store of %s dropped: %zu stores already queued",
-			    key, rc->queue_max);
 }
 
 static void redis_stats(void *self, struct clip_rcache_stats *out)

@@ -147,14 +147,13 @@ static int send_all(struct node *n, int fd, const char *buf, size_t len, bool mo
 		if (sent < 0 && errno == EINTR)
 			continue;
 		if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-			return clip_err_set(err, errno, "redis %s: send: %s", n->name,
-					    strerror(errno));
+			return clip_err_errno(err, errno, "redis %s: send", n->name);
 		int r = wait_fd(fd, POLLOUT, op);
 		if (r == -ETIMEDOUT)
 			return clip_err_set(err, ETIMEDOUT, "redis %s: send: timed out (%ld ms)",
 					    n->name, op->budget_ms);
 		if (r < 0)
-			return clip_err_set(err, r, "redis %s: poll: %s", n->name, strerror(-r));
+			return clip_err_errno(err, r, "redis %s: poll", n->name);
 	}
 	return 0;
 }
@@ -177,7 +176,7 @@ static int read_reply(struct node *n, redisContext *c, redisReply **out, const s
 			return clip_err_set(err, ETIMEDOUT, "redis %s: no reply within %ld ms",
 					    n->name, op->budget_ms);
 		if (r < 0)
-			return clip_err_set(err, r, "redis %s: poll: %s", n->name, strerror(-r));
+			return clip_err_errno(err, r, "redis %s: poll", n->name);
 		ssize_t got = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
 		if (got == 0)
 			return clip_err_set(err, ECONNRESET,
@@ -185,8 +184,7 @@ static int read_reply(struct node *n, redisContext *c, redisReply **out, const s
 		if (got < 0) {
 			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
 				continue;
-			return clip_err_set(err, errno, "redis %s: receive: %s", n->name,
-					    strerror(errno));
+			return clip_err_errno(err, errno, "redis %s: receive", n->name);
 		}
 		if (redisReaderFeed(c->reader, buf, (size_t)got) != REDIS_OK)
 			return clip_err_set(err, EPROTO, "redis %s: protocol error: %s", n->name,
@@ -378,13 +376,7 @@ struct node *redis_node_new(const char *host, size_t host_len, int port, const c
 	pthread_condattr_destroy(&attr);
 	pthread_mutex_init(&n->lock, NULL);
 	if (n->idle == NULL || n->name == NULL) {
-		pthread_cond_destroy(&n->freed);
-		pthread_mutex_destroy(&n->lock);
-		free(n->idle);
-		free(n->host);
-		free(n->path);
-		free(n->name);
-		free(n);
+		redis_node_free(n);
 		return NULL;
 	}
 	return n;
@@ -790,7 +782,7 @@ int redis_exec(struct redis_cache *rc, const char *key, const struct cmd *cmds, 
 		bool ask = false;
 		unsigned slot = 0;
 		int port = 0;
-		char *host = NULL;
+		cleanup_free char *host = NULL;
 		for (size_t i = 0; i < ncmd && r == 0; i++)
 			r = parse_redirect(replies[i], &ask, &slot, &host, &port);
 		if (r == 0)
@@ -798,17 +790,14 @@ int redis_exec(struct redis_cache *rc, const char *key, const struct cmd *cmds, 
 		redis_free_replies(replies, ncmd);
 		if (r < 0)
 			return clip_err_set(err, r, "redis %s: bad redirection", n->name);
-		if (hops == MAX_REDIRECTS) {
-			free(host);
+		if (hops == MAX_REDIRECTS)
 			return clip_err_set(err, EIO, "redis %s: %s: more than %d redirections",
 					    n->name, key, MAX_REDIRECTS);
-		}
 		struct node *target = NULL;
 		if (host[0] != '\0')
 			target = node_find_or_add(rc, host, strlen(host), port);
 		else if (n->host != NULL)
 			target = node_find_or_add(rc, n->host, strlen(n->host), port);
-		free(host);
 		if (target == NULL)
 			return clip_err_set(err, ENOMEM, "redis %s: cannot follow a redirection",
 					    n->name);
