@@ -267,10 +267,11 @@ static int validate_layers(const struct clip_archive *a, const char *path, struc
  *
  * Opening an archive checks it whole where that is cheap (the checksum, the
  * section table, layers and checkpoints) but not each inode, entry and xattr:
- * on an image of 50 000 files that took 0.5 ms, a sixth of a cold read in a
- * fresh process. Instead every accessor checks, in constant time (a name: in
- * its length), the records it reads, and fails with -EBADMSG on one that is
- * wrong. What the checks keep is what readers rely on: nothing is read out
+ * that pass grows with the number of files and was a large part of a cold
+ * read in a fresh process, which opens the archive first (bench/open-stat.sh
+ * measures opening). Instead every accessor checks, in constant time (a name:
+ * in its length), the records it reads, and fails with -EBADMSG on one that
+ * is wrong. What the checks keep is what readers rely on: nothing is read out
  * of bounds, names are proper file names, and walks end, because a directory
  * entry naming a directory must be that directory's one parent link and
  * point to a higher inode number (the writer numbers breadth-first), so no
@@ -361,33 +362,24 @@ static int check_xattr(const struct clip_archive *a, const unsigned char *x)
 
 int clip_archive_open(const char *path, struct clip_archive **out, struct clip_err *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return clip_err_set(err, errno, "%s: %s", path, strerror(errno));
+		return clip_err_errno(err, errno, "%s", path);
 	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		int e = errno;
-		close(fd);
-		return clip_err_set(err, e, "%s: %s", path, strerror(e));
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
+	if (fstat(fd, &st) < 0)
+		return clip_err_errno(err, errno, "%s", path);
+	if (!S_ISREG(st.st_mode))
 		return clip_err_set(err, EINVAL, "%s: not a regular file", path);
-	}
-	if ((uint64_t)st.st_size < HDR_SIZE) {
-		close(fd);
+	if ((uint64_t)st.st_size < HDR_SIZE)
 		return BAD("%s: not a clip archive (%lld bytes, too short)", path,
 			   (long long)st.st_size);
-	}
 	void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	int map_errno = errno;
-	close(fd);
 	if (map == MAP_FAILED)
-		return clip_err_set(err, map_errno, "%s: mmap: %s", path, strerror(map_errno));
+		return clip_err_errno(err, errno, "%s: mmap", path);
 	struct clip_archive *a = calloc(1, sizeof(*a));
 	if (a == NULL) {
 		munmap(map, (size_t)st.st_size);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	a->map = map;
 	a->size = (size_t)st.st_size;
@@ -395,7 +387,7 @@ int clip_archive_open(const char *path, struct clip_archive **out, struct clip_e
 	if (a->path == NULL) {
 		munmap(map, (size_t)st.st_size);
 		free(a);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	int rc;
 	const unsigned char *h = a->map;
@@ -575,7 +567,7 @@ int clip_archive_resolve(const struct clip_archive *a, const char *path, uint32_
 					    path, cur);
 		if (((len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.')) &&
 		    !S_ISDIR(clip_get_le32(inode_rec(a, cur) + INO_MODE))) {
-			return clip_err_set(err, ENOTDIR, "%s: %s", path, strerror(ENOTDIR));
+			return clip_err_errno(err, ENOTDIR, "%s", path);
 		} else if (len == 1 && p[0] == '.') {
 			/* stay */
 		} else if (len == 2 && p[0] == '.' && p[1] == '.') {
@@ -587,7 +579,7 @@ int clip_archive_resolve(const struct clip_archive *a, const char *path, uint32_
 						    "%s: %s: directory inode %u is invalid",
 						    a->path, path, cur);
 			if (rc < 0)
-				return clip_err_set(err, rc, "%s: %s", path, strerror(-rc));
+				return clip_err_errno(err, rc, "%s", path);
 		}
 		cur = next;
 		p += len;
@@ -672,7 +664,7 @@ int clip_archive_layer_gzindex(const struct clip_archive *a, uint32_t index,
 		return clip_err_set(err, ENOENT, "layer %u out of range", index);
 	struct clip_gz_index *out = calloc(1, sizeof(*out));
 	if (out == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	*outp = out;
 	const unsigned char *r = layer_rec(a, index);
 	uint32_t first = clip_get_le32(r + LAYER_CP_FIRST);
@@ -692,7 +684,7 @@ int clip_archive_layer_gzindex(const struct clip_archive *a, uint32_t index,
 	if (out->points == NULL) {
 		free(out);
 		*outp = NULL;
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	out->owns_points = true;
 	out->count = count;
