@@ -1,8 +1,8 @@
 /* clip: OCI / Docker v2 image JSON: image indexes, manifests and configs.
  *
- * Shared by every image source (a local OCI layout now, a registry later):
- * sources fetch the bytes, this module parses and checks them. All parsing
- * goes through jansson; every size is bounded (CLIP_IMAGE_MAX_JSON).
+ * Shared by every image source (a local OCI layout, a registry): sources
+ * fetch the bytes, this module parses and checks them. All parsing goes
+ * through jansson; every size is bounded (CLIP_IMAGE_MAX_JSON).
  *
  * Error codes of the parsers: -EFBIG when the input is larger than
  * CLIP_IMAGE_MAX_JSON; -EBADMSG when it is malformed (invalid or too deeply
@@ -10,6 +10,10 @@
  * malformed digest, counts that disagree); -ENOTSUP when it is well formed but
  * not handled (Docker schema 1, unknown media types, digest algorithms other
  * than sha256); -ENOMEM. Messages name the document and the member.
+ *
+ * Thread safety: the functions keep no state of their own and may run in any
+ * number of threads at once; a struct clip_image is the caller's, used by one
+ * thread at a time while it is being filled or cleared.
  */
 #ifndef CLIP_IMAGE_H
 #define CLIP_IMAGE_H
