@@ -1,16 +1,22 @@
 /* clip: the .clip archive — the metadata of an image, used in place.
  *
- * Written once by the indexer (clip_archive_write), then opened read-only
- * with mmap (clip_archive_open) and used without copying: path lookups binary
- * search each directory's sorted entries, so a lookup costs O(depth * log n)
- * and opening costs one checksum pass plus one validation pass, whatever the
- * image size. The byte layout is in docs/FORMAT.md and src/lib/format.h.
+ * Written once by the indexer (clip_archive_write, src/lib/archive_write.c),
+ * then opened read-only with mmap (clip_archive_open, src/lib/archive.c) and
+ * used without copying: path lookups binary search each directory's sorted
+ * entries, so a lookup costs O(depth * log n). The byte layout is in
+ * docs/FORMAT.md and src/lib/format.h.
  *
- * Every reference inside an archive is validated by clip_archive_open (string
- * ranges, inode numbers, directory ranges, a directory tree without cycles,
- * checkpoint and window ranges), so the accessors below never fail on a file
- * that opened: a corrupted or hostile archive is refused at open with an
- * error naming the file and the reason.
+ * Opening checks the checksum, the section table, the layers and their
+ * checkpoints, so a damaged file is refused at open with an error naming the
+ * file and the reason. Inodes, directory entries and xattrs are checked as
+ * they are read instead (string ranges, inode numbers, directory ranges,
+ * parent links that rule out cycles): an accessor fails with -EBADMSG on a
+ * record that is wrong, which only an archive written with a valid checksum
+ * by something other than clip can hold, and never reads out of bounds.
+ *
+ * Thread safety: an open archive is read-only; every accessor may be called
+ * from any number of threads at once. clip_archive_close must come after all
+ * of them. clip_archive_write shares nothing between calls.
  */
 #ifndef CLIP_ARCHIVE_H
 #define CLIP_ARCHIVE_H
@@ -54,7 +60,10 @@ struct clip_archive_write_options {
 
 /* Write the archive to `path` atomically: a temporary file in the same
  * directory, fsync, rename. On failure nothing is left at `path` (an older
- * file there stays untouched). */
+ * file there stays untouched), and `err` names the path: -EINVAL when the
+ * layers' piece digests disagree in size or a layer has checkpoints without
+ * them, -EFBIG when the strings outgrow the format's 32-bit offsets,
+ * -ENOMEM, or the errno of creating, writing or renaming the file. */
 int clip_archive_write(const char *path, const struct clip_archive_write_options *options,
 		       struct clip_err *err);
 
@@ -71,6 +80,9 @@ struct clip_archive;
  * archive written with a valid checksum by something other than clip can
  * hold), and never read out of bounds. */
 int clip_archive_open(const char *path, struct clip_archive **out, struct clip_err *err);
+/* Unmap and free `archive`; everything borrowed from it becomes invalid
+ * (names, symlink targets, xattr values, checkpoint windows). NULL is a
+ * no-op. */
 void clip_archive_close(struct clip_archive *archive);
 
 /* The path the archive was opened from (borrowed), for messages. */
@@ -109,6 +121,7 @@ struct clip_archive_stats {
 	uint32_t pieces;      /* piece digests, all layers */
 };
 
+/* Fill *out with the archive's header-level figures (for `clip info`). */
 void clip_archive_stats(const struct clip_archive *archive, struct clip_archive_stats *out);
 
 /* Fill *out for inode `ino`; -ENOENT if out of range, -EBADMSG if invalid. */
@@ -150,6 +163,8 @@ struct clip_archive_layer {
 	uint32_t npieces; /* digests of its compressed pieces (0: none; format < 3) */
 };
 
+/* Fill *out for layer `index` (image order; strings borrowed from the
+ * mapping, checked at open): 0, or -ENOENT when out of range. */
 int clip_archive_layer(const struct clip_archive *archive, uint32_t index,
 		       struct clip_archive_layer *out);
 
@@ -160,7 +175,8 @@ const unsigned char *clip_archive_chunk_hash(const struct clip_archive *archive,
 
 /* The checkpoints of layer `index` as a new index (release with
  * clip_gz_index_free); its windows are borrowed from the mapping, so it must
- * not outlive the archive. A layer without checkpoints gives count 0. */
+ * not outlive the archive. A layer without checkpoints gives count 0.
+ * -ENOENT when `index` is out of range, -ENOMEM; `err` names the reason. */
 int clip_archive_layer_gzindex(const struct clip_archive *archive, uint32_t index,
 			       struct clip_gz_index **out, struct clip_err *err);
 

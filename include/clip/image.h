@@ -14,6 +14,10 @@
  * malformed digest, counts that disagree); -ENOTSUP when it is well formed but
  * not handled (Docker schema 1, unknown media types, digest algorithms other
  * than sha256); -ENOMEM. Messages name the document and the member.
+ *
+ * Thread safety: the functions keep no state of their own and may run in any
+ * number of threads at once; a struct clip_image is the caller's, used by one
+ * thread at a time while it is being filled or cleared.
  */
 #ifndef CLIP_IMAGE_H
 #define CLIP_IMAGE_H

@@ -10,6 +10,10 @@
  * OCI ref.name grammar skopeo checks: components of [A-Za-z0-9]+ joined by one
  * of - . _ : @ + or "--", components separated by '/'. An empty TAG
  * ("oci:DIR:") means none. skopeo's "@INDEX" form is not supported.
+ *
+ * Thread safety: an open layout is only a directory descriptor and its name;
+ * resolve, open_blob and dir may be called from several threads at once
+ * (each with its own struct clip_image), free after all of them.
  */
 #ifndef CLIP_OCILAYOUT_H
 #define CLIP_OCILAYOUT_H
@@ -55,6 +59,8 @@ int clip_oci_layout_open_blob(struct clip_oci_layout *layout, const char *digest
 /* The directory the layout was opened at (borrowed). */
 const char *clip_oci_layout_dir(const struct clip_oci_layout *layout);
 
+/* Close the directory and free `layout`; blobs already opened stay open.
+ * NULL is a no-op. */
 void clip_oci_layout_free(struct clip_oci_layout *layout);
 
 #endif

@@ -5,7 +5,7 @@
  * registry. Values are whole chunks (as the disk cache keeps them) under
  * content-addressed keys "<prefix><layer hex>:<chunk index>", built by the
  * caller (clip_rcache_key). A backend is a struct of function pointers, so
- * Redis is one implementation (src/lib/rcache_redis.c), not a special case.
+ * Redis is one implementation (src/lib/rcache_redis*.c), not a special case.
  *
  * The cache is never trusted and never in the way: the caller verifies every
  * chunk it gets against the archive's hash; a backend that is down, slow or
@@ -13,6 +13,10 @@
  * reconnects in the background; stores are queued and done by a background
  * thread, dropped when the queue is full, and only written when the key is
  * absent.
+ *
+ * Thread safety: an open cache is shared by every reading thread: get, put
+ * and stats may be called concurrently (the backend's locks are its own);
+ * open and close are not, and close must come after every other call.
  */
 #ifndef CLIP_RCACHE_H
 #define CLIP_RCACHE_H
@@ -54,6 +58,7 @@ struct clip_rcache_ops {
 	/* Queue storing `data` (copied) at `key` if absent. 0 when queued,
 	 * -EAGAIN when dropped (queue full). Never blocks on the network. */
 	int (*put)(void *self, const char *key, const void *data, size_t len, struct clip_err *err);
+	/* Counters since open; each one exact, the set not a snapshot. */
 	void (*stats)(void *self, struct clip_rcache_stats *out);
 	/* Wait at most a short while for queued stores, then free everything. */
 	void (*close)(void *self);
@@ -84,6 +89,8 @@ int clip_rcache_open(const char *url, const struct clip_rcache_options *options,
 int clip_rcache_key(const struct clip_rcache *cache, const char *layer_hex, uint64_t chunk,
 		    char *buf, size_t size);
 
+/* Close the backend (waiting a short while for queued stores, see
+ * ops->close) and free `cache`. NULL is a no-op. */
 void clip_rcache_close(struct clip_rcache *cache);
 
 #endif

@@ -13,6 +13,10 @@
  * Member types: regular ('0', '\0', '7'), hard link, symlink, char/block
  * device, directory, FIFO. Sparse members (GNU 'S', PAX GNU.sparse.*) and
  * unknown types are rejected with an error naming the member.
+ *
+ * Thread safety: a parser is one stream's state, to be used by one thread at
+ * a time (the callback runs on the feeding thread); parsers share nothing,
+ * so layers can be parsed in parallel, each with its own.
  */
 #ifndef CLIP_TAR_H
 #define CLIP_TAR_H
@@ -102,6 +106,7 @@ int clip_tar_parser_finish(struct clip_tar_parser *parser, struct clip_err *err)
 /* Bytes fed so far. */
 uint64_t clip_tar_parser_offset(const struct clip_tar_parser *parser);
 
+/* Free the parser and what it buffered; NULL is a no-op. */
 void clip_tar_parser_free(struct clip_tar_parser *parser);
 
 #endif

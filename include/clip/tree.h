@@ -8,6 +8,11 @@
  * name the same inode as their target. clip_tree_finish() then numbers inodes
  * (root first, breadth-first) and sorts every directory by name, which is the
  * order the archive writer stores.
+ *
+ * Thread safety: none inside. Each layer list is filled by one thread at a
+ * time (different layers in parallel); the tree is applied to and finished by
+ * one thread at a time; once finished it is read-only and may be read from any
+ * number of threads.
  */
 #ifndef CLIP_TREE_H
 #define CLIP_TREE_H
@@ -27,7 +32,9 @@ struct clip_tree_layer *clip_tree_layer_new(void);
  * exceeds CLIP_TREE_MAX_ENTRIES members. */
 int clip_tree_layer_add(struct clip_tree_layer *layer, const struct clip_tar_entry *entry,
 			struct clip_err *err);
+/* Members added so far. */
 size_t clip_tree_layer_count(const struct clip_tree_layer *layer);
+/* Free the list and its copies; NULL is a no-op. */
 void clip_tree_layer_free(struct clip_tree_layer *layer);
 
 #define CLIP_TREE_MAX_ENTRIES (16u << 20) /* members in one layer */
@@ -76,6 +83,8 @@ struct clip_tree_node {
 
 struct clip_tree;
 
+/* An empty tree (a root directory 0755 root:root). NULL when out of memory;
+ * free with clip_tree_free(). */
 struct clip_tree *clip_tree_new(void);
 
 /* Lower the cap on the merged tree's entries from CLIP_TREE_MAX_TOTAL (tests
@@ -88,7 +97,8 @@ void clip_tree_set_max_entries(struct clip_tree *tree, size_t max_entries);
 int clip_tree_apply(struct clip_tree *tree, uint32_t layer_index,
 		    const struct clip_tree_layer *layer, struct clip_err *err);
 
-/* Number inodes and sort directories. After this the tree is read-only. */
+/* Number inodes and sort directories. After this the tree is read-only;
+ * calling it again does nothing. 0 or -ENOMEM. */
 int clip_tree_finish(struct clip_tree *tree, struct clip_err *err);
 
 /* Valid after finish: the root, and inodes by number (0..count). */
@@ -100,6 +110,7 @@ const struct clip_tree_node *clip_tree_inode_node(const struct clip_tree *tree, 
 /* Number of directory entries in the tree (excluding the root). */
 size_t clip_tree_entry_count(const struct clip_tree *tree);
 
+/* Free the tree, its nodes and inodes; NULL is a no-op. */
 void clip_tree_free(struct clip_tree *tree);
 
 #endif

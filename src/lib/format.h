@@ -54,6 +54,8 @@ enum clip_section_id {
 	SECTION_CHUNKS = 11, /* version 2 */
 	SECTION_PIECES = 12, /* version 3 */
 };
+/* The highest id: a version 3 archive has every section from 1 to it. */
+#define SECTION_COUNT 12
 
 /* META: one 32-byte record. */
 #define META_SPAN_BYTES	   0  /* u64 checkpoint spacing used at index time */

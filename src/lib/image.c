@@ -269,11 +269,6 @@ static char *dup_or_null(const char *s)
 	return s != NULL ? strdup(s) : NULL;
 }
 
-static int oom(struct clip_err *err)
-{
-	return clip_err_set(err, ENOMEM, "out of memory");
-}
-
 /* ---- platforms -------------------------------------------------------- */
 
 static int copy_field(char *dst, size_t cap, const char *src, size_t n)
@@ -518,7 +513,7 @@ int clip_image_index_select(const void *json, size_t len, const struct clip_plat
 	if (dcopy == NULL || mcopy == NULL) {
 		free(dcopy);
 		free(mcopy);
-		r = oom(err);
+		r = clip_err_nomem(err);
 		goto out;
 	}
 	*digest = dcopy;
@@ -572,6 +567,115 @@ static void layers_free(struct clip_image_layer *layers, size_t n)
 	free(layers);
 }
 
+/* The manifest's mediaType into *mt: OCI's or Docker's, or none (then OCI's,
+ * when the document has "config" and "layers"); an index is not one. */
+static int manifest_media_type(const json_t *root, const char *what, const char **mt,
+			       struct clip_err *err)
+{
+	int r = get_string(root, "mediaType", false, what, mt, err);
+	if (r < 0)
+		return r;
+	if (*mt == NULL) {
+		/* Image-spec before 1.0.2 had no mediaType in manifests (umoci still
+		 * writes none); accept them when they look like one. */
+		if (json_object_get(root, "config") == NULL ||
+		    json_object_get(root, "layers") == NULL)
+			return clip_err_set(
+				err, EBADMSG,
+				"%s: no \"mediaType\" and no \"config\" and \"layers\": "
+				"not an image manifest",
+				what);
+		*mt = CLIP_MT_OCI_MANIFEST;
+		return 0;
+	}
+	if (clip_media_type_is_index(*mt))
+		return clip_err_set(err, EBADMSG,
+				    "%s: media type \"%s\" is an image index, not a manifest", what,
+				    *mt);
+	if (strcmp(*mt, CLIP_MT_OCI_MANIFEST) != 0 && strcmp(*mt, CLIP_MT_DOCKER_MANIFEST) != 0)
+		return clip_err_set(err, ENOTSUP, "%s: unsupported media type \"%.100s\"", what,
+				    *mt);
+	return 0;
+}
+
+/* The config descriptor: its digest (borrowed from `root`) and size, and a
+ * media type of an OCI or Docker image config. */
+static int manifest_config(const json_t *root, const char *what, const char **digest,
+			   uint64_t *size, struct clip_err *err)
+{
+	json_t *config;
+	const char *config_mt;
+	int r = get_object(root, "config", true, what, &config, err);
+	if (r < 0)
+		return r;
+	if ((r = get_digest(config, "digest", "manifest: config", digest, err)) < 0 ||
+	    (r = get_string(config, "mediaType", true, "manifest: config", &config_mt, err)) < 0 ||
+	    (r = get_size(config, "size", "manifest: config", size, err)) < 0)
+		return r;
+	if (strcmp(config_mt, CLIP_MT_OCI_CONFIG) != 0 &&
+	    strcmp(config_mt, CLIP_MT_DOCKER_CONFIG) != 0)
+		return clip_err_set(err, ENOTSUP, "%s: config: unsupported media type \"%.100s\"",
+				    what, config_mt);
+	return 0;
+}
+
+/* Descriptor `i` of the layers array into *layer (digest and media type
+ * copied; diff_id left for the config). */
+static int manifest_layer(const json_t *l, size_t i, struct clip_image_layer *layer,
+			  struct clip_err *err)
+{
+	char lwhat[48];
+	const char *ld, *lmt;
+	int r;
+
+	snprintf(lwhat, sizeof(lwhat), "layer %zu", i);
+	if (!json_is_object(l))
+		return clip_err_set(err, EBADMSG, "%s: expected an object, got %s", lwhat,
+				    json_type_name(l));
+	if ((r = get_string(l, "mediaType", true, lwhat, &lmt, err)) < 0 ||
+	    (r = get_digest(l, "digest", lwhat, &ld, err)) < 0 ||
+	    (r = get_size(l, "size", lwhat, &layer->size, err)) < 0)
+		return r;
+	if (layer_compression(lmt, &layer->compression) < 0)
+		return clip_err_set(err, ENOTSUP, "%s: unsupported media type %.100s", lwhat, lmt);
+	layer->digest = strdup(ld);
+	layer->media_type = strdup(lmt);
+	if (layer->digest == NULL || layer->media_type == NULL)
+		return clip_err_nomem(err);
+	return 0;
+}
+
+/* The layers array into a new array *out of *n layers (NULL when empty),
+ * at most CLIP_IMAGE_MAX_LAYERS of them. */
+static int manifest_layers(const json_t *root, const char *what, struct clip_image_layer **out,
+			   size_t *n, struct clip_err *err)
+{
+	json_t *jlayers;
+	int r = get_array(root, "layers", what, &jlayers, err);
+	if (r < 0)
+		return r;
+	size_t count = json_array_size(jlayers);
+	if (count > CLIP_IMAGE_MAX_LAYERS)
+		return clip_err_set(err, E2BIG, "%s: %zu layers, more than the limit of %d", what,
+				    count, CLIP_IMAGE_MAX_LAYERS);
+	struct clip_image_layer *layers = NULL;
+	if (count > 0) {
+		layers = calloc(count, sizeof(*layers));
+		if (layers == NULL)
+			return clip_err_nomem(err);
+	}
+	for (size_t i = 0; i < count; i++) {
+		r = manifest_layer(json_array_get(jlayers, i), i, &layers[i], err);
+		if (r < 0) {
+			layers_free(layers, i + 1);
+			return r;
+		}
+	}
+	*out = layers;
+	*n = count;
+	return 0;
+}
+
 int clip_image_parse_manifest(const void *json, size_t len, struct clip_image *img,
 			      struct clip_err *err)
 {
@@ -579,115 +683,28 @@ int clip_image_parse_manifest(const void *json, size_t len, struct clip_image *i
 	json_t *root = NULL;
 	struct clip_image_layer *layers = NULL;
 	size_t nlayers = 0;
-	int r;
+	const char *mt, *config_digest;
+	uint64_t config_size;
+	cleanup_free char *md = NULL;
+	cleanup_free char *mmt = NULL;
+	cleanup_free char *cd = NULL;
 
-	r = load_object(json, len, what, &root, err);
+	int r = load_object(json, len, what, &root, err);
 	if (r < 0)
 		return r;
-
-	const char *mt;
-	json_t *config, *jlayers;
-	r = check_schema_version(root, what, err);
-	if (r < 0)
+	if ((r = check_schema_version(root, what, err)) < 0 ||
+	    (r = manifest_media_type(root, what, &mt, err)) < 0 ||
+	    (r = manifest_config(root, what, &config_digest, &config_size, err)) < 0 ||
+	    (r = manifest_layers(root, what, &layers, &nlayers, err)) < 0)
 		goto out;
-	r = get_string(root, "mediaType", false, what, &mt, err);
-	if (r < 0)
-		goto out;
-	if (mt == NULL) {
-		/* Image-spec before 1.0.2 had no mediaType in manifests (umoci still
-		 * writes none); accept them when they look like one. */
-		if (json_object_get(root, "config") == NULL ||
-		    json_object_get(root, "layers") == NULL) {
-			r = clip_err_set(err, EBADMSG,
-					 "%s: no \"mediaType\" and no \"config\" and \"layers\": "
-					 "not an image manifest",
-					 what);
-			goto out;
-		}
-		mt = CLIP_MT_OCI_MANIFEST;
-	} else if (clip_media_type_is_index(mt)) {
-		r = clip_err_set(err, EBADMSG,
-				 "%s: media type \"%s\" is an image index, not a manifest", what,
-				 mt);
-		goto out;
-	} else if (strcmp(mt, CLIP_MT_OCI_MANIFEST) != 0 &&
-		   strcmp(mt, CLIP_MT_DOCKER_MANIFEST) != 0) {
-		r = clip_err_set(err, ENOTSUP, "%s: unsupported media type \"%.100s\"", what, mt);
-		goto out;
-	}
-
-	const char *config_digest, *config_mt;
-	uint64_t config_size;
-	r = get_object(root, "config", true, what, &config, err);
-	if (r < 0)
-		goto out;
-	if ((r = get_digest(config, "digest", "manifest: config", &config_digest, err)) < 0 ||
-	    (r = get_string(config, "mediaType", true, "manifest: config", &config_mt, err)) < 0 ||
-	    (r = get_size(config, "size", "manifest: config", &config_size, err)) < 0)
-		goto out;
-	if (strcmp(config_mt, CLIP_MT_OCI_CONFIG) != 0 &&
-	    strcmp(config_mt, CLIP_MT_DOCKER_CONFIG) != 0) {
-		r = clip_err_set(err, ENOTSUP, "%s: config: unsupported media type \"%.100s\"",
-				 what, config_mt);
-		goto out;
-	}
-
-	r = get_array(root, "layers", what, &jlayers, err);
-	if (r < 0)
-		goto out;
-	size_t n = json_array_size(jlayers);
-	if (n > CLIP_IMAGE_MAX_LAYERS) {
-		r = clip_err_set(err, E2BIG, "%s: %zu layers, more than the limit of %d", what, n,
-				 CLIP_IMAGE_MAX_LAYERS);
-		goto out;
-	}
-	if (n > 0) {
-		layers = calloc(n, sizeof(*layers));
-		if (layers == NULL) {
-			r = oom(err);
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		json_t *l = json_array_get(jlayers, i);
-		struct clip_image_layer *layer = &layers[i];
-		char lwhat[48];
-		const char *ld, *lmt;
-
-		snprintf(lwhat, sizeof(lwhat), "layer %zu", i);
-		if (!json_is_object(l)) {
-			r = clip_err_set(err, EBADMSG, "%s: expected an object, got %s", lwhat,
-					 json_type_name(l));
-			goto out;
-		}
-		if ((r = get_string(l, "mediaType", true, lwhat, &lmt, err)) < 0 ||
-		    (r = get_digest(l, "digest", lwhat, &ld, err)) < 0 ||
-		    (r = get_size(l, "size", lwhat, &layer->size, err)) < 0)
-			goto out;
-		if (layer_compression(lmt, &layer->compression) < 0) {
-			r = clip_err_set(err, ENOTSUP, "%s: unsupported media type %.100s", lwhat,
-					 lmt);
-			goto out;
-		}
-		layer->digest = strdup(ld);
-		layer->media_type = strdup(lmt);
-		nlayers = i + 1;
-		if (layer->digest == NULL || layer->media_type == NULL) {
-			r = oom(err);
-			goto out;
-		}
-	}
 
 	char manifest_digest[72];
 	clip_digest_of(json, len, manifest_digest);
-	char *md = strdup(manifest_digest);
-	char *mmt = strdup(mt);
-	char *cd = strdup(config_digest);
+	md = strdup(manifest_digest);
+	mmt = strdup(mt);
+	cd = strdup(config_digest);
 	if (md == NULL || mmt == NULL || cd == NULL) {
-		free(md);
-		free(mmt);
-		free(cd);
-		r = oom(err);
+		r = clip_err_nomem(err);
 		goto out;
 	}
 
@@ -696,12 +713,12 @@ int clip_image_parse_manifest(const void *json, size_t len, struct clip_image *i
 	free(img->manifest_media_type);
 	free(img->config_digest);
 	layers_free(img->layers, img->nlayers);
-	img->manifest_digest = md;
-	img->manifest_media_type = mmt;
-	img->config_digest = cd;
+	img->manifest_digest = clip_steal(md);
+	img->manifest_media_type = clip_steal(mmt);
+	img->config_digest = clip_steal(cd);
 	img->config_size = config_size;
 	img->layers = clip_steal(layers);
-	img->nlayers = n;
+	img->nlayers = nlayers;
 	nlayers = 0;
 	r = 0;
 out:
@@ -749,7 +766,7 @@ static int get_strv(const json_t *obj, const char *key, const char *what, char *
 	size_t n = json_array_size(v);
 	char **strv = calloc(n + 1, sizeof(*strv));
 	if (strv == NULL)
-		return oom(err);
+		return clip_err_nomem(err);
 	for (size_t i = 0; i < n; i++) {
 		json_t *s = json_array_get(v, i);
 		if (!json_is_string(s)) {
@@ -761,7 +778,7 @@ static int get_strv(const json_t *obj, const char *key, const char *what, char *
 		strv[i] = strdup(json_string_value(s));
 		if (strv[i] == NULL) {
 			strv_free(strv);
-			return oom(err);
+			return clip_err_nomem(err);
 		}
 	}
 	*out = strv;
@@ -777,7 +794,7 @@ static int dup_string(const json_t *obj, const char *key, bool required, const c
 		return r;
 	*out = dup_or_null(s);
 	if (s != NULL && *out == NULL)
-		return oom(err);
+		return clip_err_nomem(err);
 	return 0;
 }
 
@@ -836,7 +853,7 @@ int clip_image_parse_config(const void *json, size_t len, struct clip_image *img
 	}
 	diff_ids = calloc(n + 1, sizeof(*diff_ids));
 	if (diff_ids == NULL) {
-		r = oom(err);
+		r = clip_err_nomem(err);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -863,7 +880,7 @@ int clip_image_parse_config(const void *json, size_t len, struct clip_image *img
 		diff_ids[i] = strdup(s);
 		ndiff = i + 1;
 		if (diff_ids[i] == NULL) {
-			r = oom(err);
+			r = clip_err_nomem(err);
 			goto out;
 		}
 	}

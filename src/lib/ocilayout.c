@@ -93,7 +93,7 @@ int clip_oci_layout_parse_ref(const char *ref, char **dir, char **tag, struct cl
 	cleanup_free char *d = clip_strdup_len(path, path_len);
 	cleanup_free char *t = name != NULL ? strdup(name) : NULL;
 	if (d == NULL || (name != NULL && t == NULL))
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	*dir = clip_steal(d);
 	*tag = clip_steal(t);
 	return 0;
@@ -107,7 +107,7 @@ static int read_fd(int fd, size_t max, char **buf, size_t *len, struct clip_err 
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
-		return clip_err_set(err, errno, "stat: %s", strerror(errno));
+		return clip_err_errno(err, errno, "stat");
 	if (!S_ISREG(st.st_mode))
 		return clip_err_set(err, EINVAL, "not a regular file");
 	if ((uint64_t)st.st_size > max)
@@ -117,14 +117,14 @@ static int read_fd(int fd, size_t max, char **buf, size_t *len, struct clip_err 
 	/* One byte more than expected so that a file that grew is noticed. */
 	cleanup_free char *b = malloc(size + 2);
 	if (b == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	size_t got = 0;
 	while (got < size + 1) {
 		ssize_t n = read(fd, b + got, size + 1 - got);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return clip_err_set(err, errno, "read: %s", strerror(errno));
+			return clip_err_errno(err, errno, "read");
 		}
 		if (n == 0)
 			break;
@@ -168,7 +168,7 @@ static int read_file_at(int dirfd, const char *name, size_t max, char **buf, siz
 	if (r == -EINVAL)
 		return clip_err_set(err, EINVAL, "%s: not a regular file", name);
 	if (r < 0)
-		return clip_err_set(err, r, "%s: %s", name, strerror(-r));
+		return clip_err_errno(err, r, "%s", name);
 	r = read_fd(fd, max, buf, len, err);
 	if (r < 0)
 		return clip_err_prefix(err, "%s", name);
@@ -200,7 +200,7 @@ int clip_oci_layout_open(const char *dir, struct clip_oci_layout **out, struct c
 
 	cleanup_close int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
-		return clip_err_set(err, errno, "oci layout %s: %s", dir, strerror(errno));
+		return clip_err_errno(err, errno, "oci layout %s", dir);
 
 	cleanup_free char *buf = NULL;
 	size_t len;
@@ -239,8 +239,7 @@ int clip_oci_layout_open(const char *dir, struct clip_oci_layout **out, struct c
 	if (fstatat(dirfd, "index.json", &st, 0) < 0) {
 		if (errno == ENOENT)
 			return clip_err_set(err, ENOENT, "oci layout %s: no index.json", dir);
-		return clip_err_set(err, errno, "oci layout %s: index.json: %s", dir,
-				    strerror(errno));
+		return clip_err_errno(err, errno, "oci layout %s: index.json", dir);
 	}
 	if (!S_ISREG(st.st_mode))
 		return clip_err_set(err, EINVAL, "oci layout %s: index.json: not a regular file",
@@ -248,11 +247,11 @@ int clip_oci_layout_open(const char *dir, struct clip_oci_layout **out, struct c
 
 	struct clip_oci_layout *l = calloc(1, sizeof(*l));
 	if (l == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	l->dir = strdup(dir);
 	if (l->dir == NULL) {
 		free(l);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	l->dirfd = clip_steal_fd(dirfd);
 	*out = l;
@@ -290,7 +289,7 @@ static int open_blob(struct clip_oci_layout *layout, const char *digest, int *fd
 	if (r == -EINVAL)
 		return clip_err_set(err, EINVAL, "blob %s: not a regular file", digest);
 	if (r < 0)
-		return clip_err_set(err, r, "blob %s: %s", digest, strerror(-r));
+		return clip_err_errno(err, r, "blob %s", digest);
 	return 0;
 }
 
@@ -316,7 +315,7 @@ static int read_blob(struct clip_oci_layout *layout, const struct descriptor *d,
 		return r;
 	struct stat st;
 	if (fstat(fd, &st) < 0)
-		return clip_err_set(err, errno, "blob %s: %s", d->digest, strerror(errno));
+		return clip_err_errno(err, errno, "blob %s", d->digest);
 	if ((uint64_t)st.st_size != d->size)
 		return clip_err_set(err, EBADMSG, "blob is %llu bytes, descriptor says %llu",
 				    (unsigned long long)st.st_size, (unsigned long long)d->size);
@@ -363,7 +362,7 @@ static int descriptor_from(const json_t *entry, const char *what, struct descrip
 				    "%s: \"size\" is missing or not a non-negative integer", what);
 	char *m = strdup(json_string_value(mt));
 	if (m == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	descriptor_clear(d);
 	snprintf(d->digest, sizeof(d->digest), "%s", ds);
 	d->media_type = m;
@@ -442,15 +441,14 @@ static int pick_by_platform(json_t *cands, const struct clip_platform *platform,
 {
 	json_t *index = json_pack("{sO}", "manifests", cands);
 	if (index == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
-	char *text = json_dumps(index, JSON_COMPACT);
+		return clip_err_nomem(err);
+	cleanup_free char *text = json_dumps(index, JSON_COMPACT);
 	json_decref(index);
 	if (text == NULL)
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	cleanup_free char *digest = NULL;
 	cleanup_free char *media_type = NULL;
 	int r = clip_image_index_select(text, strlen(text), platform, &digest, &media_type, err);
-	free(text);
 	if (r < 0)
 		return clip_err_prefix(err, "index.json");
 
@@ -506,13 +504,13 @@ static int pick_from_index_json(struct clip_oci_layout *layout, const char *tag,
 
 	cands = json_array();
 	if (cands == NULL) {
-		r = clip_err_set(err, ENOMEM, "out of memory");
+		r = clip_err_nomem(err);
 		goto out;
 	}
 	const char *want = tag;
 	if (want == NULL && n == 1) {
 		if (json_array_append(cands, json_array_get(manifests, 0)) < 0) {
-			r = clip_err_set(err, ENOMEM, "out of memory");
+			r = clip_err_nomem(err);
 			goto out;
 		}
 	} else {
@@ -527,7 +525,7 @@ static int pick_from_index_json(struct clip_oci_layout *layout, const char *tag,
 				goto out;
 			if (name != NULL && strcmp(name, want) == 0 &&
 			    json_array_append(cands, entry) < 0) {
-				r = clip_err_set(err, ENOMEM, "out of memory");
+				r = clip_err_nomem(err);
 				goto out;
 			}
 		}

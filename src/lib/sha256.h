@@ -1,13 +1,13 @@
 /* SHA-256 for the library: OpenSSL's implementation without EVP.
  *
  * Every digest clip computes is SHA-256, and the cold read of one file by a
- * fresh process (clip cat, the first read of a mount) is meant to take a few
- * milliseconds. OpenSSL 3's EVP layer fetches the algorithm from a provider,
- * which initialises the provider machinery and reads openssl.cnf: measured at
- * 1.3-2 ms per process on the CI machine, more than the read itself. The
- * SHA256_* functions run the same assembly (SHA-NI where the CPU has it)
- * without that set-up; they are deprecated in OpenSSL 3 in favour of EVP but
- * still part of its API, and only sha256.c calls them.
+ * fresh process (clip cat, the first read of a mount) pays for every set-up
+ * the process does. OpenSSL 3's EVP layer fetches the algorithm from a
+ * provider, which initialises the provider machinery and reads openssl.cnf
+ * once per process: more than the read itself costs. The SHA256_* functions
+ * run the same assembly (SHA-NI where the CPU has it) without that set-up;
+ * they are deprecated in OpenSSL 3 in favour of EVP but still part of its
+ * API, and only sha256.c calls them.
  *
  * The context is a plain value: no allocation, copy it to fork a digest.
  */

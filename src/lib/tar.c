@@ -686,22 +686,11 @@ static int build_xattrs(struct clip_tar_parser *p, size_t *count, uint64_t hoff,
 	return 0;
 }
 
-/* A member's own header block is complete: report it and arrange to skip
- * its data. */
-static int handle_member(struct clip_tar_parser *p, uint64_t block_off, bool ustar, bool gnu,
-			 struct clip_err *err)
+/* The member's name as stored, into p->raw: a PAX path, else a GNU long
+ * name, else the header's name (after its prefix in a POSIX ustar header). */
+static void member_raw_name(struct clip_tar_parser *p, bool ustar, bool gnu)
 {
 	const unsigned char *b = p->block;
-	char typeflag = (char)b[OFF_TYPE];
-	char repr[8];
-	struct clip_tar_entry e;
-	memset(&e, 0, sizeof(e));
-	/* Errors name the member by its first header, like header_offset. */
-	uint64_t hoff = p->in_member ? p->member_offset : block_off;
-	e.header_offset = hoff;
-	e.data_offset = block_off + BLOCK;
-
-	/* The name first, so that every later message can show it. */
 	const struct string_value *pax_path = pick_string(&p->local.path, &p->global.path);
 	if (pax_path->state == V_SET) {
 		snprintf(p->raw, sizeof(p->raw), "%s", pax_path->str);
@@ -716,145 +705,203 @@ static int handle_member(struct clip_tar_parser *p, uint64_t block_off, bool ust
 		else
 			snprintf(p->raw, sizeof(p->raw), "%s", name);
 	}
-	const char *name = p->raw;
-	if (name[0] == '\0')
-		return member_error(p, err, hoff, NULL, "empty path");
+}
 
+/* The entry type of header type `typeflag` for member `name`; sparse and
+ * unknown types are errors. */
+static int member_type(struct clip_tar_parser *p, struct clip_err *err, uint64_t hoff,
+		       const char *name, char typeflag, enum clip_tar_type *type)
+{
+	char repr[8];
 	switch (typeflag) {
 	case '0':
 	case '\0':
 	case '7':
-		e.type = CLIP_TAR_REG;
+		*type = CLIP_TAR_REG;
 		/* Pre-POSIX archivers marked directories by a trailing slash. */
 		if (name[strlen(name) - 1] == '/')
-			e.type = CLIP_TAR_DIR;
-		break;
-	case '1': e.type = CLIP_TAR_HARDLINK; break;
-	case '2': e.type = CLIP_TAR_SYMLINK; break;
-	case '3': e.type = CLIP_TAR_CHR; break;
-	case '4': e.type = CLIP_TAR_BLK; break;
-	case '5': e.type = CLIP_TAR_DIR; break;
-	case '6': e.type = CLIP_TAR_FIFO; break;
+			*type = CLIP_TAR_DIR;
+		return 0;
+	case '1': *type = CLIP_TAR_HARDLINK; return 0;
+	case '2': *type = CLIP_TAR_SYMLINK; return 0;
+	case '3': *type = CLIP_TAR_CHR; return 0;
+	case '4': *type = CLIP_TAR_BLK; return 0;
+	case '5': *type = CLIP_TAR_DIR; return 0;
+	case '6': *type = CLIP_TAR_FIFO; return 0;
 	case 'S': return member_error(p, err, hoff, name, "sparse files are not supported");
 	default:
 		return member_error(p, err, hoff, name, "unsupported tar entry type '%s'",
 				    type_repr(typeflag, repr));
 	}
+}
 
-	const char *reason = normalise_path(name, p->path);
-	if (reason != NULL)
-		return member_error(p, err, hoff, name, "%s", reason);
-	e.path = p->path;
+/* A number from the PAX record `pax` when one is set, else from the
+ * unsigned header field at `off`. */
+static int pax_or_field(struct clip_tar_parser *p, struct clip_err *err, uint64_t hoff,
+			const char *name, const struct number_value *pax, const char *field,
+			size_t off, size_t width, uint64_t max, uint64_t *out)
+{
+	if (pax->state == V_SET) {
+		*out = pax->num;
+		return 0;
+	}
+	int64_t v;
+	int rc = member_field(p, err, hoff, name, field, off, width, max, false, &v);
+	if (rc < 0)
+		return rc;
+	*out = (uint64_t)v;
+	return 0;
+}
 
+/* The numeric fields, PAX records over the header's: mode, owner ids, data
+ * size (*pax_size when a PAX record gave it), mtime, device numbers. */
+static int member_numbers(struct clip_tar_parser *p, struct clip_err *err, uint64_t hoff,
+			  const char *name, struct clip_tar_entry *e, uint64_t *size,
+			  bool *pax_size)
+{
 	int64_t v;
 	int rc = member_field(p, err, hoff, name, "mode", OFF_MODE, 8, UINT32_MAX, false, &v);
 	if (rc < 0)
 		return rc;
-	e.mode = (uint32_t)v & 07777;
+	e->mode = (uint32_t)v & 07777;
 
-	const struct number_value *nv = pick_number(&p->local.uid, &p->global.uid);
-	if (nv->state == V_SET) {
-		e.uid = (uint32_t)nv->num;
-	} else {
-		rc = member_field(p, err, hoff, name, "uid", OFF_UID, 8, UINT32_MAX, false, &v);
-		if (rc < 0)
-			return rc;
-		e.uid = (uint32_t)v;
-	}
-	nv = pick_number(&p->local.gid, &p->global.gid);
-	if (nv->state == V_SET) {
-		e.gid = (uint32_t)nv->num;
-	} else {
-		rc = member_field(p, err, hoff, name, "gid", OFF_GID, 8, UINT32_MAX, false, &v);
-		if (rc < 0)
-			return rc;
-		e.gid = (uint32_t)v;
-	}
+	uint64_t id;
+	rc = pax_or_field(p, err, hoff, name, pick_number(&p->local.uid, &p->global.uid), "uid",
+			  OFF_UID, 8, UINT32_MAX, &id);
+	if (rc < 0)
+		return rc;
+	e->uid = (uint32_t)id;
+	rc = pax_or_field(p, err, hoff, name, pick_number(&p->local.gid, &p->global.gid), "gid",
+			  OFF_GID, 8, UINT32_MAX, &id);
+	if (rc < 0)
+		return rc;
+	e->gid = (uint32_t)id;
 
-	uint64_t size;
-	nv = pick_number(&p->local.size, &p->global.size);
-	bool pax_size = nv->state == V_SET;
-	if (pax_size) {
-		size = nv->num;
-	} else {
-		rc = member_field(p, err, hoff, name, "size", OFF_SIZE, 12, (uint64_t)INT64_MAX,
-				  false, &v);
-		if (rc < 0)
-			return rc;
-		size = (uint64_t)v;
-	}
+	const struct number_value *nv = pick_number(&p->local.size, &p->global.size);
+	*pax_size = nv->state == V_SET;
+	rc = pax_or_field(p, err, hoff, name, nv, "size", OFF_SIZE, 12, (uint64_t)INT64_MAX, size);
+	if (rc < 0)
+		return rc;
 
 	const struct attrs *mt = p->local.mtime_state != V_UNSET ? &p->local : &p->global;
 	if (mt->mtime_state == V_SET) {
-		e.mtime_sec = mt->mtime_sec;
-		e.mtime_nsec = mt->mtime_nsec;
+		e->mtime_sec = mt->mtime_sec;
+		e->mtime_nsec = mt->mtime_nsec;
 	} else {
 		/* GNU tar stores pre-1970 times as negative base-256. */
 		rc = member_field(p, err, hoff, name, "mtime", OFF_MTIME, 12, (uint64_t)INT64_MAX,
-				  true, &e.mtime_sec);
+				  true, &e->mtime_sec);
 		if (rc < 0)
 			return rc;
 	}
 
-	if (e.type == CLIP_TAR_CHR || e.type == CLIP_TAR_BLK) {
+	if (e->type == CLIP_TAR_CHR || e->type == CLIP_TAR_BLK) {
 		/* Only meaningful (and only reliably filled in) for devices. */
 		rc = member_field(p, err, hoff, name, "devmajor", OFF_DEVMAJOR, 8, UINT32_MAX,
 				  false, &v);
 		if (rc < 0)
 			return rc;
-		e.devmajor = (uint32_t)v;
+		e->devmajor = (uint32_t)v;
 		rc = member_field(p, err, hoff, name, "devminor", OFF_DEVMINOR, 8, UINT32_MAX,
 				  false, &v);
 		if (rc < 0)
 			return rc;
-		e.devminor = (uint32_t)v;
+		e->devminor = (uint32_t)v;
 	}
+	return 0;
+}
 
+/* The owner names, PAX records over the header's ("" when neither has one). */
+static void member_owner_names(struct clip_tar_parser *p, bool ustar, struct clip_tar_entry *e)
+{
+	const unsigned char *b = p->block;
 	const struct string_value *sv = pick_string(&p->local.uname, &p->global.uname);
 	if (sv->state == V_SET) {
-		e.uname = sv->str;
+		e->uname = sv->str;
 	} else {
 		p->uname[0] = '\0';
 		if (ustar)
 			field_copy(p->uname, b + OFF_UNAME, LEN_OWNER);
-		e.uname = p->uname;
+		e->uname = p->uname;
 	}
 	sv = pick_string(&p->local.gname, &p->global.gname);
 	if (sv->state == V_SET) {
-		e.gname = sv->str;
+		e->gname = sv->str;
 	} else {
 		p->gname[0] = '\0';
 		if (ustar)
 			field_copy(p->gname, b + OFF_GNAME, LEN_OWNER);
-		e.gname = p->gname;
+		e->gname = p->gname;
 	}
+}
 
+/* The target of a symlink (as stored) or hard link (normalised, and neither
+ * empty nor the root), into p->link: a PAX linkpath, else a GNU long link,
+ * else the header's. p->raw is overwritten; messages name the member by
+ * p->path. */
+static int member_link(struct clip_tar_parser *p, struct clip_err *err, uint64_t hoff,
+		       struct clip_tar_entry *e)
+{
+	const struct string_value *sv = pick_string(&p->local.linkpath, &p->global.linkpath);
+	if (sv->state == V_SET)
+		snprintf(p->raw, sizeof(p->raw), "%s", sv->str);
+	else if (p->local.longlink != NULL)
+		snprintf(p->raw, sizeof(p->raw), "%s", p->local.longlink);
+	else
+		field_copy(p->raw, p->block + OFF_LINKNAME, LEN_LINKNAME);
+	const char *name = p->path;
+	if (e->type == CLIP_TAR_SYMLINK) {
+		memcpy(p->link, p->raw, strlen(p->raw) + 1);
+	} else {
+		if (p->raw[0] == '\0')
+			return member_error(p, err, hoff, name, "empty hard link target");
+		const char *reason = normalise_path(p->raw, p->link);
+		if (reason != NULL)
+			return member_error(p, err, hoff, name, "hard link target: %s", reason);
+		if (p->link[0] == '\0')
+			return member_error(p, err, hoff, name, "hard link to the root directory");
+	}
+	e->linkpath = p->link;
+	return 0;
+}
+
+/* A member's own header block is complete: report it and arrange to skip
+ * its data. */
+static int handle_member(struct clip_tar_parser *p, uint64_t block_off, bool ustar, bool gnu,
+			 struct clip_err *err)
+{
+	char typeflag = (char)p->block[OFF_TYPE];
+	struct clip_tar_entry e;
+	memset(&e, 0, sizeof(e));
+	/* Errors name the member by its first header, like header_offset. */
+	uint64_t hoff = p->in_member ? p->member_offset : block_off;
+	e.header_offset = hoff;
+	e.data_offset = block_off + BLOCK;
+
+	/* The name first, so that every later message can show it. */
+	member_raw_name(p, ustar, gnu);
+	const char *name = p->raw;
+	if (name[0] == '\0')
+		return member_error(p, err, hoff, NULL, "empty path");
+	int rc = member_type(p, err, hoff, name, typeflag, &e.type);
+	if (rc < 0)
+		return rc;
+	const char *reason = normalise_path(name, p->path);
+	if (reason != NULL)
+		return member_error(p, err, hoff, name, "%s", reason);
+	e.path = p->path;
+
+	uint64_t size;
+	bool pax_size;
+	rc = member_numbers(p, err, hoff, name, &e, &size, &pax_size);
+	if (rc < 0)
+		return rc;
+	member_owner_names(p, ustar, &e);
 	if (e.type == CLIP_TAR_SYMLINK || e.type == CLIP_TAR_HARDLINK) {
-		sv = pick_string(&p->local.linkpath, &p->global.linkpath);
-		if (sv->state == V_SET)
-			snprintf(p->raw, sizeof(p->raw), "%s", sv->str);
-		else if (p->local.longlink != NULL)
-			snprintf(p->raw, sizeof(p->raw), "%s", p->local.longlink);
-		else
-			field_copy(p->raw, b + OFF_LINKNAME, LEN_LINKNAME);
-		/* From here `name` (p->raw) is the link; messages use the path. */
-		name = p->path;
-		if (e.type == CLIP_TAR_SYMLINK) {
-			memcpy(p->link, p->raw, strlen(p->raw) + 1);
-		} else {
-			if (p->raw[0] == '\0')
-				return member_error(p, err, hoff, name, "empty hard link target");
-			reason = normalise_path(p->raw, p->link);
-			if (reason != NULL)
-				return member_error(p, err, hoff, name, "hard link target: %s",
-						    reason);
-			if (p->link[0] == '\0')
-				return member_error(p, err, hoff, name,
-						    "hard link to the root directory");
-		}
-		e.linkpath = p->link;
+		rc = member_link(p, err, hoff, &e);
+		if (rc < 0)
+			return rc;
 	}
-
 	rc = build_xattrs(p, &e.nxattrs, hoff, p->path, err);
 	if (rc < 0)
 		return rc;

@@ -90,7 +90,7 @@ int clip_tree_layer_add(struct clip_tree_layer *layer, const struct clip_tar_ent
 		size_t cap = layer->cap ? layer->cap * 2 : 256;
 		struct layer_entry *e = realloc(layer->entries, cap * sizeof(*e));
 		if (e == NULL)
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		layer->entries = e;
 		layer->cap = cap;
 	}
@@ -103,7 +103,7 @@ int clip_tree_layer_add(struct clip_tree_layer *layer, const struct clip_tar_ent
 	    xattrs_copy_tar(entry->xattrs, entry->nxattrs, &e->xattrs) < 0) {
 		free(e->path);
 		free(e->linkpath);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	e->nxattrs = entry->nxattrs;
 	e->mode = entry->mode & 07777;
@@ -387,8 +387,8 @@ static int walk_parent(struct clip_tree *tree, const char *path, uint32_t stamp,
 				    "%s: too many symlinks in its parents (more than %d, or %u "
 				    "path components)",
 				    path, FOLLOW_MAX, WALK_STEPS_MAX);
-	if (r < 0)
-		return clip_err_set(err, -r, "out of memory");
+	if (r < 0) /* with `create`, walk_dirs has no other failure */
+		return clip_err_nomem(err);
 	return 0;
 }
 
@@ -525,7 +525,7 @@ static int apply_entry(struct clip_tree *tree, uint32_t layer, const struct laye
 		if (e->type != CLIP_TAR_DIR)
 			return clip_err_set(err, EINVAL, "root entry is not a directory");
 		if (inode_fill(tree->root->inode, e, layer - 1) < 0)
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		return 0;
 	}
 	const char *base = strrchr(e->path, '/');
@@ -557,14 +557,14 @@ static int apply_entry(struct clip_tree *tree, uint32_t layer, const struct laye
 		struct clip_tree_node *n = node_add(tree, dir, base, base_len, ino, layer);
 		inode_unref(ino);
 		if (n == NULL)
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		return 0;
 	}
 
 	if (old && node_is_dir(old) && e->type == CLIP_TAR_DIR) {
 		/* A directory declared again keeps its children. */
 		if (inode_fill(old->inode, e, layer - 1) < 0)
-			return clip_err_set(err, ENOMEM, "out of memory");
+			return clip_err_nomem(err);
 		old->stamp = layer;
 		return 0;
 	}
@@ -576,12 +576,12 @@ static int apply_entry(struct clip_tree *tree, uint32_t layer, const struct laye
 			ino->refs = 1;
 			inode_unref(ino);
 		}
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	if (node_add(tree, dir, base, base_len, ino, layer) == NULL) {
 		ino->refs = 1;
 		inode_unref(ino);
-		return clip_err_set(err, ENOMEM, "out of memory");
+		return clip_err_nomem(err);
 	}
 	return 0;
 }
@@ -672,13 +672,10 @@ int clip_tree_finish(struct clip_tree *tree, struct clip_err *err)
 	 * inode numbers grow with depth, which keeps lookups local in the
 	 * archive. */
 	size_t cap = tree->nnodes + 1;
-	struct clip_tree_node **queue = malloc(cap * sizeof(*queue));
-	struct clip_tree_node **inodes = malloc(cap * sizeof(*inodes));
-	if (queue == NULL || inodes == NULL) {
-		free(queue);
-		free(inodes);
-		return clip_err_set(err, ENOMEM, "out of memory");
-	}
+	cleanup_free struct clip_tree_node **queue = malloc(cap * sizeof(*queue));
+	cleanup_free struct clip_tree_node **inodes = malloc(cap * sizeof(*inodes));
+	if (queue == NULL || inodes == NULL)
+		return clip_err_nomem(err);
 	/* Mark every inode unnumbered (several nodes may share one). */
 	size_t head = 0, tail = 0, ninodes = 0;
 	queue[tail++] = tree->root;
@@ -712,11 +709,8 @@ int clip_tree_finish(struct clip_tree *tree, struct clip_err *err)
 		ino->nlink = (uint32_t)(2 + nsubdirs);
 		if (nc) {
 			n->children = malloc(nc * sizeof(*n->children));
-			if (n->children == NULL) {
-				free(queue);
-				free(inodes);
-				return clip_err_set(err, ENOMEM, "out of memory");
-			}
+			if (n->children == NULL)
+				return clip_err_nomem(err);
 			size_t i = 0;
 			for (struct clip_tree_node *c = n->first_child; c; c = c->next_sibling)
 				n->children[i++] = c;
@@ -726,8 +720,7 @@ int clip_tree_finish(struct clip_tree *tree, struct clip_err *err)
 				queue[tail++] = n->children[i];
 		}
 	}
-	free(queue);
-	tree->inode_nodes = inodes;
+	tree->inode_nodes = clip_steal(inodes);
 	tree->ninodes = ninodes;
 	tree->finished = true;
 	return 0;
