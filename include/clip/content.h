@@ -62,7 +62,7 @@ struct clip_content_options {
 	const struct clip_rcache_options *remote_cache_options; /* NULL: defaults */
 };
 
-#define CLIP_DEFAULT_HYDRATE_PERCENT 25
+#define CLIP_DEFAULT_HYDRATE_PERCENT 50
 
 struct clip_content;
 

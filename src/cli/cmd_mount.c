@@ -56,7 +56,7 @@ static void mount_help(void)
 	       "                                background, yielding to programs' reads\n"
 	       "      --hydrate-threshold PCT   once programs read PCT %% of a layer's spans,\n"
 	       "                                fetch the rest of it in the background\n"
-	       "                                (default 25; off: never)\n"
+	       "                                (default 50; off: never)\n"
 	       "%s"
 	       "      --remote-timeout MS       skip the remote cache after MS (default 50)\n"
 	       "      --remote-prefix PREFIX    its keys are PREFIX<layer hex>:<chunk> (default\n"

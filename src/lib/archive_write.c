@@ -361,23 +361,6 @@ static int write_text(struct writer *w, enum clip_section_id id, const char *tex
 	return 0;
 }
 
-/* Write `len` bytes fully, retrying short writes. */
-static int write_all(int fd, const void *data, size_t len)
-{
-	const unsigned char *p = data;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int assemble(struct writer *w, struct buf *out)
 {
 	/* Strings first live in the string table; move them into their section. */
@@ -434,7 +417,7 @@ static int write_file_atomically(const char *path, const void *data, size_t len,
 		return clip_err_errno(err, errno, "%s: cannot create temporary file", path);
 	mode_t mask = umask(0);
 	umask(mask);
-	int rc = write_all(fd, data, len);
+	int rc = clip_write_full(fd, data, len);
 	if (rc == 0 && fchmod(fd, 0644 & ~mask) < 0)
 		rc = -errno;
 	if (rc == 0 && fsync(fd) < 0)
