@@ -135,7 +135,8 @@ int clip_source_blob_open(struct clip_source *s, const char *digest, uint64_t si
 	if (fstat(b->fd, &st) < 0)
 		rc = clip_err_errno(err, errno, "blob %s", digest);
 	else if ((uint64_t)st.st_size != size)
-		rc = clip_err_set(err, EBADMSG, "blob is %lld bytes, expected %llu",
+		rc = clip_err_set(err, EBADMSG,
+				  "digest mismatch: blob is %lld bytes, expected %llu",
 				  (long long)st.st_size, (unsigned long long)size);
 	if (rc < 0)
 		clip_source_blob_close(b);
