@@ -937,8 +937,12 @@ PY
 	done
 	local median
 	median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)
-	echo "# clip mount of 100k files: median ${median} us (runs: ${times[*]} us)" >&3
-	[ "$median" -lt 100000 ]
+	# The target is for the real build; ASan and UBSan make the tree load
+	# 2-3x slower, so under them the bound only catches gross regressions.
+	local budget=100000
+	[ "${CLIP_SANITIZED:-0}" = 1 ] && budget=300000
+	echo "# clip mount of 100k files: median ${median} us (runs: ${times[*]} us; budget ${budget} us)" >&3
+	[ "$median" -lt "$budget" ]
 	clip_mount "$T/synthetic.clip" "$MNT" --cache-dir "$T/cache"
 	[ "$(find "$MNT" -type f | wc -l)" -eq 100000 ]
 }
