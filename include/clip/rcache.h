@@ -10,9 +10,11 @@
  * The cache is never trusted and never in the way: the caller verifies every
  * chunk it gets against the archive's hash; a backend that is down, slow or
  * full answers quickly with an error (its timeout, default 50 ms) and
- * reconnects in the background; stores are queued and done by a background
- * thread, dropped when the queue is full, and only written when the key is
- * absent.
+ * reconnects in the background; stores are queued and done by background
+ * threads, and only written when the key is absent. A full queue pushes back:
+ * a put waits for room as long as its caller allows (a reader that a program
+ * waits on allows nothing, background work a while), then drops the value,
+ * counted.
  *
  * Thread safety: an open cache is shared by every reading thread: get, put
  * and stats may be called concurrently (the backend's locks are its own);
@@ -33,7 +35,8 @@ struct clip_rcache_options {
 				   reply included); stores take max(this, 250 ms);
 				   0: 50 */
 	size_t queue_max;	/* stores waiting at most; 0: 64 */
-	unsigned connections;	/* connections per server (per cluster master); 0: 4 */
+	unsigned connections;	/* connections per server (per cluster master); 0: 4;
+				   half of them (rounded up) store */
 };
 
 struct clip_rcache_stats {
@@ -55,9 +58,12 @@ struct clip_rcache_ops {
 	 * down it fails at once. Thread-safe. */
 	ssize_t (*get)(void *self, const char *key, void *buf, size_t len, uint64_t offset,
 		       struct clip_err *err);
-	/* Queue storing `data` (copied) at `key` if absent. 0 when queued,
-	 * -EAGAIN when dropped (queue full). Never blocks on the network. */
-	int (*put)(void *self, const char *key, const void *data, size_t len, struct clip_err *err);
+	/* Queue storing `data` (copied) at `key` if absent. When the queue is
+	 * full, wait at most `wait_ms` for room (0: not at all). 0 when queued,
+	 * -EAGAIN when dropped (still full, or closing). Never waits on the
+	 * network itself. */
+	int (*put)(void *self, const char *key, const void *data, size_t len, long wait_ms,
+		   struct clip_err *err);
 	/* Counters since open; each one exact, the set not a snapshot. */
 	void (*stats)(void *self, struct clip_rcache_stats *out);
 	/* Wait at most a short while for queued stores, then free everything. */

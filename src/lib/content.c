@@ -204,6 +204,11 @@ void content_want_fill(struct chunk_want *w, uint64_t k, const unsigned char *da
 	}
 }
 
+/* How long background work waits for room in the remote cache's store
+ * queue: a few store timeouts (250 ms), after which a stuck server has been
+ * marked down and the queue drains by dropping. */
+#define REMOTE_STORE_WAIT_MS 1000
+
 void content_chunk_store(struct clip_content *c, const struct layer_state *l, uint64_t k,
 			 const void *data, size_t len, const unsigned char hash[32], bool to_remote)
 {
@@ -211,11 +216,14 @@ void content_chunk_store(struct clip_content *c, const struct layer_state *l, ui
 	if (c->cache && clip_diskcache_put(c->cache, l->hex, k, data, len, hash, &e) < 0)
 		CLIP_COUNT(c->counters.tier[CLIP_TIER_DISK].errors, 1);
 	/* Only chunks the archive has a hash for are worth sharing: nobody
-	 * could verify the others. The store is queued, never waited for. */
+	 * could verify the others. The store is queued, never waited for; when
+	 * the queue is full, background work waits for room (it would otherwise
+	 * throw away what other nodes will need), a program's read does not. */
 	char key[256];
 	if (to_remote && c->rcache && c->archive_hashes &&
 	    clip_rcache_key(c->rcache, l->hex, k, key, sizeof(key)) > 0)
-		c->rcache->ops->put(c->rcache->self, key, data, len, &e);
+		c->rcache->ops->put(c->rcache->self, key, data, len,
+				    content_engine_in_worker() ? REMOTE_STORE_WAIT_MS : 0, &e);
 }
 
 /* Tier 2: chunk k whole from the remote cache into `data` (chunk_len

@@ -254,10 +254,20 @@ static void hydrate_run(struct clip_content *c, struct layer_state *l, struct ru
 		hydrate_done(c, l);
 }
 
+/* Whether the calling thread is one of the engine's workers: nobody waits on
+ * what they fetch, so they may wait for room in the remote cache's queue. */
+static _Thread_local bool in_worker;
+
+bool content_engine_in_worker(void)
+{
+	return in_worker;
+}
+
 static void *worker_main(void *arg)
 {
 	struct clip_content *c = arg;
 	struct run_buffers bufs = { 0 };
+	in_worker = true;
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
 		struct layer_state *l = NULL;

@@ -200,6 +200,9 @@ void content_engine_wait(struct clip_content *c, const atomic_bool *stop);
 /* Stop the workers (the runs under way finish) and free the queue. */
 void content_engine_stop(struct clip_content *c);
 
+/* True on the engine's worker threads (background work nobody waits on). */
+bool content_engine_in_worker(void);
+
 /* ---- content_produce.c: tar bytes that a digest vouches for -------------- */
 
 /* Check `len` bytes of chunk i on the archive's hash grid against the

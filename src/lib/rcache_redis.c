@@ -3,14 +3,19 @@
  * servers, their connections, the cluster) and rcache_redis_internal.h
  * (what the two share, and the locks).
  *
- * Stores. put() copies the value into a bounded queue and returns; a
- * background thread, started by the first put (never at open: the FUSE daemon
- * forks after opening the cache, and a thread would not survive the fork),
- * writes each with SET key value NX, so that a value that is already there is
- * never rewritten. A full queue drops the value (counted). close() lets the
- * thread drain the queue for at most CLOSE_DRAIN_MS, then drops the rest; a
- * store in flight then gives up too (its waits are cut in slices of
- * CUTOFF_SLICE_MS, in rcache_redis_conn.c, to notice).
+ * Stores. put() copies the value into a bounded queue and returns; background
+ * threads, started by the first put (never at open: the FUSE daemon forks
+ * after opening the cache, and a thread would not survive the fork), write
+ * each with SET key value NX, so that a value that is already there is never
+ * rewritten. There are several, half the connections of the pool, so that a
+ * store waiting on a slow link does not hold the others up, and the other
+ * half stays free for gets. A full queue makes put() wait for room as long as
+ * its caller allows: background work (hydration) then goes at the pace of the
+ * cache instead of losing what it fetched, and a reader a program waits on
+ * (which allows no wait) drops the value, counted. close() lets the threads
+ * drain the queue for at most CLOSE_DRAIN_MS, then drops the rest; a store in
+ * flight then gives up too (its waits are cut in slices of CUTOFF_SLICE_MS,
+ * in rcache_redis_conn.c, to notice).
  */
 #include "rcache_redis.h"
 
@@ -164,6 +169,7 @@ static void *writer_main(void *arg)
 		if (rc->head == NULL)
 			rc->tail = NULL;
 		rc->queued--;
+		pthread_cond_signal(&rc->room);
 		pthread_mutex_unlock(&rc->queue_lock);
 		store_one(rc, s);
 		free(s);
@@ -173,19 +179,37 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* Start the store thread (queue_lock held) with every signal blocked: the
+/* Start the store threads (queue_lock held) with every signal blocked: the
  * process's signals are for its own threads (libfuse waits for SIGINT/SIGTERM
- * in its main thread). */
-static int start_writer_locked(struct redis_cache *rc)
+ * in its main thread). At least one started is enough. */
+static int start_writers_locked(struct redis_cache *rc)
 {
+	unsigned want = (rc->connections + 1) / 2;
+	want = want < 1 ? 1 : want > MAX_WRITERS ? MAX_WRITERS : want;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int r = pthread_create(&rc->writer, NULL, writer_main, rc);
+	int r = 0;
+	while (rc->nwriters < want &&
+	       (r = pthread_create(&rc->writers[rc->nwriters], NULL, writer_main, rc)) == 0)
+		rc->nwriters++;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r == 0)
-		rc->writer_started = true;
-	return -r;
+	return rc->nwriters > 0 ? 0 : -r;
+}
+
+/* Wait (queue_lock held) until the queue has room, the cache closes or
+ * `wait_ms` passes; true when there is room. */
+static bool wait_room_locked(struct redis_cache *rc, long wait_ms)
+{
+	if (rc->queued < rc->queue_max || wait_ms <= 0)
+		return rc->queued < rc->queue_max;
+	uint64_t end = redis_now_us() + (uint64_t)wait_ms * 1000u;
+	struct timespec ts = { .tv_sec = (time_t)(end / 1000000u),
+			       .tv_nsec = (long)(end % 1000000u) * 1000 };
+	while (rc->queued >= rc->queue_max && !rc->stopping &&
+	       pthread_cond_timedwait(&rc->room, &rc->queue_lock, &ts) == 0)
+		;
+	return rc->queued < rc->queue_max;
 }
 
 /* A store dropped because the queue is full (or the cache closing). */
@@ -196,7 +220,7 @@ static int drop_full(struct redis_cache *rc, const char *key, struct clip_err *e
 			    key, rc->queue_max);
 }
 
-static int redis_put(void *self, const char *key, const void *data, size_t len,
+static int redis_put(void *self, const char *key, const void *data, size_t len, long wait_ms,
 		     struct clip_err *err)
 {
 	struct redis_cache *rc = self;
@@ -205,7 +229,7 @@ static int redis_put(void *self, const char *key, const void *data, size_t len,
 
 	/* Checked before copying too, so that a full queue costs no copy. */
 	pthread_mutex_lock(&rc->queue_lock);
-	bool full = rc->queued >= rc->queue_max;
+	bool full = !wait_room_locked(rc, wait_ms);
 	pthread_mutex_unlock(&rc->queue_lock);
 	if (full)
 		return drop_full(rc, key, err);
@@ -225,14 +249,14 @@ static int redis_put(void *self, const char *key, const void *data, size_t len,
 		memcpy(s->data, data, len);
 
 	pthread_mutex_lock(&rc->queue_lock);
-	if (rc->queued >= rc->queue_max || rc->stopping) {
+	if (!wait_room_locked(rc, wait_ms) || rc->stopping) {
 		pthread_mutex_unlock(&rc->queue_lock);
 		return drop_full(rc, key, err);
 	}
-	if (!rc->writer_started && (r = start_writer_locked(rc)) < 0) {
+	if (rc->nwriters == 0 && (r = start_writers_locked(rc)) < 0) {
 		pthread_mutex_unlock(&rc->queue_lock);
 		CLIP_COUNT(rc->stats.stores_dropped, 1);
-		return clip_err_set(err, EAGAIN, "redis: cannot start the store thread: %s",
+		return clip_err_set(err, EAGAIN, "redis: cannot start the store threads: %s",
 				    strerror(-r));
 	}
 	struct store *queued = clip_steal(s);
@@ -273,6 +297,7 @@ static void redis_free(struct redis_cache *rc)
 		redis_node_free(rc->nodes[i]);
 	free(rc->nodes);
 	pthread_rwlock_destroy(&rc->map_lock);
+	pthread_cond_destroy(&rc->room);
 	pthread_cond_destroy(&rc->queue_cond);
 	pthread_mutex_destroy(&rc->queue_lock);
 	if (rc->password != NULL) {
@@ -287,13 +312,14 @@ static void redis_close(void *self)
 {
 	struct redis_cache *rc = self;
 	pthread_mutex_lock(&rc->queue_lock);
-	bool started = rc->writer_started;
+	unsigned started = rc->nwriters;
 	rc->stopping = true;
 	atomic_store(&rc->close_deadline, redis_now_us() + CLOSE_DRAIN_MS * 1000u);
 	pthread_cond_broadcast(&rc->queue_cond);
+	pthread_cond_broadcast(&rc->room);
 	pthread_mutex_unlock(&rc->queue_lock);
-	if (started)
-		pthread_join(rc->writer, NULL);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(rc->writers[i], NULL);
 	redis_free(rc);
 }
 
@@ -373,6 +399,11 @@ int clip_rcache_redis_open(const struct clip_rcache_url *url,
 	pthread_rwlock_init(&rc->map_lock, NULL);
 	pthread_mutex_init(&rc->queue_lock, NULL);
 	pthread_cond_init(&rc->queue_cond, NULL);
+	pthread_condattr_t monotonic;
+	pthread_condattr_init(&monotonic);
+	pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+	pthread_cond_init(&rc->room, &monotonic);
+	pthread_condattr_destroy(&monotonic);
 	atomic_init(&rc->topology, TOPOLOGY_UNKNOWN);
 	atomic_init(&rc->refresh_wanted, false);
 	atomic_init(&rc->refresh_last, 0);

@@ -28,6 +28,7 @@
 #define SLOT_COUNT   16384
 #define MAX_COMMANDS 3 /* pipelined in one round trip, besides ASKING */
 #define MAX_ARGS     4
+#define MAX_WRITERS  4 /* store threads, each on a connection of its own */
 
 enum topology {
 	TOPOLOGY_UNKNOWN,
@@ -74,11 +75,13 @@ struct redis_cache {
 
 	pthread_mutex_t queue_lock;
 	pthread_cond_t queue_cond; /* a store was queued, or stopping */
+	pthread_cond_t room;	   /* a store left the queue, or stopping (CLOCK_MONOTONIC) */
 	struct store *head, *tail;
 	size_t queued;
-	bool writer_started, stopping;
+	bool stopping;
 	_Atomic uint64_t close_deadline; /* µs: when stores give up; UINT64_MAX until close */
-	pthread_t writer;
+	pthread_t writers[MAX_WRITERS];
+	unsigned nwriters; /* started (with the first put) */
 
 	/* Bumped with CLIP_COUNT, read with CLIP_COUNTER_LOAD. */
 	struct {

@@ -297,7 +297,7 @@ static ssize_t get(struct clip_rcache *c, const char *key, void *buf, size_t len
 static int put(struct clip_rcache *c, const char *key, const void *data, size_t len)
 {
 	struct clip_err err = { 0 };
-	return c->ops->put(c->self, key, data, len, &err);
+	return c->ops->put(c->self, key, data, len, 0, &err);
 }
 
 static struct clip_rcache_stats stats(struct clip_rcache *c)
@@ -532,9 +532,10 @@ static void test_open_without_server(void **state)
 	assert_int_equal(stats(c).errors, 101);
 	assert_int_equal(thread_count(), threads);
 
-	/* The first put starts the store thread; the store is dropped. */
+	/* The first put starts the store threads (half the 4 connections); the
+	 * store is dropped. */
 	assert_int_equal(put(c, "k", "v", 1), 0);
-	assert_int_equal(thread_count(), threads + 1);
+	assert_int_equal(thread_count(), threads + 2);
 	wait_stores(c, 101 + 1);
 	assert_int_equal(stats(c).stores_dropped, 1);
 	clip_rcache_close(c);
@@ -735,7 +736,7 @@ static void test_queue_full(void **state)
 		snprintf(key, sizeof(key), "clip:q:%d", i);
 		struct clip_err err = { 0 };
 		double t0 = now_ms();
-		int r = c->ops->put(c->self, key, value, len, &err);
+		int r = c->ops->put(c->self, key, value, len, 0, &err);
 		double took = now_ms() - t0;
 		slowest = took > slowest ? took : slowest;
 		if (r == 0) {
@@ -746,8 +747,9 @@ static void test_queue_full(void **state)
 			dropped++;
 		}
 	}
-	/* Four wait; the thread may have taken one more, stuck on the server. */
-	assert_in_range(queued, 4, 5);
+	/* Four wait; each of the two store threads may have taken one more,
+	 * stuck on the server. */
+	assert_in_range(queued, 4, 6);
 	assert_int_equal(dropped, 20 - queued);
 	assert_true(slowest < 20);
 	assert_int_equal(stats(c).stores_dropped, (uint64_t)dropped);
@@ -761,6 +763,78 @@ static void test_queue_full(void **state)
 	clip_rcache_close(c);
 	assert_true(now_ms() - t0 < 1500);
 	free(value);
+}
+
+struct waiting_put {
+	struct clip_rcache *cache;
+	const void *value;
+	size_t len;
+	long wait_ms;
+	int result;
+	atomic_bool done;
+};
+
+static void *waiting_put_main(void *arg)
+{
+	struct waiting_put *w = arg;
+	struct clip_err err = { 0 };
+	w->result = w->cache->ops->put(w->cache->self, "clip:bp:waiter", w->value, w->len,
+				       w->wait_ms, &err);
+	atomic_store(&w->done, true);
+	return NULL;
+}
+
+/* A full queue pushes back: a put that may wait gets room once the server
+ * takes stores again, one that may not is dropped at once, and one whose
+ * wait runs out is dropped then. */
+static void test_backpressure(void **state)
+{
+	struct server *s = *state;
+	/* Stores may take 3 s: the frozen server is not given up on meanwhile. */
+	struct clip_rcache_options o = { .queue_max = 2, .timeout_ms = 3000 };
+	struct clip_rcache *c = open_server(s, "", &o);
+	unsigned char value[4096];
+	tt_fill_random(value, sizeof(value), 11);
+	server_signal(s, SIGSTOP);
+
+	/* Fill the queue (and the store threads, each stuck on one store). */
+	int queued = 0, r = 0;
+	for (int i = 0; i < 10 && r == 0; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "clip:bp:%d", i);
+		if ((r = put(c, key, value, sizeof(value))) == 0)
+			queued++;
+		sleep_ms(5); /* let a store thread take what it can */
+	}
+	assert_int_equal(r, -EAGAIN);
+	assert_in_range(queued, 2, 4); /* the queue, and a store in each of two threads */
+
+	struct clip_err err = { 0 };
+	double t0 = now_ms();
+	assert_int_equal(c->ops->put(c->self, "clip:bp:late", value, sizeof(value), 100, &err),
+			 -EAGAIN);
+	double took = now_ms() - t0;
+	assert_true(took >= 95 && took < 1000);
+	assert_non_null(strstr(err.msg, "dropped"));
+
+	struct waiting_put w = {
+		.cache = c, .value = value, .len = sizeof(value), .wait_ms = 10000
+	};
+	pthread_t thread;
+	assert_int_equal(pthread_create(&thread, NULL, waiting_put_main, &w), 0);
+	sleep_ms(300);
+	assert_false(atomic_load(&w.done)); /* still waiting for room */
+	server_signal(s, SIGCONT);
+	pthread_join(thread, NULL);
+	assert_int_equal(w.result, 0);
+
+	clip_rcache_close(c);
+	/* Everything queued is stored; exactly the two refused were dropped. */
+	assert_int_equal(direct_int(s->port, "DBSIZE", NULL), queued + 1);
+	redisReply *stored = direct(s->port, "GET clip:bp:waiter");
+	assert_int_equal(stored->type, REDIS_REPLY_STRING);
+	assert_memory_equal(stored->str, value, sizeof(value));
+	freeReplyObject(stored);
 }
 
 /* close() waits for the queue, but not for ever. */
@@ -1235,6 +1309,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_nx, setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(test_concurrent, setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(test_queue_full, setup_server, teardown_server),
+		cmocka_unit_test_setup_teardown(test_backpressure, setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(test_close_drains, setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(test_server_killed, setup_server, teardown_server),
 		cmocka_unit_test_setup_teardown(test_server_restarted, setup_server,
