@@ -59,7 +59,9 @@ struct clip_rcache_ops {
 	ssize_t (*get)(void *self, const char *key, void *buf, size_t len, uint64_t offset,
 		       struct clip_err *err);
 	/* Queue storing `data` (copied) at `key` if absent. When the queue is
-	 * full, wait at most `wait_ms` for room (0: not at all). 0 when queued,
+	 * full, wait at most `wait_ms` for room (0: not at all; a put that may
+	 * wait is background work, and leaves the last quarter of the queue to
+	 * the puts that may not). 0 when queued,
 	 * -EAGAIN when dropped (still full, or closing). Never waits on the
 	 * network itself. */
 	int (*put)(void *self, const char *key, const void *data, size_t len, long wait_ms,

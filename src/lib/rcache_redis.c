@@ -198,18 +198,21 @@ static int start_writers_locked(struct redis_cache *rc)
 }
 
 /* Wait (queue_lock held) until the queue has room, the cache closes or
- * `wait_ms` passes; true when there is room. */
+ * `wait_ms` passes; true when there is room. A put that may wait is
+ * background work, which could keep the queue full all the time: it leaves
+ * the last quarter of the queue to the puts that may not wait. */
 static bool wait_room_locked(struct redis_cache *rc, long wait_ms)
 {
-	if (rc->queued < rc->queue_max || wait_ms <= 0)
-		return rc->queued < rc->queue_max;
+	size_t limit = wait_ms > 0 ? rc->queue_max - rc->queue_max / 4 : rc->queue_max;
+	if (rc->queued < limit || wait_ms <= 0)
+		return rc->queued < limit;
 	uint64_t end = redis_now_us() + (uint64_t)wait_ms * 1000u;
 	struct timespec ts = { .tv_sec = (time_t)(end / 1000000u),
 			       .tv_nsec = (long)(end % 1000000u) * 1000 };
-	while (rc->queued >= rc->queue_max && !rc->stopping &&
+	while (rc->queued >= limit && !rc->stopping &&
 	       pthread_cond_timedwait(&rc->room, &rc->queue_lock, &ts) == 0)
 		;
-	return rc->queued < rc->queue_max;
+	return rc->queued < limit;
 }
 
 /* A store dropped because the queue is full (or the cache closing). */

@@ -785,29 +785,40 @@ static void *waiting_put_main(void *arg)
 }
 
 /* A full queue pushes back: a put that may wait gets room once the server
- * takes stores again, one that may not is dropped at once, and one whose
- * wait runs out is dropped then. */
+ * takes stores again, one whose wait runs out is dropped then, and the last
+ * quarter of the queue is kept for the puts that may not wait. */
 static void test_backpressure(void **state)
 {
 	struct server *s = *state;
 	/* Stores may take 3 s: the frozen server is not given up on meanwhile. */
-	struct clip_rcache_options o = { .queue_max = 2, .timeout_ms = 3000 };
+	struct clip_rcache_options o = { .queue_max = 8, .timeout_ms = 3000 };
 	struct clip_rcache *c = open_server(s, "", &o);
 	unsigned char value[4096];
 	tt_fill_random(value, sizeof(value), 11);
 	server_signal(s, SIGSTOP);
 
-	/* Fill the queue (and the store threads, each stuck on one store). */
-	int queued = 0, r = 0;
-	for (int i = 0; i < 10 && r == 0; i++) {
+	/* Background puts fill three quarters of the queue (and the two store
+	 * threads, each stuck on one store), then wait in vain. */
+	int background = 0, r = 0;
+	for (int i = 0; i < 12 && r == 0; i++) {
 		char key[32];
-		snprintf(key, sizeof(key), "clip:bp:%d", i);
-		if ((r = put(c, key, value, sizeof(value))) == 0)
-			queued++;
+		snprintf(key, sizeof(key), "clip:bp:bg%d", i);
+		struct clip_err err = { 0 };
+		if ((r = c->ops->put(c->self, key, value, sizeof(value), 50, &err)) == 0)
+			background++;
 		sleep_ms(5); /* let a store thread take what it can */
 	}
 	assert_int_equal(r, -EAGAIN);
-	assert_in_range(queued, 2, 4); /* the queue, and a store in each of two threads */
+	assert_in_range(background, 6, 8);
+	/* The rest is for puts that may not wait: two more, no more. */
+	int foreground = 0;
+	for (int i = 0; i < 4; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "clip:bp:fg%d", i);
+		if (put(c, key, value, sizeof(value)) == 0)
+			foreground++;
+	}
+	assert_int_equal(foreground, 2);
 
 	struct clip_err err = { 0 };
 	double t0 = now_ms();
@@ -827,10 +838,12 @@ static void test_backpressure(void **state)
 	server_signal(s, SIGCONT);
 	pthread_join(thread, NULL);
 	assert_int_equal(w.result, 0);
+	/* The background put that waited in vain, two foreground ones, the late one. */
+	assert_int_equal(stats(c).stores_dropped, 1 + 2 + 1);
 
 	clip_rcache_close(c);
-	/* Everything queued is stored; exactly the two refused were dropped. */
-	assert_int_equal(direct_int(s->port, "DBSIZE", NULL), queued + 1);
+	/* Everything queued is stored, and only that. */
+	assert_int_equal(direct_int(s->port, "DBSIZE", NULL), background + foreground + 1);
 	redisReply *stored = direct(s->port, "GET clip:bp:waiter");
 	assert_int_equal(stored->type, REDIS_REPLY_STRING);
 	assert_memory_equal(stored->str, value, sizeof(value));
