@@ -31,6 +31,7 @@
 #include "clip/archive.h"
 #include "clip/err.h"
 #include "clip/gzindex.h"
+#include "clip/profile.h"
 #include "clip/rcache.h"
 #include "clip/registry.h"
 #include "clip/source.h"
@@ -60,6 +61,14 @@ struct clip_content_options {
 	 * over 100: never. Needs a disk cache. */
 	unsigned hydrate_percent;
 	const struct clip_rcache_options *remote_cache_options; /* NULL: defaults */
+	/* Startup profiles (clip/profile.h), both borrowed. Every read is noted
+	 * in `record_profile`, which must outlive the content. The regions of
+	 * `replay_profile` (checked against the archive at open: a profile that
+	 * does not fit is an error) are fetched into the disk cache in their
+	 * order once clip_content_start is called, by the engine's workers,
+	 * after programs' reads and read-ahead; it may be freed after open. */
+	struct clip_profile_recorder *record_profile;
+	const struct clip_profile *replay_profile;
 };
 
 #define CLIP_DEFAULT_HYDRATE_PERCENT 50
@@ -81,6 +90,11 @@ int clip_content_open(const struct clip_archive *archive,
  * concurrent reads of the same chunk share one fetch. */
 ssize_t clip_content_read(struct clip_content *content, uint32_t ino, void *buf, size_t len,
 			  uint64_t offset, struct clip_err *err);
+
+/* The mount serves: start background work that the options asked for and
+ * that must not start before (a daemon forks after open), such as replaying
+ * a startup profile. Returns at once. */
+void clip_content_start(struct clip_content *content);
 
 /* Fetch every layer into the disk cache, until done or *stop becomes true:
  * hydration of every layer on the engine's workers (programs' reads go
@@ -114,6 +128,9 @@ struct clip_content_stats {
 	uint64_t source_requests;	 /* registry requests (0 for a local layout) */
 	uint64_t source_bytes;		 /* bytes fetched from the source */
 	uint64_t remote_verify_failures; /* remote chunks that failed their hash */
+	/* Startup profile replay: regions to fetch, fetched (or found cached),
+	 * and of those stopped by a source error. */
+	uint64_t replay_regions, replay_done, replay_errors;
 };
 
 /* What programs read of one layer, and its hydration. */

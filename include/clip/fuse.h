@@ -39,6 +39,11 @@ struct clip_fuse_options {
 	bool foreground;      /* stay in the foreground (-f) */
 	bool prefetch;	      /* run clip_content_prefetch in the background */
 	unsigned max_threads; /* session loop threads; 0: libfuse's default */
+	/* Called in the serving process (the daemon) once it served and the
+	 * mount is gone, before clip_fuse_serve returns there; never in the
+	 * caller that a daemon leaves. A failure is logged. NULL: nothing. */
+	int (*unmounted)(void *opaque, struct clip_err *err);
+	void *unmounted_opaque;
 };
 
 /* Mount `archive` at options->mountpoint and serve it until unmounted

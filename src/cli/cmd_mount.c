@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "clip/content.h"
 #include "clip/fuse.h"
+#include "clip/profile.h"
 
 /* The cache is shared by every mount of the same user; without a bound it
  * would grow with every image ever mounted. */
@@ -33,6 +34,9 @@
 #define OPT_REMOTE_TIMEOUT 2007
 #define OPT_REMOTE_PREFIX  2008
 #define OPT_HYDRATE	   2009
+#define OPT_RECORD	   2010
+#define OPT_RECORD_SECS	   2011
+#define OPT_PROFILE	   2012
 
 static void mount_help(void)
 {
@@ -57,6 +61,13 @@ static void mount_help(void)
 	       "      --hydrate-threshold PCT   once programs read PCT %% of a layer's spans,\n"
 	       "                                fetch the rest of it in the background\n"
 	       "                                (default 50; off: never)\n"
+	       "      --record-profile FILE     record what programs read into a startup\n"
+	       "                                profile, written to FILE at unmount\n"
+	       "      --record-seconds N        record only the first N seconds after the\n"
+	       "                                first read (default: all)\n"
+	       "      --profile FILE            fetch the regions of a startup profile into\n"
+	       "                                the disk cache at once, in the order they\n"
+	       "                                were first read, yielding to programs' reads\n"
 	       "%s"
 	       "      --remote-timeout MS       skip the remote cache after MS (default 50)\n"
 	       "      --remote-prefix PREFIX    its keys are PREFIX<layer hex>:<chunk> (default\n"
@@ -129,6 +140,8 @@ struct mount_args {
 	const char *log_path;
 	bool no_cache;
 	const char *archive;
+	const char *record_path, *profile_path;
+	uint32_t record_seconds;
 };
 
 /* The command line into `a`: CLI_GO_ON, or the exit status to end with. */
@@ -145,6 +158,9 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "remote-timeout", required_argument, NULL, OPT_REMOTE_TIMEOUT },
 		{ "remote-prefix", required_argument, NULL, OPT_REMOTE_PREFIX },
 		{ "hydrate-threshold", required_argument, NULL, OPT_HYDRATE },
+		{ "record-profile", required_argument, NULL, OPT_RECORD },
+		{ "record-seconds", required_argument, NULL, OPT_RECORD_SECS },
+		{ "profile", required_argument, NULL, OPT_PROFILE },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -207,6 +223,15 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			else
 				co->hydrate_percent = (unsigned)n;
 			break;
+		case OPT_RECORD: a->record_path = optarg; break;
+		case OPT_RECORD_SECS:
+			if (!cli_parse_u64(optarg, &n) || n < 1 || n > 86400)
+				return cli_usage_error("mount",
+						       "--record-seconds %s: expected 1 to 86400",
+						       optarg);
+			a->record_seconds = (uint32_t)n;
+			break;
+		case OPT_PROFILE: a->profile_path = optarg; break;
 		case 'f': a->fuse.foreground = true; break;
 		case 'o': a->fuse.fuse_options = optarg; break;
 		case 'h': mount_help(); return 0;
@@ -215,8 +240,11 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 	}
 	if (argc - optind != 2)
 		return cli_usage_error("mount", "expected ARCHIVE MOUNTPOINT");
-	if (a->no_cache && (co->cache_dir || a->fuse.prefetch))
-		return cli_usage_error("mount", "--no-cache excludes --cache-dir and --prefetch");
+	if (a->no_cache && (co->cache_dir || a->fuse.prefetch || a->profile_path))
+		return cli_usage_error("mount",
+				       "--no-cache excludes --cache-dir, --prefetch and --profile");
+	if (a->record_seconds && !a->record_path)
+		return cli_usage_error("mount", "--record-seconds needs --record-profile");
 	a->archive = argv[optind];
 	a->fuse.mountpoint = argv[optind + 1];
 	return CLI_GO_ON;
@@ -225,7 +253,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 /* Every path the daemon uses later, made absolute: it leaves the working
  * directory. The arguments then point at these strings. */
 struct mount_paths {
-	char *archive, *cache_dir, *source, *log, *ca_file;
+	char *archive, *cache_dir, *source, *log, *ca_file, *record;
 };
 
 static void mount_paths_free(struct mount_paths *p)
@@ -235,6 +263,7 @@ static void mount_paths_free(struct mount_paths *p)
 	free(p->source);
 	free(p->log);
 	free(p->ca_file);
+	free(p->record);
 }
 
 /* Fill `p` from `a` and point `a` at it: 0, or the exit status after
@@ -259,8 +288,11 @@ static int make_paths_absolute(struct mount_args *a, struct mount_paths *p)
 	p->archive = realpath(a->archive, NULL);
 	if (p->archive == NULL)
 		return cli_fail(CLI_EXIT_FAILURE, "archive %s: %s", a->archive, strerror(errno));
-	if (ro->ca_file && (p->ca_file = absolute_path(ro->ca_file)) == NULL)
+	if ((ro->ca_file && (p->ca_file = absolute_path(ro->ca_file)) == NULL) ||
+	    (a->record_path && (p->record = absolute_path(a->record_path)) == NULL))
 		return cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));
+	if (p->record)
+		a->record_path = p->record;
 	if (p->ca_file)
 		ro->ca_file = p->ca_file;
 	co->source = p->source;
@@ -280,6 +312,33 @@ static void close_inherited_fds(void)
 			close(fd);
 }
 
+/* At unmount, in the daemon: the recorded profile into its file. */
+struct recording {
+	struct clip_profile_recorder *recorder;
+	const char *path;
+};
+
+static int save_profile(void *opaque, struct clip_err *err)
+{
+	struct recording *r = opaque;
+	struct clip_profile *p = NULL;
+	int rc = clip_profile_recorder_profile(r->recorder, &p, err);
+	if (rc == 0)
+		rc = clip_profile_save(p, r->path, err);
+	clip_profile_free(p);
+	return rc;
+}
+
+/* The profile to replay, loaded into *out: 0, or the exit status after
+ * printing why not. */
+static int load_profile(const char *path, struct clip_profile **out)
+{
+	struct clip_err err = { 0 };
+	if (clip_profile_load(path, out, &err) < 0)
+		return cli_error(&err);
+	return 0;
+}
+
 int cmd_mount(int argc, char **argv)
 {
 	struct mount_args a;
@@ -289,6 +348,8 @@ int cmd_mount(int argc, char **argv)
 	struct mount_paths paths = { 0 };
 	struct clip_archive *archive = NULL;
 	struct clip_content *content = NULL;
+	struct clip_profile *profile = NULL;
+	struct recording recording = { 0 };
 	struct clip_err err = { 0 };
 	rc = make_paths_absolute(&a, &paths);
 	if (rc != 0)
@@ -300,17 +361,35 @@ int cmd_mount(int argc, char **argv)
 		rc = CLI_EXIT_FAILURE;
 		goto out;
 	}
+	if (a.profile_path && (rc = load_profile(a.profile_path, &profile)) != 0)
+		goto out;
+	a.read.content.replay_profile = profile;
+	if (a.record_path) {
+		if (clip_profile_recorder_new(archive, a.record_seconds, &recording.recorder,
+					      &err) < 0) {
+			rc = cli_error(&err);
+			goto out;
+		}
+		recording.path = a.record_path;
+		a.read.content.record_profile = recording.recorder;
+		a.fuse.unmounted = save_profile;
+		a.fuse.unmounted_opaque = &recording;
+	}
 	content = cli_open_content(archive, a.archive, &a.read.content);
 	if (content == NULL) {
 		rc = CLI_EXIT_FAILURE;
 		goto out;
 	}
+	clip_profile_free(profile); /* the content took its regions */
+	profile = NULL;
 	a.fuse.fsname = paths.archive;
 	a.fuse.log_path = a.log_path;
 	if (clip_fuse_serve(archive, content, &a.fuse, &err) < 0)
 		rc = cli_error(&err);
 out:
 	clip_content_close(content);
+	clip_profile_recorder_free(recording.recorder);
+	clip_profile_free(profile);
 	clip_archive_close(archive);
 	mount_paths_free(&paths);
 	return rc;

@@ -19,6 +19,7 @@ static const struct command commands[] = {
 	{ "mount", cmd_mount, "serve an archive as a lazy read-only FUSE filesystem" },
 	{ "umount", cmd_umount, "unmount a clip mount" },
 	{ "stats", cmd_stats, "print the read counters of a clip mount" },
+	{ "profile", cmd_profile, "summarise a startup profile (mount --record-profile)" },
 };
 
 static void usage(FILE *f)

@@ -401,38 +401,6 @@ static int assemble(struct writer *w, struct buf *out)
 	return 0;
 }
 
-/* Write `len` bytes to `path` through a temporary file in the same directory,
- * fsync and rename, so that `path` is either the old file or the whole new
- * one. The file gets 0644 less the umask, as open(2) would give it. */
-static int write_file_atomically(const char *path, const void *data, size_t len,
-				 struct clip_err *err)
-{
-	size_t plen = strlen(path);
-	cleanup_free char *tmp = malloc(plen + 16);
-	if (tmp == NULL)
-		return clip_err_nomem(err);
-	snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-	int fd = mkstemp(tmp);
-	if (fd < 0)
-		return clip_err_errno(err, errno, "%s: cannot create temporary file", path);
-	mode_t mask = umask(0);
-	umask(mask);
-	int rc = clip_write_full(fd, data, len);
-	if (rc == 0 && fchmod(fd, 0644 & ~mask) < 0)
-		rc = -errno;
-	if (rc == 0 && fsync(fd) < 0)
-		rc = -errno;
-	if (close(fd) < 0 && rc == 0)
-		rc = -errno;
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc < 0) {
-		unlink(tmp);
-		return clip_err_errno(err, rc, "%s: cannot write", path);
-	}
-	return 0;
-}
-
 int clip_archive_write(const char *path, const struct clip_archive_write_options *o,
 		       struct clip_err *err)
 {
@@ -486,7 +454,7 @@ int clip_archive_write(const char *path, const struct clip_archive_write_options
 						    : "out of memory");
 	}
 
-	rc = write_file_atomically(path, out.data, out.len, err);
+	rc = clip_write_file_atomic(path, out.data, out.len, err);
 	free(out.data);
 	return rc;
 }

@@ -103,6 +103,17 @@ static int open_caches(struct clip_content *c, const struct clip_content_options
 	return 0;
 }
 
+/* The regions of `profile` for the engine to replay, once it fits. */
+static int load_replay(struct clip_content *c, const struct clip_profile *profile,
+		       struct clip_err *err)
+{
+	cleanup_free uint32_t *map = calloc(profile->nlayers ? profile->nlayers : 1, sizeof(*map));
+	if (map == NULL)
+		return clip_err_nomem(err);
+	int rc = clip_profile_match(profile, c->archive, map, err);
+	return rc < 0 ? rc : content_engine_replay_load(c, profile, map, err);
+}
+
 int clip_content_open(const struct clip_archive *archive, const struct clip_content_options *o,
 		      struct clip_content **out, struct clip_err *err)
 {
@@ -118,6 +129,7 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 			     : o->hydrate_percent > 100	   ? 0
 							   : o->hydrate_percent;
 	c->cache_max = o ? o->cache_max : 0;
+	c->recorder = o ? o->record_profile : NULL;
 	struct clip_archive_stats st;
 	clip_archive_stats(archive, &st);
 	c->nlayers = st.layers;
@@ -146,6 +158,8 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 		return clip_err_prefix(err, "image source");
 	}
 	rc = open_caches(c, o, err);
+	if (rc == 0 && o && o->replay_profile)
+		rc = load_replay(c, o->replay_profile, err);
 	if (rc < 0) {
 		clip_content_close(c);
 		return rc;
@@ -154,7 +168,7 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 	return 0;
 }
 
-static int layer_prepare(struct clip_content *c, struct layer_state *l, struct clip_err *err)
+int content_layer_prepare(struct clip_content *c, struct layer_state *l, struct clip_err *err)
 {
 	int rc = 0;
 	pthread_mutex_lock(&c->lock);
@@ -296,7 +310,7 @@ void content_span_batch(const struct clip_content *c, const struct layer_state *
 	 * (small files, scattered) -- unless the layer is dense enough that
 	 * it is being hydrated, and the rest of the span is wanted soon. */
 	uint64_t file_hi = (file->end + c->chunk_bytes - 1) / c->chunk_bytes;
-	if (hi > file_hi && !__atomic_load_n(&l->hydrating, __ATOMIC_RELAXED))
+	if (hi > file_hi && !l->hydrating)
 		hi = file_hi;
 	if (lo > k)
 		lo = k;
@@ -487,7 +501,8 @@ int content_fetch_run(struct clip_content *c, struct layer_state *l, uint64_t fi
 }
 
 int content_chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k,
-			const struct extent *file, struct chunk_want *want, struct clip_err *err)
+			const struct extent *file, struct chunk_want *want, bool try_remote,
+			struct clip_err *err)
 {
 	pthread_mutex_lock(&c->lock);
 	if (!content_ranges_vouched(c, l))
@@ -501,9 +516,7 @@ int content_chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t 
 	uint64_t first, last;
 	content_span_batch(c, l, k, file, &first, &last);
 	content_inflight_trim(c, l, k, &first, &last);
-	/* Chunk k itself was looked for in the remote cache already; a read
-	 * waits for no more round trips for the rest of its batch. */
-	return content_fetch_run(c, l, first, last, want, false, NULL, err); /* unlocks */
+	return content_fetch_run(c, l, first, last, want, try_remote, NULL, err); /* unlocks */
 }
 
 bool content_chunk_cached(struct clip_content *c, const struct layer_state *l, uint64_t k)
@@ -550,7 +563,9 @@ static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
 			}
 		}
 		struct chunk_want want = { k, buf, len, off, false };
-		int rc = content_chunk_fetch(c, l, k, file, &want, err);
+		/* Chunk k itself was looked for in the remote cache already; a
+		 * read waits for no more round trips for the rest of its batch. */
+		int rc = content_chunk_fetch(c, l, k, file, &want, false, err);
 		if (rc < 0)
 			return rc;
 		if (want.done) {
@@ -632,7 +647,7 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 	if (len > inode.size - offset)
 		len = (size_t)(inode.size - offset);
 	struct layer_state *l = &c->layers[inode.layer];
-	int rc = layer_prepare(c, l, err);
+	int rc = content_layer_prepare(c, l, err);
 	if (rc < 0)
 		return clip_err_prefix(err, "layer %s", l->info.digest);
 	uint64_t tar_off = inode.data_offset + offset;
@@ -647,6 +662,8 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 		const struct extent file = { inode.data_offset, inode.data_offset + inode.size };
 		uint64_t readahead = readahead_window(c, ino, offset, len);
 		content_engine_touch(c, l, tar_off, len);
+		if (c->recorder)
+			clip_profile_recorder_add(c->recorder, l->index, tar_off, len);
 		n = chunked_read(c, l, &file, buf, len, tar_off, readahead, err);
 	}
 	if (n < 0)
@@ -659,13 +676,18 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 	return n;
 }
 
+void clip_content_start(struct clip_content *c)
+{
+	content_engine_replay_start(c);
+}
+
 int clip_content_prefetch(struct clip_content *c, const atomic_bool *stop, struct clip_err *err)
 {
 	if (c->cache == NULL)
 		return clip_err_set(err, ENOTSUP, "prefetch needs a disk cache");
 	for (uint32_t i = 0; i < c->nlayers && !atomic_load(stop); i++) {
 		struct layer_state *l = &c->layers[i];
-		int rc = layer_prepare(c, l, err);
+		int rc = content_layer_prepare(c, l, err);
 		if (rc < 0)
 			return clip_err_prefix(err, "layer %s", l->info.digest);
 		if (content_ranges_vouched(c, l)) {
@@ -675,7 +697,7 @@ int clip_content_prefetch(struct clip_content *c, const atomic_bool *stop, struc
 		/* One whole-layer fetch brings in every chunk. */
 		const struct extent whole = { 0, l->info.uncompressed_size };
 		if (!content_chunk_cached(c, l, 0) &&
-		    content_chunk_fetch(c, l, 0, &whole, NULL, err) < 0)
+		    content_chunk_fetch(c, l, 0, &whole, NULL, false, err) < 0)
 			return clip_err_prefix(err, "layer %s", l->info.digest);
 	}
 	content_engine_wait(c, stop);
@@ -692,6 +714,9 @@ void clip_content_stats(const struct clip_content *c, struct clip_content_stats 
 		.gz = { CLIP_COUNTER_LOAD(k->spans), CLIP_COUNTER_LOAD(k->compressed_bytes),
 			CLIP_COUNTER_LOAD(k->inflated_bytes) },
 		.remote_verify_failures = CLIP_COUNTER_LOAD(k->remote_verify_failures),
+		.replay_regions = c->nreplay,
+		.replay_done = CLIP_COUNTER_LOAD(k->replay_done),
+		.replay_errors = CLIP_COUNTER_LOAD(k->replay_errors),
 	};
 	for (int t = 0; t < CLIP_TIER_COUNT; t++) {
 		struct tier_counters *tc = &k->tier[t];
@@ -784,6 +809,10 @@ char *clip_content_stats_json(const struct clip_content *c)
 			    json_integer((json_int_t)CLIP_COUNTER_LOAD(
 				    ((struct clip_content *)c)->counters.hydrate_errors)));
 	json_object_set_new(o, "layers", layers_json((struct clip_content *)c));
+	json_object_set_new(o, "replay",
+			    json_pack("{s:I,s:I,s:I}", "regions", (json_int_t)s.replay_regions,
+				      "done", (json_int_t)s.replay_done, "errors",
+				      (json_int_t)s.replay_errors));
 	if (c->rcache) {
 		struct clip_rcache_stats r;
 		c->rcache->ops->stats(c->rcache->self, &r);
@@ -830,6 +859,7 @@ void clip_content_close(struct clip_content *c)
 		pthread_cond_destroy(&c->layers[i].streamed);
 	}
 	free(c->layers);
+	free(c->replay);
 	clip_source_clear(&c->source);
 	clip_diskcache_close(c->cache);
 	clip_rcache_close(c->rcache);

@@ -90,10 +90,76 @@ static void readahead_run(struct clip_content *c, struct readahead *r)
 	struct clip_err e = { 0 };
 	int rc = content_chunk_cached(c, l, r->chunk)
 			 ? 0
-			 : content_chunk_fetch(c, l, r->chunk, &r->file, NULL, &e);
+			 : content_chunk_fetch(c, l, r->chunk, &r->file, NULL, true, &e);
 	uint64_t done = (last + 1 - r->chunk) * c->chunk_bytes;
 	if (rc >= 0 && r->budget > done)
 		content_engine_readahead(c, l, last + 1, &r->file, r->budget - done);
+}
+
+/* ---- profile replay ------------------------------------------------------------ */
+
+/* Under c->lock. */
+static bool replay_pending(const struct clip_content *c)
+{
+	return c->replay_started && c->replay_next < c->nreplay;
+}
+
+int content_engine_replay_load(struct clip_content *c, const struct clip_profile *p,
+			       const uint32_t *map, struct clip_err *err)
+{
+	if (c->cache == NULL || p->nregions == 0)
+		return 0; /* nowhere to keep what a replay would fetch */
+	c->replay = calloc(p->nregions, sizeof(*c->replay));
+	if (c->replay == NULL)
+		return clip_err_nomem(err);
+	for (size_t i = 0; i < p->nregions; i++) {
+		const struct clip_profile_region *r = &p->regions[i];
+		c->replay[i] = (struct replay_region){ map[r->layer],
+						       { r->offset, r->offset + r->length } };
+	}
+	c->nreplay = p->nregions;
+	return 0;
+}
+
+void content_engine_replay_start(struct clip_content *c)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->nreplay && !c->replay_started && !c->engine_stop && workers_start(c)) {
+		c->replay_started = true;
+		pthread_cond_broadcast(&c->engine_wake);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Fetch what region r lacks: its chunks not cached yet, each with the
+ * batch of its span that a program's read of that place would have
+ * fetched (the region is the "file" that bounds the batch; a layer without
+ * ranges, zstd, comes whole, as a read would bring it). A source error ends
+ * the region; programs' reads will say why. */
+static void replay_run(struct clip_content *c, const struct replay_region *r)
+{
+	struct layer_state *l = &c->layers[r->layer];
+	struct clip_err e = { 0 };
+	if (content_layer_prepare(c, l, &e) < 0) {
+		CLIP_COUNT(c->counters.replay_errors, 1);
+		return;
+	}
+	uint64_t k = r->range.start / c->chunk_bytes;
+	uint64_t end = (r->range.end + c->chunk_bytes - 1) / c->chunk_bytes;
+	while (k < end && k < content_chunk_count(c, l) && !c->engine_stop) {
+		uint64_t first, last;
+		content_span_batch(c, l, k, &r->range, &first, &last);
+		if (!content_chunk_cached(c, l, k)) {
+			int rc = content_chunk_fetch(c, l, k, &r->range, NULL, true, &e);
+			if (rc < 0) {
+				CLIP_COUNT(c->counters.replay_errors, 1);
+				return;
+			}
+			if (rc == 1)
+				continue; /* another fetch had it: look again */
+		}
+		k = last + 1 > k ? last + 1 : k + 1;
+	}
 }
 
 /* ---- hydration --------------------------------------------------------------- */
@@ -271,7 +337,8 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
 		struct layer_state *l = NULL;
-		while (!c->engine_stop && c->ra_queue == NULL && (l = hydration_pending(c)) == NULL)
+		while (!c->engine_stop && c->ra_queue == NULL && !replay_pending(c) &&
+		       (l = hydration_pending(c)) == NULL)
 			pthread_cond_wait(&c->engine_wake, &c->lock);
 		if (c->engine_stop)
 			break;
@@ -282,6 +349,14 @@ static void *worker_main(void *arg)
 			pthread_mutex_unlock(&c->lock);
 			readahead_run(c, r);
 			free(r);
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
+		if (replay_pending(c)) {
+			const struct replay_region *r = &c->replay[c->replay_next++];
+			pthread_mutex_unlock(&c->lock);
+			replay_run(c, r);
+			CLIP_COUNT(c->counters.replay_done, 1);
 			pthread_mutex_lock(&c->lock);
 			continue;
 		}

@@ -11,6 +11,7 @@
 #include "clip/archive.h"
 #include "clip/content.h"
 #include "clip/diskcache.h"
+#include "clip/profile.h"
 #include "clip/rcache.h"
 #include "clip/source.h"
 
@@ -28,8 +29,9 @@ struct layer_state {
 	 * programs have read, and the hydration this starts. */
 	uint8_t *touched; /* a bitmap of nunits, allocated on first touch */
 	uint64_t nunits, ntouched;
-	bool hydrating; /* hydration started; hydrate_next is its cursor */
-	bool hydrated;	/* every chunk was looked at */
+	atomic_bool hydrating; /* hydration started; hydrate_next is its cursor; set
+				  under c->lock, read without it by reads */
+	bool hydrated;	       /* every chunk was looked at */
 	uint64_t hydrate_next;
 	unsigned hydrate_runs;		  /* runs under way */
 	_Atomic uint64_t hydrated_chunks; /* chunks the hydration produced */
@@ -46,6 +48,8 @@ struct content_counters {
 	_Atomic uint64_t spans, compressed_bytes, inflated_bytes;
 	_Atomic uint64_t remote_verify_failures;
 	_Atomic uint64_t hydrate_errors; /* hydrations the source stopped */
+	_Atomic uint64_t replay_done;	 /* profile regions replayed */
+	_Atomic uint64_t replay_errors;	 /* ... of them, stopped by the source */
 };
 
 #define ENGINE_MAX_WORKERS 8
@@ -83,15 +87,22 @@ struct clip_content {
 	 * read-ahead first. Under `lock`. */
 	struct readahead *ra_queue;
 	unsigned ra_queued;
+	/* A startup profile's regions (archive layers, tar ranges) in the
+	 * order programs first read them: workers fetch them after read-ahead
+	 * and before hydration, from clip_content_start on. */
+	struct replay_region *replay;
+	size_t nreplay, replay_next;
+	bool replay_started;
 	pthread_cond_t engine_wake; /* work was queued, or stop */
 	pthread_cond_t engine_idle; /* a hydration ended */
 	pthread_t workers[ENGINE_MAX_WORKERS];
 	unsigned nworkers, engine_busy;
-	bool engine_stop;
+	atomic_bool engine_stop;  /* set under `lock`; replay reads it without */
 	unsigned hydrate_percent; /* share of units read that starts hydration; 0: never */
 	uint64_t cache_max;	  /* the disk cache's bound; 0: none */
 	struct seq_slot seq[SEQ_SLOTS];
 	struct content_counters counters;
+	struct clip_profile_recorder *recorder; /* borrowed; NULL: not recording */
 };
 
 /* The part of one cache chunk a reader waits for: whoever produces that
@@ -127,6 +138,12 @@ struct extent {
 	uint64_t start, end;
 };
 
+/* A region of a startup profile, to fetch ahead of programs. */
+struct replay_region {
+	uint32_t layer;
+	struct extent range;
+};
+
 uint64_t content_now_ns(void);
 
 /* Count one request of `tier`: outcome > 0 a hit, 0 a miss, < 0 an error. */
@@ -151,10 +168,15 @@ void content_span_batch(const struct clip_content *c, const struct layer_state *
 			const struct extent *file, uint64_t *first, uint64_t *last);
 
 /* Make sure chunk k is in the caches, fetching it (and its batch) from the
- * source; a caller whose chunk another fetch had under way waits for that
- * one and gets 1 (look again). 0 or a negative errno. */
+ * remote cache when `try_remote` and it has them, else from the source; a
+ * caller whose chunk another fetch had under way waits for that one and gets
+ * 1 (look again). 0 or a negative errno. */
 int content_chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t k,
-			const struct extent *file, struct chunk_want *want, struct clip_err *err);
+			const struct extent *file, struct chunk_want *want, bool try_remote,
+			struct clip_err *err);
+
+/* Load the blob and checkpoints of layer l once. */
+int content_layer_prepare(struct clip_content *c, struct layer_state *l, struct clip_err *err);
 
 /* Under c->lock: the chunk after the in-flight fetch holding chunk k, or k
  * when none holds it. */
@@ -202,6 +224,14 @@ void content_engine_stop(struct clip_content *c);
 
 /* True on the engine's worker threads (background work nobody waits on). */
 bool content_engine_in_worker(void);
+
+/* Queue the regions of `profile` (whose layer i is archive layer map[i]) for
+ * replay, once clip_content_start is called. Only at open. */
+int content_engine_replay_load(struct clip_content *c, const struct clip_profile *profile,
+			       const uint32_t *map, struct clip_err *err);
+
+/* Start replaying the profile's regions, if any. */
+void content_engine_replay_start(struct clip_content *c);
 
 /* ---- content_produce.c: tar bytes that a digest vouches for -------------- */
 

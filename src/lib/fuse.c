@@ -46,6 +46,7 @@ struct fs {
 	int log_fd;	   /* --log file, -1 if none */
 	bool foreground;
 	int report_fd; /* daemon: the pipe to the waiting parent until ready */
+	bool served;   /* the mount came up (mount_ready) */
 	bool prefetch; /* start clip_content_prefetch once ready */
 	bool prefetching;
 	pthread_t prefetch_thread;
@@ -943,8 +944,10 @@ static void mount_ready(struct fs *fs)
 		report_to_parent(fs->report_fd, NULL);
 		fs->report_fd = -1;
 	}
-	/* Prefetching starts with serving, never before: reads of programs
-	 * come first. */
+	/* Background work starts with serving, never before: reads of
+	 * programs come first. */
+	fs->served = true;
+	clip_content_start(fs->content);
 	prefetch_start(fs);
 }
 
@@ -1158,6 +1161,10 @@ int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 		rc = serve_requests(s.se, options, mountpoint, err);
 	prefetch_stop(&fs);
 	session_stop(&s);
+	struct clip_err hook_err = { 0 };
+	if (fs.served && options->unmounted &&
+	    options->unmounted(options->unmounted_opaque, &hook_err) < 0)
+		log_msg(LOG_ERR, "mount %s: at unmount: %s", mountpoint, hook_err.msg);
 	if (fs.report_fd >= 0) {
 		/* The daemon failed to start: its report is the caller's error
 		 * (the parent names the mountpoint), and it must not go on to

@@ -71,6 +71,13 @@ int clip_write_full(int fd, const void *buf, size_t len);
  * bytes read (fewer only at the end of the file) or -errno. */
 ssize_t clip_pread_full(int fd, void *buf, size_t len, uint64_t offset);
 
+struct clip_err;
+
+/* Write `len` bytes to `path` through a temporary file in the same directory,
+ * fsync and rename, so that `path` is either the old file or the whole new
+ * one (mode 0644 less the umask). 0, or -errno with `err` naming `path`. */
+int clip_write_file_atomic(const char *path, const void *data, size_t len, struct clip_err *err);
+
 #define CLIP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Statistics counters are `_Atomic uint64_t` fields bumped with this one

@@ -31,6 +31,7 @@
 #include "clip/content.h"
 #include "clip/image.h"
 #include "clip/indexer.h"
+#include "clip/profile.h"
 #include "clip/source.h"
 #include "sha256.h"
 #include "testutil.h"
@@ -627,6 +628,135 @@ static void test_density_hydrates_the_layer(void **state)
 	clip_content_close(c);
 }
 
+/* Record the reads of a few files into a profile, save and load it; a
+ * fresh cache replaying it then has every byte those reads need: reading
+ * them again asks the source for nothing. A profile that does not fit the
+ * archive is refused at open. */
+static void test_profile_record_replay(void **state)
+{
+	(void)state;
+	static const size_t wanted[] = { 1, 3, 6 }; /* gzip, zstd, plain files */
+	char cache[8192], path[8192];
+	snprintf(path, sizeof(path), "%s/startup.profile", workdir);
+	fresh_cache_dir(cache, sizeof(cache), "cache-record");
+	struct faults f;
+	faults_init(&f, layout);
+	struct clip_profile_recorder *rec = NULL;
+	struct clip_err err = { 0 };
+	assert_int_equal(clip_profile_recorder_new(archive, 0, &rec, &err), 0);
+	struct clip_content_options o = { .source_ops = &f.ops,
+					  .cache_dir = cache,
+					  .hydrate_percent = 101,
+					  .record_profile = rec };
+	struct clip_content *c;
+	assert_int_equal(clip_content_open(archive, &o, &c, &err), 0);
+	for (size_t i = 0; i < (sizeof(wanted) / sizeof(wanted[0])); i++) {
+		const struct file *w = &files[wanted[i]];
+		assert_int_equal(read_file(c, archive, w->path, w->data, w->size, 65536), 0);
+	}
+	clip_content_close(c);
+	struct clip_profile *recorded = NULL, *loaded = NULL;
+	assert_int_equal(clip_profile_recorder_profile(rec, &recorded, &err), 0);
+	clip_profile_recorder_free(rec);
+	/* Reads 64 KiB apart and closer merge: one region per file here. */
+	assert_int_equal(recorded->nregions, (sizeof(wanted) / sizeof(wanted[0])));
+	assert_int_equal(clip_profile_save(recorded, path, &err), 0);
+	assert_int_equal(clip_profile_load(path, &loaded, &err), 0);
+	assert_int_equal(loaded->nregions, recorded->nregions);
+	assert_memory_equal(loaded->regions, recorded->regions,
+			    recorded->nregions * sizeof(*recorded->regions));
+	uint64_t bytes;
+	size_t regions;
+	clip_profile_totals(loaded, UINT32_MAX, &bytes, &regions);
+	assert_int_equal(bytes, files[1].size + files[3].size + files[6].size);
+
+	fresh_cache_dir(cache, sizeof(cache), "cache-replay");
+	o.record_profile = NULL;
+	o.replay_profile = loaded;
+	assert_int_equal(clip_content_open(archive, &o, &c, &err), 0);
+	clip_content_start(c);
+	struct clip_content_stats st;
+	for (int i = 0; i < 1000; i++) {
+		clip_content_stats(c, &st);
+		if (st.replay_done == st.replay_regions)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(st.replay_regions, loaded->nregions);
+	assert_int_equal(st.replay_done, st.replay_regions);
+	assert_int_equal(st.replay_errors, 0);
+	unsigned calls = atomic_load(&f.calls);
+	assert_true(calls > 0);
+	for (size_t i = 0; i < (sizeof(wanted) / sizeof(wanted[0])); i++) {
+		const struct file *w = &files[wanted[i]];
+		assert_int_equal(read_file(c, archive, w->path, w->data, w->size, 65536), 0);
+	}
+	assert_int_equal(atomic_load(&f.calls), calls);
+	clip_content_close(c);
+
+	/* A layer the archive does not have, a region past its layer's end. */
+	char *kept = loaded->layers[0];
+	loaded->layers[0] =
+		"sha256:0000000000000000000000000000000000000000000000000000000000000000";
+	assert_int_equal(clip_content_open(archive, &o, &c, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "not in this archive"));
+	loaded->layers[0] = kept;
+	struct clip_archive_layer al;
+	assert_int_equal(clip_archive_layer(archive, loaded->regions[0].layer, &al), 0);
+	loaded->regions[0].length = al.uncompressed_size - loaded->regions[0].offset + 1;
+	assert_int_equal(clip_content_open(archive, &o, &c, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "ends past layer"));
+	clip_profile_free(loaded);
+	clip_profile_free(recorded);
+}
+
+/* A damaged profile file is refused with the reason: cut short, edited
+ * (checksum), of an unknown version. */
+static void test_profile_damaged(void **state)
+{
+	(void)state;
+	char path[8192];
+	snprintf(path, sizeof(path), "%s/damaged.profile", workdir);
+	struct clip_profile p = { 0 };
+	char *layers[] = { layer_digest[0] };
+	struct clip_profile_region regions[] = { { 0, 5, 1000, 200 }, { 0, 9, 500000, 7 } };
+	p.layers = layers;
+	p.nlayers = 1;
+	p.regions = regions;
+	p.nregions = 2;
+	struct clip_err err = { 0 };
+	assert_int_equal(clip_profile_save(&p, path, &err), 0);
+	FILE *fp = fopen(path, "rb");
+	assert_non_null(fp);
+	char text[4096];
+	size_t n = fread(text, 1, sizeof(text) - 1, fp);
+	fclose(fp);
+	text[n] = '\0';
+	struct clip_profile *out = NULL;
+	assert_int_equal(clip_profile_load(path, &out, &err), 0);
+	clip_profile_free(out);
+
+	tt_write_file(path, text, n / 2);
+	assert_int_equal(clip_profile_load(path, &out, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "not JSON"));
+	char *edit = strstr(text, "500000");
+	assert_non_null(edit);
+	edit[0] = '6';
+	tt_write_file(path, text, n);
+	assert_int_equal(clip_profile_load(path, &out, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "checksum mismatch"));
+	edit[0] = '5';
+	char *version = strstr(text, "\"clip_profile\":1");
+	assert_non_null(version);
+	version[strlen("\"clip_profile\":")] = '2';
+	tt_write_file(path, text, n);
+	assert_int_equal(clip_profile_load(path, &out, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "version 2"));
+	snprintf(path, sizeof(path), "%s/no-such.profile", workdir);
+	assert_int_equal(clip_profile_load(path, &out, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "no-such.profile"));
+}
+
 struct stress_arg {
 	struct clip_content *content;
 	uint64_t seed;
@@ -803,6 +933,8 @@ int main(void)
 		cmocka_unit_test(test_density_hydrates_the_layer),
 		cmocka_unit_test(test_engine_stress),
 		cmocka_unit_test(test_format1_whole_layer),
+		cmocka_unit_test(test_profile_record_replay),
+		cmocka_unit_test(test_profile_damaged),
 	};
 	return cmocka_run_group_tests(tests, setup_image, teardown_image);
 }
