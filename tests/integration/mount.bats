@@ -774,6 +774,64 @@ t = json.loads(sys.argv[1])["tiers"]
 assert t["disk"]["hits"] > 0 and t["span"]["hits"] == 0 and t["layer"]["hits"] == 0, t' "$output"
 }
 
+@test "a startup profile: recorded at unmount, shown, replayed so that the run needs no source" {
+	# Record: python3 started from the mount, then unmount (the daemon writes the profile).
+	mount_default --record-profile "$T/py.profile"
+	chroot "$MNT" /usr/bin/python3 -c 'import os, re, ast; print(1)' >/dev/null
+	local pid
+	pid=$(daemon_pid "$MNT")
+	"$CLIP" umount "$MNT"
+	wait_gone "$pid"
+	[ -s "$T/py.profile" ]
+	run "$CLIP" profile show "$T/py.profile"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	local regions
+	regions=$(sed -n 's/^regions *//p' <<<"$output")
+	[ "$regions" -gt 10 ]
+
+	# Replay into an empty cache: once it is done, the same run reads everything from the
+	# disk cache, and every file of the tree is still right.
+	rm -rf "$T/cache"
+	mount_default --profile "$T/py.profile"
+	local tries=0
+	until [ "$(stats_field "$MNT" replay.done)" = "$regions" ] || [ $((tries += 1)) -gt 300 ]; do
+		sleep 0.1
+	done
+	[ "$(stats_field "$MNT" replay.regions)" = "$regions" ]
+	[ "$(stats_field "$MNT" replay.errors)" = 0 ]
+	local fetched
+	fetched=$(stats_field "$MNT" source_bytes)
+	[ "$fetched" -gt 0 ]
+	chroot "$MNT" /usr/bin/python3 -c 'import os, re, ast; print(1)' >/dev/null
+	echo "source bytes after the replay: $fetched, after the run: $(stats_field "$MNT" source_bytes)"
+	[ "$(stats_field "$MNT" source_bytes)" = "$fetched" ]
+	tree_sha "$MNT" >"$T/mount.sha"
+	cmp "$W/expected.sha" "$T/mount.sha"
+	"$CLIP" umount "$MNT"
+
+	# A damaged profile, or one of another image, is refused with one line, nothing mounted.
+	sed 's/"regions":\[\[/"regions":[[0,0,1,0],[/' "$T/py.profile" >"$T/edited.profile"
+	run --separate-stderr "$CLIP" mount "$ARCHIVE" "$MNT" --profile "$T/edited.profile"
+	echo "$stderr"
+	[ "$status" -ne 0 ]
+	[[ $stderr == "clip: profile $T/edited.profile: checksum mismatch"* ]]
+	python3 - "$T/py.profile" "$T/other.profile" <<'PY'
+import hashlib, json, sys
+p = json.load(open(sys.argv[1]))
+p["layers"][0] = "sha256:" + "ab" * 32
+del p["sha256"]
+p["sha256"] = hashlib.sha256(json.dumps(p, separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+json.dump(p, open(sys.argv[2], "w"))
+PY
+	run --separate-stderr "$CLIP" mount "$ARCHIVE" "$MNT" --profile "$T/other.profile"
+	echo "$stderr"
+	[ "$status" -ne 0 ]
+	[[ $stderr == *"is not in this archive (a profile of another image?)"* ]]
+	[ "$(wc -l <<<"$stderr")" = 1 ]
+	not_mounted "$MNT"
+}
+
 @test "--cache-max bounds the disk cache while more than that is read, every byte right" {
 	# 8 MiB of cache for the whole image (about 160 MB of files): chunks are evicted
 	# while the tree is read, and it still reads right.
