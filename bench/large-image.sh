@@ -16,8 +16,12 @@
 #      mount, next to `podman pull` (empty storage root) and `podman run` of the same command,
 #      and to skopeo copy + umoci unpack + the chroot; time, compressed bytes fetched, bytes
 #      inflated, spans, requests, and the clip daemon's CPU seconds;
+#      plus clip with a startup profile (recorded once on loopback with --record-profile, then
+#      --profile on every cold run) and the warm floor (every byte in the disk cache already, page
+#      cache dropped: what no fetching can beat);
 #   2. node B: a second mount (empty disk cache) reading from a Redis on 127.0.0.1 that node A's
-#      mount filled; its time next to node A's, and the bytes it still took from the registry;
+#      mount filled, without and with the profile; its time next to node A's, and the bytes it
+#      still took from the registry;
 #   3. hydration: `clip mount --prefetch` until the largest layer is all in the disk cache, next
 #      to `curl BLOB | igzip -dc >/dev/null` of that layer.
 # Prints markdown tables on stdout; progress on stderr. Needs root.
@@ -132,10 +136,11 @@ class Mount:
         return ru.ru_utime + ru.ru_stime
 
 
-def clip_cold(source=None, extra=(), cache=None):
+def clip_cold(source=None, extra=(), cache=None, keep=False):
     if cache is None:
         cache = T + "/cache"
-        shutil.rmtree(cache, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(cache, ignore_errors=True)
     drop_caches()
     t0 = time.perf_counter()
     m = Mount(cache, source, extra)
@@ -201,10 +206,24 @@ links = [("loopback", ref, None)]
 if wan_ref:
     links.append(("200 Mbit/s + 10 ms/request", wan_ref, wan_ref.rsplit(":", 1)[0]))
 node_a = {}
+profile = T + "/ml.profile"
+note("recording a startup profile")
+clip_cold(None, ["--record-profile", profile])
+note(sh(clip, "profile", "show", profile).stdout.decode().strip())
+note("warm floor")
+clip_cold()
+warm = [clip_cold(keep=True) for _ in range(runs)]
+row = lambda name, case, c, ref_s, ref_name: print(
+    f"| {name} | {case} | {med(c, 's'):.2f} | "
+    f"{med(c, 's') / ref_s:.3f}x {ref_name} | {med(c, 'fetched') / 1e6:.0f} | "
+    f"{med(c, 'inflated') / 1e6:.0f} | {med(c, 'spans'):.0f} | {med(c, 'requests'):.0f} | "
+    f"{med(c, 'cpu'):.1f} |")
 for name, r, source in links:
     note(name, "clip")
     c = [clip_cold(source) for _ in range(runs)]
     node_a[name] = med(c, "s")
+    note(name, "clip --profile")
+    cp = [clip_cold(source, ["--profile", profile]) for _ in range(runs)]
     note(name, "skopeo + umoci")
     s = [skopeo_cold(r) for _ in range(runs)]
     p = []
@@ -213,12 +232,14 @@ for name, r, source in links:
         p = [podman_cold(r) for _ in range(runs)]
     ref_s = med(p, "pull") if p else med(s, "s")
     ref_name = "podman pull" if p else "skopeo+umoci"
-    print(f"| {name} | clip mount + run | {med(c, 's'):.2f} | "
-          f"{med(c, 's') / ref_s:.3f}x {ref_name} | {med(c, 'fetched') / 1e6:.0f} | "
-          f"{med(c, 'inflated') / 1e6:.0f} | {med(c, 'spans'):.0f} | {med(c, 'requests'):.0f} | "
-          f"{med(c, 'cpu'):.1f} |")
+    row(name, "clip mount + run", c, ref_s, ref_name)
     print(f"| {name} | clip mount + run vs skopeo+umoci | | {med(c, 's') / med(s, 's'):.3f}x "
           f"skopeo+umoci | | | | | |")
+    row(name, "clip mount --profile + run", cp, ref_s, ref_name)
+    print(f"| {name} | clip mount --profile + run vs skopeo+umoci | | "
+          f"{med(cp, 's') / med(s, 's'):.3f}x skopeo+umoci | | | | | |")
+    if name == "loopback":
+        row(name, "clip, warm floor (all in the disk cache)", warm, ref_s, ref_name)
     if p:
         print(f"| {name} | podman pull | {med(p, 'pull'):.2f} | 1.000 | | | | | |")
         print(f"| {name} | podman pull + run | {med(p, 's'):.2f} | "
@@ -238,6 +259,7 @@ a = clip_cold(source, ["--remote-cache", redis], cache=redis_cache)
 b = []
 for _ in range(runs):
     b.append(clip_cold(source, ["--remote-cache", redis]))
+bp = [clip_cold(source, ["--remote-cache", redis, "--profile", profile]) for _ in range(runs)]
 print(f"### Node B over the {name} link, with a Redis on 127.0.0.1 that node A filled\n")
 print("| node | s | vs node A on loopback | registry MB |")
 print("|---|---:|---:|---:|")
@@ -245,6 +267,10 @@ print(f"| node A (registry + filling Redis) | {a['s']:.2f} | "
       f"{a['s'] / node_a['loopback']:.2f} | {a['fetched'] / 1e6:.0f} |")
 print(f"| node B (Redis) | {med(b, 's'):.2f} | {med(b, 's') / node_a['loopback']:.3f} "
       f"(target <= 0.1) | {max(x['fetched'] for x in b) / 1e6:.1f} (target 0) |")
+print(f"| node B (Redis) --profile | {med(bp, 's'):.2f} | {med(bp, 's') / node_a['loopback']:.3f} "
+      f"| {max(x['fetched'] for x in bp) / 1e6:.1f} |")
+print(f"| warm floor, loopback | {med(warm, 's'):.2f} | {med(warm, 's') / node_a['loopback']:.3f} "
+      f"| 0 |")
 print()
 
 # Hydration of the largest layer.
@@ -264,22 +290,24 @@ def hydrate():
     while not m.stats()["layers"][idx]["hydrated"]:
         time.sleep(0.02)
     t = time.perf_counter() - t0
-    m.close()
-    return t
+    return {"s": t, "cpu": m.close()}
 
 
 def curl_igzip():
     drop_caches()
+    c0 = children_cpu()
     t0 = time.perf_counter()
     subprocess.run(f"curl -fs {url} | igzip -dc >/dev/null", shell=True, check=True)
-    return time.perf_counter() - t0
+    return {"s": time.perf_counter() - t0, "cpu": children_cpu() - c0}
 
 
-h = statistics.median(hydrate() for _ in range(runs))
-ci = statistics.median(curl_igzip() for _ in range(runs))
+hs = [hydrate() for _ in range(runs)]
+cis = [curl_igzip() for _ in range(runs)]
+h, ci = med(hs, "s"), med(cis, "s")
 print(f"### Hydrating the largest layer ({big['size'] / 1e6:.0f} MB) into the disk cache, loopback\n")
-print("| case | s | ratio |")
-print("|---|---:|---:|")
-print(f"| `curl BLOB \\| igzip -dc >/dev/null` | {ci:.2f} | 1.00 |")
-print(f"| clip mount --prefetch until the layer is cached | {h:.2f} | {h / ci:.2f} (target <= 1.0) |")
+print("| case | s | ratio | CPU s |")
+print("|---|---:|---:|---:|")
+print(f"| `curl BLOB \\| igzip -dc >/dev/null` | {ci:.2f} | 1.00 | {med(cis, 'cpu'):.1f} |")
+print(f"| clip mount --prefetch until the layer is cached | {h:.2f} | {h / ci:.2f} (target <= 1.0) "
+      f"| {med(hs, 'cpu'):.1f} |")
 PY
