@@ -33,6 +33,7 @@
 #define OPT_REMOTE_TIMEOUT 2007
 #define OPT_REMOTE_PREFIX  2008
 #define OPT_HYDRATE	   2009
+#define OPT_MEMORY_CACHE   2010
 
 static void mount_help(void)
 {
@@ -51,6 +52,8 @@ static void mount_help(void)
 	       "      --cache-max SIZE          bound of the disk cache, least recently used\n"
 	       "                                chunks evicted (default 10G; 0: unbounded)\n"
 	       "      --chunk-size SIZE         disk cache chunk size (default: 1M)\n"
+	       "      --memory-cache SIZE       keep in memory the chunks a full disk cache\n"
+	       "                                cannot (default 64M; 0: none)\n"
 	       "      --no-cache                no disk cache: every read goes to the source\n"
 	       "      --prefetch                fetch every layer into the disk cache in the\n"
 	       "                                background, yielding to programs' reads\n"
@@ -145,6 +148,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "remote-timeout", required_argument, NULL, OPT_REMOTE_TIMEOUT },
 		{ "remote-prefix", required_argument, NULL, OPT_REMOTE_PREFIX },
 		{ "hydrate-threshold", required_argument, NULL, OPT_HYDRATE },
+		{ "memory-cache", required_argument, NULL, OPT_MEMORY_CACHE },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -178,6 +182,12 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 						       "to 1G",
 						       optarg);
 			co->chunk_size = (uint32_t)n;
+			break;
+		case OPT_MEMORY_CACHE:
+			if (!cli_parse_size(optarg, &n))
+				return cli_usage_error("mount", "--memory-cache %s: not a size",
+						       optarg);
+			co->memory_cache_max = n ? n : CLIP_MEMORY_CACHE_OFF;
 			break;
 		case OPT_NO_CACHE: a->no_cache = true; break;
 		case OPT_PREFETCH: a->fuse.prefetch = true; break;
