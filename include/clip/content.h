@@ -3,9 +3,10 @@
  * This is where a byte read through `clip cat` or the FUSE mount goes. A
  * read of inode `ino` at `offset` becomes a read of its layer's uncompressed
  * tar at data_offset + offset, served through the tiers, fastest first: the
- * disk cache, the remote cache, checkpoint spans of gzip layers (or ranges
- * of plain tar layers) from the source, and the whole layer streamed from
- * its start (zstd, gzip without checkpoints).
+ * disk cache, the memory cache (what the disk could not keep), the remote
+ * cache, checkpoint spans of gzip layers (or ranges of plain tar layers)
+ * from the source, and the whole layer streamed from its start (zstd, gzip
+ * without checkpoints).
  *
  * No byte reaches a reader or a cache unless a digest from the archive or
  * the manifest vouches for it: the digests of a span's compressed pieces,
@@ -51,6 +52,13 @@ struct clip_content_options {
 	const char *cache_dir;
 	uint64_t cache_max;  /* bytes; 0: unbounded */
 	uint32_t chunk_size; /* cache chunk bytes; 0: the archive's (1 MiB) */
+	/* Memory cache (clip/memcache.h), bytes: verified chunks the disk cache
+	 * could not keep (no disk cache, a failed or declined put, or a full
+	 * one), so that a full disk does not make every read produce its chunk
+	 * again. 0: CLIP_DEFAULT_MEMORY_CACHE; CLIP_MEMORY_CACHE_OFF: none. Used
+	 * with a disk or remote cache (without either, reads go straight to the
+	 * source and nothing is kept). */
+	uint64_t memory_cache_max;
 	/* Remote content cache (tier 2, clip/rcache.h): a URL, or NULL. Used
 	 * only when the archive has chunk hashes of this chunk size (see
 	 * clip_content_remote_usable), since every chunk from it is verified. */
@@ -72,6 +80,8 @@ struct clip_content_options {
 };
 
 #define CLIP_DEFAULT_HYDRATE_PERCENT 50
+#define CLIP_DEFAULT_MEMORY_CACHE    (64ull << 20)
+#define CLIP_MEMORY_CACHE_OFF	     UINT64_MAX
 
 struct clip_content;
 
@@ -106,6 +116,7 @@ int clip_content_prefetch(struct clip_content *content, const atomic_bool *stop,
 /* The read tiers, fastest first. */
 enum clip_tier {
 	CLIP_TIER_DISK,	  /* local disk cache */
+	CLIP_TIER_MEMORY, /* chunks the disk cache could not keep */
 	CLIP_TIER_REMOTE, /* shared remote content cache */
 	CLIP_TIER_SPAN,	  /* checkpoint spans (or plain tar ranges) from the source */
 	CLIP_TIER_LAYER,  /* the whole layer from the source */
@@ -151,7 +162,7 @@ void clip_content_layer_stats(struct clip_content *content, uint32_t index,
  * without chunk hashes (format 1) or with another chunk size. */
 bool clip_content_remote_usable(const struct clip_content *content);
 
-/* "disk", "remote", "span", "layer". */
+/* "disk", "memory", "remote", "span", "layer". */
 const char *clip_tier_name(enum clip_tier tier);
 
 /* Totals of what reads cost so far. */

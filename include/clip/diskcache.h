@@ -20,11 +20,24 @@
  *  - Size is bounded by max_bytes: least-recently-used chunks are evicted
  *    (use time kept in the file's mtime, so it is shared by processes) under
  *    an flock on the cache directory, down to 90% of the bound.
+ *  - Size is bounded by the filesystem too, whatever max_bytes says: a put
+ *    leaves 1% of the filesystem (at most 64 MiB) free for its other users.
+ *    When statvfs shows less free than the chunk and that reserve, or a
+ *    write fails with ENOSPC or EDQUOT (a quota statvfs does not show), the
+ *    least-recently-used chunks are evicted the same way, down to what frees
+ *    the shortfall and 10% of the cache besides, and the put is tried once
+ *    more. A chunk that still does not fit is not kept (counted as
+ *    declined): a cache gives way to the files it shares a disk with.
+ *  - A full cache, one that recently had to evict or could not keep a chunk,
+ *    may evict a chunk soon after it was put, before anybody read it; callers
+ *    that will want the chunk again keep it elsewhere meanwhile
+ *    (clip_diskcache_full, and clip/memcache.h).
  * Layout and chunk file format: docs/FORMAT.md, "Disk cache".
  */
 #ifndef CLIP_DISKCACHE_H
 #define CLIP_DISKCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -42,7 +55,9 @@ struct clip_diskcache_stats {
 	uint64_t hits, misses;
 	uint64_t bytes_read, bytes_written;
 	uint64_t corrupt; /* chunks found torn or corrupted and removed */
-	uint64_t evicted; /* chunks removed to stay under max_bytes */
+	uint64_t evicted; /* chunks removed to stay under max_bytes or to free space */
+	uint64_t
+		declined; /* puts not kept: over 90% of max_bytes, or no room even after evicting */
 	uint64_t usage;	  /* bytes in the cache at the last scan or put */
 };
 
@@ -61,10 +76,17 @@ ssize_t clip_diskcache_read(struct clip_diskcache *cache, const char *layer_hex,
 			    size_t len, size_t offset, struct clip_err *err);
 
 /* Store chunk `chunk` of `layer_hex`: `len` bytes whose SHA-256 is `hash`.
- * Already present: nothing to do, 0. May evict. */
+ * Already present: nothing to do, 0. May evict, for the bound or for free
+ * space. 0 too when the chunk is declined (see above); a negative errno when
+ * it could not be written, even after making room. */
 int clip_diskcache_put(struct clip_diskcache *cache, const char *layer_hex, uint64_t chunk,
 		       const void *data, size_t len, const unsigned char hash[32],
 		       struct clip_err *err);
+
+/* Whether the cache is full: in the last 30 seconds this handle evicted
+ * chunks (for max_bytes or for free space), declined a chunk, or failed to
+ * write one. A chunk put now may then be evicted before it is read. */
+bool clip_diskcache_full(const struct clip_diskcache *cache);
 
 /* Staging: chunks that only a later check can vouch for, such as the chunks
  * of a whole layer whose blob digest is known only at its end. A staged

@@ -37,6 +37,7 @@
 #define OPT_RECORD	   2010
 #define OPT_RECORD_SECS	   2011
 #define OPT_PROFILE	   2012
+#define OPT_MEMORY_CACHE   2013
 
 static void mount_help(void)
 {
@@ -55,6 +56,8 @@ static void mount_help(void)
 	       "      --cache-max SIZE          bound of the disk cache, least recently used\n"
 	       "                                chunks evicted (default 10G; 0: unbounded)\n"
 	       "      --chunk-size SIZE         disk cache chunk size (default: 1M)\n"
+	       "      --memory-cache SIZE       keep in memory the chunks a full disk cache\n"
+	       "                                cannot (default 64M; 0: none)\n"
 	       "      --no-cache                no disk cache: every read goes to the source\n"
 	       "      --prefetch                fetch every layer into the disk cache in the\n"
 	       "                                background, yielding to programs' reads\n"
@@ -161,6 +164,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "record-profile", required_argument, NULL, OPT_RECORD },
 		{ "record-seconds", required_argument, NULL, OPT_RECORD_SECS },
 		{ "profile", required_argument, NULL, OPT_PROFILE },
+		{ "memory-cache", required_argument, NULL, OPT_MEMORY_CACHE },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -194,6 +198,12 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 						       "to 1G",
 						       optarg);
 			co->chunk_size = (uint32_t)n;
+			break;
+		case OPT_MEMORY_CACHE:
+			if (!cli_parse_size(optarg, &n))
+				return cli_usage_error("mount", "--memory-cache %s: not a size",
+						       optarg);
+			co->memory_cache_max = n ? n : CLIP_MEMORY_CACHE_OFF;
 			break;
 		case OPT_NO_CACHE: a->no_cache = true; break;
 		case OPT_PREFETCH: a->fuse.prefetch = true; break;

@@ -5,14 +5,17 @@
  * chunk (chunk i = tar bytes [i*C, (i+1)*C)), each chunk from the fastest
  * tier that has it:
  *   1. disk: the local disk cache (clip/diskcache.h);
- *   2. remote: a shared content cache (clip/rcache.h), Redis behind it;
- *   3. span: the chunk's range produced from the source — checkpoint spans
+ *   2. memory: the chunks the disk cache could not be counted on to keep
+ *      (clip/memcache.h): none there, a put that failed or was declined, or
+ *      a full disk that evicts what it just took to make room for the next;
+ *   3. remote: a shared content cache (clip/rcache.h), Redis behind it;
+ *   4. span: the chunk's range produced from the source — checkpoint spans
  *      of a gzip layer (one Range request for the spans needed), or the
  *      range of a plain tar;
- *   4. layer: the whole layer fetched once as a stream and decoded (zstd
+ *   5. layer: the whole layer fetched once as a stream and decoded (zstd
  *      layers, gzip without checkpoints, --no-checkpoints), every chunk of it
  *      kept in the disk cache on the way.
- * The source tiers (3 and 4) live in content_produce.c, which hands out only
+ * The source tiers (4 and 5) live in content_produce.c, which hands out only
  * bytes a digest from the archive or the manifest vouches for; chunks from
  * the remote cache are checked against the archive's chunk hashes. Whatever
  * a slower tier produced is kept in the faster ones. Concurrent reads of the
@@ -99,6 +102,15 @@ static int open_caches(struct clip_content *c, const struct clip_content_options
 			clip_rcache_open(o->remote_cache, o->remote_cache_options, &c->rcache, err);
 		if (rc < 0)
 			return clip_err_prefix(err, "remote cache");
+	}
+	/* Without a disk or a remote cache reads are not made of chunks, so
+	 * there would be nothing to keep. */
+	uint64_t mem = o ? o->memory_cache_max : 0;
+	if ((c->cache || c->rcache) && mem != CLIP_MEMORY_CACHE_OFF) {
+		int rc = clip_memcache_open(mem ? mem : CLIP_DEFAULT_MEMORY_CACHE, &c->memcache,
+					    err);
+		if (rc < 0)
+			return clip_err_prefix(err, "memory cache");
 	}
 	return 0;
 }
@@ -227,8 +239,20 @@ void content_chunk_store(struct clip_content *c, const struct layer_state *l, ui
 			 const void *data, size_t len, const unsigned char hash[32], bool to_remote)
 {
 	struct clip_err e = { 0 };
-	if (c->cache && clip_diskcache_put(c->cache, l->hex, k, data, len, hash, &e) < 0)
-		CLIP_COUNT(c->counters.tier[CLIP_TIER_DISK].errors, 1);
+	bool kept = false;
+	if (c->cache) {
+		int rc = clip_diskcache_put(c->cache, l->hex, k, data, len, hash, &e);
+		if (rc < 0)
+			CLIP_COUNT(c->counters.tier[CLIP_TIER_DISK].errors, 1);
+		kept = rc == 0 && !clip_diskcache_full(c->cache);
+	}
+	/* What the disk did not keep, or may evict before it is read (a full
+	 * disk makes room for each put by evicting the oldest chunks, which may
+	 * be the ones just put for the reads to come), stays in memory:
+	 * otherwise every read of it would produce it again, a whole gzip span
+	 * inflated for each 128 KiB FUSE asks for. */
+	if (c->memcache && !kept)
+		clip_memcache_put(c->memcache, l->hex, k, data, len, &e);
 	/* Only chunks the archive has a hash for are worth sharing: nobody
 	 * could verify the others. The store is queued, never waited for; when
 	 * the queue is full, background work waits for room (it would otherwise
@@ -521,10 +545,27 @@ int content_chunk_fetch(struct clip_content *c, struct layer_state *l, uint64_t 
 
 bool content_chunk_cached(struct clip_content *c, const struct layer_state *l, uint64_t k)
 {
+	size_t clen = content_chunk_len(c, l, k);
+	if (c->memcache && clip_memcache_contains(c->memcache, l->hex, k, clen))
+		return true;
 	unsigned char probe;
 	struct clip_err e = { 0 };
-	return clip_diskcache_read(c->cache, l->hex, k, content_chunk_len(c, l, k),
-				   expected_hash(c, l, k), &probe, 1, 0, &e) >= 0;
+	return c->cache && clip_diskcache_read(c->cache, l->hex, k, clen, expected_hash(c, l, k),
+					       &probe, 1, 0, &e) >= 0;
+}
+
+/* The memory tier: [off, off+len) of chunk k (of clen bytes) into buf. 1 on
+ * a hit, 0 on a miss; both counted. */
+static int memory_get(struct clip_content *c, const struct layer_state *l, uint64_t k, size_t clen,
+		      void *buf, size_t len, size_t off)
+{
+	if (c->memcache == NULL)
+		return 0;
+	uint64_t t0 = content_now_ns();
+	struct clip_err e = { 0 };
+	ssize_t n = clip_memcache_read(c->memcache, l->hex, k, clen, buf, len, off, &e);
+	content_count_tier(c, CLIP_TIER_MEMORY, n >= 0 ? 1 : 0, n >= 0 ? (uint64_t)n : 0, t0);
+	return n >= 0;
 }
 
 /* Copy [off, off+len) of chunk k (off relative to the chunk) into buf from
@@ -535,9 +576,10 @@ static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
 		      uint64_t readahead, struct clip_err *err)
 {
 	size_t clen = content_chunk_len(c, l, k);
-	/* A fetch that another reader made for us is looked for in the disk
-	 * cache; a disk that cannot keep it (full) makes us fetch it ourselves,
-	 * a bounded number of times. */
+	/* A fetch that another reader made for us is looked for in the disk and
+	 * memory caches; when neither kept it (a full disk, a memory cache too
+	 * small for what is read at once), we fetch it ourselves, a bounded
+	 * number of times. */
 	for (int attempt = 0; attempt < 4; attempt++) {
 		if (c->cache) {
 			uint64_t t0 = content_now_ns();
@@ -553,6 +595,8 @@ static int chunk_read(struct clip_content *c, struct layer_state *l, uint64_t k,
 			}
 			content_count_tier(c, CLIP_TIER_DISK, 0, 0, t0);
 		}
+		if (memory_get(c, l, k, clen, buf, len, off))
+			return 0;
 		if (c->rcache && c->archive_hashes) {
 			cleanup_free unsigned char *data = malloc(clen ? clen : 1);
 			if (data == NULL)
@@ -774,7 +818,7 @@ static json_t *layers_json(struct clip_content *c)
 
 const char *clip_tier_name(enum clip_tier tier)
 {
-	static const char *const names[] = { "disk", "remote", "span", "layer" };
+	static const char *const names[] = { "disk", "memory", "remote", "span", "layer" };
 	return (unsigned)tier < CLIP_ARRAY_SIZE(names) ? names[tier] : "unknown";
 }
 
@@ -838,7 +882,20 @@ char *clip_content_stats_json(const struct clip_content *c)
 		json_object_set_new(j, "corrupt", json_integer((json_int_t)d.corrupt));
 		json_object_set_new(j, "evicted", json_integer((json_int_t)d.evicted));
 		json_object_set_new(j, "bytes_written", json_integer((json_int_t)d.bytes_written));
+		json_object_set_new(j, "declined", json_integer((json_int_t)d.declined));
+		json_object_set_new(j, "full", json_boolean(clip_diskcache_full(c->cache)));
 		json_object_set_new(o, "disk_cache", j);
+	}
+	if (c->memcache) {
+		struct clip_memcache_stats m;
+		clip_memcache_stats(c->memcache, &m);
+		json_t *j = json_object();
+		json_object_set_new(j, "usage", json_integer((json_int_t)m.usage));
+		json_object_set_new(j, "max", json_integer((json_int_t)m.max_bytes));
+		json_object_set_new(j, "chunks", json_integer((json_int_t)m.chunks));
+		json_object_set_new(j, "stores", json_integer((json_int_t)m.stores));
+		json_object_set_new(j, "evicted", json_integer((json_int_t)m.evicted));
+		json_object_set_new(o, "memory_cache", j);
 	}
 	char *text = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
@@ -862,6 +919,7 @@ void clip_content_close(struct clip_content *c)
 	free(c->replay);
 	clip_source_clear(&c->source);
 	clip_diskcache_close(c->cache);
+	clip_memcache_close(c->memcache);
 	clip_rcache_close(c->rcache);
 	pthread_mutex_destroy(&c->lock);
 	free(c);

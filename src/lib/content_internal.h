@@ -11,6 +11,7 @@
 #include "clip/archive.h"
 #include "clip/content.h"
 #include "clip/diskcache.h"
+#include "clip/memcache.h"
 #include "clip/profile.h"
 #include "clip/rcache.h"
 #include "clip/source.h"
@@ -70,9 +71,10 @@ struct clip_content {
 	const struct clip_archive *archive;
 	struct clip_source source;
 	bool no_checkpoints;
-	struct clip_diskcache *cache; /* tier 1; NULL: none */
-	struct clip_rcache *rcache;   /* tier 2; NULL: none */
-	uint64_t chunk_bytes;	      /* the cache's grid */
+	struct clip_diskcache *cache;	/* disk tier; NULL: none */
+	struct clip_memcache *memcache; /* what the disk tier could not keep; NULL: none */
+	struct clip_rcache *rcache;	/* remote tier; NULL: none */
+	uint64_t chunk_bytes;		/* the cache's grid */
 	/* The grid of the archive's chunk hashes (0: it has none, format 1).
 	 * Every tar byte is vouched for on this grid, whatever the cache's. */
 	uint64_t hash_bytes;
@@ -157,8 +159,9 @@ size_t content_chunk_len(const struct clip_content *c, const struct layer_state 
 
 void content_want_fill(struct chunk_want *w, uint64_t k, const unsigned char *data);
 
-/* Keep a verified cache chunk in the disk cache (and, with `to_remote`, the
- * remote cache). Failures only cost speed: counted, not returned. */
+/* Keep a verified cache chunk in the disk cache, in the memory cache when the
+ * disk cache cannot be counted on to keep it, and, with `to_remote`, in the
+ * remote cache. Failures only cost speed: counted, not returned. */
 void content_chunk_store(struct clip_content *c, const struct layer_state *l, uint64_t k,
 			 const void *data, size_t len, const unsigned char hash[32],
 			 bool to_remote);
@@ -195,8 +198,8 @@ int content_fetch_run(struct clip_content *c, struct layer_state *l, uint64_t fi
 		      struct chunk_want *want, bool try_remote, struct run_buffers *bufs,
 		      struct clip_err *err);
 
-/* Whether chunk k is in the disk cache (a cheap probe for chunks this
- * process verified already). */
+/* Whether chunk k is in the disk or the memory cache (a cheap probe for
+ * chunks this process verified already). */
 bool content_chunk_cached(struct clip_content *c, const struct layer_state *l, uint64_t k);
 
 /* ---- content_engine.c: read-ahead and hydration --------------------------- */

@@ -55,6 +55,13 @@
  * files untouched for STALE_TMP_SEC (left by a killed writer): a live writer
  * finishes a chunk in well under a second, so it cannot lose its file.
  *
+ * Free space: a put first asks fstatvfs whether the chunk fits with the
+ * reserve left over; if not, or if the write fails with ENOSPC or EDQUOT, it
+ * waits for the evict lock (another thread may be making room already),
+ * looks again, and rescans with a target that frees the shortfall plus 10%
+ * of the cache, then writes (once more). The cache then counts as full for
+ * a while (clip_diskcache_full), so callers know what they put may go soon.
+ *
  * Threads: reads and puts run concurrently; the verified set is under `lock`,
  * counters are atomics, one thread of a handle at a time evicts (the flock
  * serialises handles and processes).
@@ -73,6 +80,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -101,6 +109,12 @@
 #define STALE_TMP_SEC	   3600
 #define VERIFY_BLOCK	   (256u << 10)
 #define RENAME_ATTEMPTS	   4
+/* Free space a put leaves to the filesystem's other users: 1% of it, at most
+ * FREE_RESERVE_MAX. */
+#define FREE_RESERVE_MAX (64ull << 20)
+/* How long the cache counts as full after it last had to evict or could not
+ * keep a chunk (clip_diskcache_full). */
+#define FULL_WINDOW_NS (30ull * 1000000000u)
 
 struct verified {
 	struct verified *next;
@@ -123,8 +137,9 @@ struct clip_diskcache {
 	struct verified **buckets;
 	size_t nbuckets, nverified;
 
-	pthread_mutex_t evict_lock;	   /* one evicting thread at a time */
-	uint64_t tmp_counter;		   /* atomic */
+	pthread_mutex_t evict_lock; /* one evicting thread at a time */
+	uint64_t tmp_counter;	    /* atomic */
+	uint64_t full_at;	    /* atomic: CLOCK_MONOTONIC ns it was last full; 0 never */
 	struct clip_diskcache_stats stats; /* fields updated atomically; usage unused */
 };
 
@@ -133,6 +148,19 @@ struct clip_diskcache {
 static void stat_add(uint64_t *field, uint64_t n)
 {
 	__atomic_add_fetch(field, n, __ATOMIC_RELAXED);
+}
+
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + 1; /* never 0 */
+}
+
+/* The cache just had to evict, or could not keep a chunk. */
+static void mark_full(struct clip_diskcache *c)
+{
+	__atomic_store_n(&c->full_at, monotonic_ns(), __ATOMIC_RELAXED);
 }
 
 static void usage_sub(struct clip_diskcache *c, uint64_t n)
@@ -510,6 +538,8 @@ static int evict_oldest(struct clip_diskcache *c, struct scan *s, uint64_t targe
 		layer_to_bin(e->path + 3, layer);
 		verified_remove(c, layer, strtoull(e->path + 3 + LAYER_HEX_LEN + 1, NULL, 16));
 	}
+	if (i > 0)
+		mark_full(c);
 	/* Drop layer directories left empty so that they do not pile up; a put
 	 * racing with this recreates its directory (see put_rename). */
 	for (size_t j = 0; j < i; j++) {
@@ -521,10 +551,62 @@ static int evict_oldest(struct clip_diskcache *c, struct scan *s, uint64_t targe
 	return rc;
 }
 
+/* Bytes free for the cache's files on its filesystem, and the share of the
+ * filesystem a put leaves free for others. An unknown answer is plenty of
+ * room and no reserve: only a failed write then makes room. */
+static void free_space(struct clip_diskcache *c, uint64_t *avail, uint64_t *reserve)
+{
+	struct statvfs vfs;
+	if (fstatvfs(c->root_fd, &vfs) < 0) {
+		*avail = UINT64_MAX;
+		*reserve = 0;
+		return;
+	}
+	*avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	*reserve = (uint64_t)vfs.f_blocks * vfs.f_frsize / 100;
+	if (*reserve > FREE_RESERVE_MAX)
+		*reserve = FREE_RESERVE_MAX;
+}
+
+/* Whether a put of `need` bytes leaves the filesystem's reserve free. */
+static bool room_for(struct clip_diskcache *c, uint64_t need)
+{
+	uint64_t avail, reserve;
+	free_space(c, &avail, &reserve);
+	return avail >= reserve && avail - reserve >= need;
+}
+
+/* What a scan's total must come down to: 90% of the bound when over it, and,
+ * when a put needs `need` bytes, low enough to free what the filesystem
+ * lacks for them and its reserve. `forced` (a write failed for want of
+ * space, which a quota can say where statvfs does not) frees at least `need`
+ * whatever statvfs says. Room is made with 10% of the cache to spare, so
+ * that the next few puts do not each scan again. */
+static uint64_t evict_target(struct clip_diskcache *c, const struct scan *s, uint64_t need,
+			     bool forced)
+{
+	uint64_t target = UINT64_MAX;
+	if (c->max_bytes && s->total > c->max_bytes)
+		target = c->max_bytes / 10 * 9 + c->max_bytes % 10 * 9 / 10;
+	if (need == 0)
+		return target;
+	uint64_t avail, reserve;
+	free_space(c, &avail, &reserve);
+	uint64_t lacking = forced ? need : 0;
+	if (avail < need + reserve && need + reserve - avail > lacking)
+		lacking = need + reserve - avail;
+	if (lacking == 0)
+		return target;
+	lacking += s->total / 10;
+	uint64_t room_target = s->total > lacking ? s->total - lacking : 0;
+	return room_target < target ? room_target : target;
+}
+
 /* Rescan the cache under the flock, remove stale temporary files, evict down
- * to 90% of the bound when over it, and correct the shared usage counter by
- * the difference between what is left and what it held at the start. */
-static int rescan(struct clip_diskcache *c, struct clip_err *err)
+ * to what evict_target says (for the bound, and for `need` bytes of free
+ * space when not 0), and correct the shared usage counter by the difference
+ * between what is left and what it held at the start. */
+static int rescan(struct clip_diskcache *c, uint64_t need, bool forced, struct clip_err *err)
 {
 	struct scan s = { 0 };
 	int rc;
@@ -536,8 +618,9 @@ static int rescan(struct clip_diskcache *c, struct clip_err *err)
 	rc = scan_chunks(&s, c->root_fd);
 	if (rc == 0)
 		rc = scan_tmp(&s, c->root_fd);
-	if (rc == 0 && c->max_bytes && s.total > c->max_bytes)
-		rc = evict_oldest(c, &s, c->max_bytes / 10 * 9 + c->max_bytes % 10 * 9 / 10);
+	uint64_t target = rc == 0 ? evict_target(c, &s, need, forced) : UINT64_MAX;
+	if (s.total > target)
+		rc = evict_oldest(c, &s, target);
 	flock(c->lock_fd, LOCK_UN);
 	if (rc < 0) {
 		free(s.entries);
@@ -564,7 +647,21 @@ static int maybe_evict(struct clip_diskcache *c, struct clip_err *err)
 		return 0;
 	if (pthread_mutex_trylock(&c->evict_lock) != 0)
 		return 0;
-	int rc = rescan(c, err);
+	int rc = rescan(c, 0, false, err);
+	pthread_mutex_unlock(&c->evict_lock);
+	return rc;
+}
+
+/* Before a put of `need` bytes that the filesystem has no room for (or, with
+ * `forced`, after one failed for want of space): evict the oldest chunks to
+ * make room. Unlike maybe_evict it waits for a thread evicting already, and
+ * then looks whether that one made room enough. */
+static int make_room(struct clip_diskcache *c, uint64_t need, bool forced, struct clip_err *err)
+{
+	pthread_mutex_lock(&c->evict_lock);
+	int rc = 0;
+	if (forced || !room_for(c, need))
+		rc = rescan(c, need, forced, err);
 	pthread_mutex_unlock(&c->evict_lock);
 	return rc;
 }
@@ -606,12 +703,13 @@ int clip_diskcache_open(const struct clip_diskcache_options *options, struct cli
 		return rc;
 	}
 	c->lock_fd = openat(c->root_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	struct stat st;
 	void *map = MAP_FAILED;
 	/* Only ever grown, so another process's mapping never loses its page;
-	 * two processes growing it at once both write the same size. */
-	if (c->lock_fd < 0 || fstat(c->lock_fd, &st) < 0 ||
-	    (st.st_size < LOCK_FILE_SIZE && ftruncate(c->lock_fd, LOCK_FILE_SIZE) < 0) ||
+	 * two processes growing it at once both make it the same size. Its
+	 * block is allocated here, not left a hole: the first store through the
+	 * mapping would otherwise allocate it, and on a full filesystem that is
+	 * a SIGBUS instead of an error. (posix_fallocate returns its error.) */
+	if (c->lock_fd < 0 || (errno = posix_fallocate(c->lock_fd, 0, LOCK_FILE_SIZE)) != 0 ||
 	    (map = mmap(NULL, LOCK_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, c->lock_fd, 0)) ==
 		    MAP_FAILED) {
 		rc = clip_err_errno(err, errno, "disk cache %s/lock", dir);
@@ -620,7 +718,7 @@ int clip_diskcache_open(const struct clip_diskcache_options *options, struct cli
 	}
 	c->usage = map;
 	if (c->max_bytes) {
-		rc = rescan(c, err);
+		rc = rescan(c, 0, false, err);
 		if (rc < 0) {
 			clip_diskcache_close(c);
 			return rc;
@@ -655,6 +753,12 @@ void clip_diskcache_close(struct clip_diskcache *c)
 	free(c);
 }
 
+bool clip_diskcache_full(const struct clip_diskcache *c)
+{
+	uint64_t at = __atomic_load_n(&c->full_at, __ATOMIC_RELAXED);
+	return at != 0 && monotonic_ns() - at < FULL_WINDOW_NS;
+}
+
 void clip_diskcache_stats(const struct clip_diskcache *c, struct clip_diskcache_stats *out)
 {
 	out->hits = __atomic_load_n(&c->stats.hits, __ATOMIC_RELAXED);
@@ -663,6 +767,7 @@ void clip_diskcache_stats(const struct clip_diskcache *c, struct clip_diskcache_
 	out->bytes_written = __atomic_load_n(&c->stats.bytes_written, __ATOMIC_RELAXED);
 	out->corrupt = __atomic_load_n(&c->stats.corrupt, __ATOMIC_RELAXED);
 	out->evicted = __atomic_load_n(&c->stats.evicted, __ATOMIC_RELAXED);
+	out->declined = __atomic_load_n(&c->stats.declined, __ATOMIC_RELAXED);
 	out->usage = __atomic_load_n(c->usage, __ATOMIC_RELAXED);
 }
 
@@ -853,8 +958,11 @@ static int put_rename(int root_fd, const char *tmp, const char *path, const char
  * everything else and then itself). */
 static bool put_wanted(struct clip_diskcache *c, const char *path, size_t len)
 {
-	if (c->max_bytes && CHUNK_HDR_SIZE + (uint64_t)len > c->max_bytes / 10 * 9)
+	if (c->max_bytes && CHUNK_HDR_SIZE + (uint64_t)len > c->max_bytes / 10 * 9) {
+		stat_add(&c->stats.declined, 1);
+		mark_full(c);
 		return false;
+	}
 	struct stat st;
 	return !(fstatat(c->root_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
 		 (uint64_t)st.st_size == CHUNK_HDR_SIZE + (uint64_t)len);
@@ -926,6 +1034,24 @@ static int install_tmp(struct clip_diskcache *c, const char *tmp, const char *la
 	return maybe_evict(c, err);
 }
 
+static bool no_space(int rc)
+{
+	return rc == -ENOSPC || rc == -EDQUOT;
+}
+
+/* Write chunk `chunk` and rename it into place. */
+static int put_once(struct clip_diskcache *c, const char *layer_hex, uint64_t chunk,
+		    const void *data, size_t len, const unsigned char hash[32],
+		    struct clip_err *err)
+{
+	char tmp[64];
+	struct stat st;
+	int rc = write_tmp(c, chunk, data, len, hash, tmp, &st, err);
+	if (rc < 0)
+		return rc;
+	return install_tmp(c, tmp, layer_hex, chunk, len, hash, &st, err);
+}
+
 int clip_diskcache_put(struct clip_diskcache *c, const char *layer_hex, uint64_t chunk,
 		       const void *data, size_t len, const unsigned char hash[32],
 		       struct clip_err *err)
@@ -937,12 +1063,31 @@ int clip_diskcache_put(struct clip_diskcache *c, const char *layer_hex, uint64_t
 	chunk_path(path, layer_hex, chunk);
 	if (!put_wanted(c, path, len))
 		return 0;
-	char tmp[64];
-	struct stat st;
-	rc = write_tmp(c, chunk, data, len, hash, tmp, &st, err);
+	/* A filesystem short of room: the oldest chunks make way, and when even
+	 * that leaves too little, this chunk is not kept rather than the
+	 * filesystem's last bytes taken from its other users. */
+	uint64_t need = CHUNK_HDR_SIZE + (uint64_t)len;
+	if (!room_for(c, need)) {
+		rc = make_room(c, need, false, err);
+		if (rc < 0)
+			return rc;
+		if (!room_for(c, need)) {
+			stat_add(&c->stats.declined, 1);
+			mark_full(c);
+			return 0;
+		}
+	}
+	rc = put_once(c, layer_hex, chunk, data, len, hash, err);
+	/* statvfs said there was room, but a quota or other writers say not:
+	 * make room whatever statvfs says, and try once more. */
+	struct clip_err e = { 0 };
+	if (no_space(rc) && make_room(c, need, true, &e) == 0) {
+		clip_err_clear(err);
+		rc = put_once(c, layer_hex, chunk, data, len, hash, err);
+	}
 	if (rc < 0)
-		return rc;
-	return install_tmp(c, tmp, layer_hex, chunk, len, hash, &st, err);
+		mark_full(c);
+	return rc;
 }
 
 /* ---- staging ------------------------------------------------------------- */
@@ -1000,8 +1145,15 @@ int clip_diskcache_stage(struct clip_diskcache_staging *s, uint64_t chunk, const
 	}
 	struct staged *e = &s->chunks[s->count];
 	int rc = write_tmp(c, chunk, data, len, hash, e->tmp, &e->st, err);
-	if (rc < 0)
+	struct clip_err room_err = { 0 };
+	if (no_space(rc) && make_room(c, charge, true, &room_err) == 0) {
+		clip_err_clear(err);
+		rc = write_tmp(c, chunk, data, len, hash, e->tmp, &e->st, err);
+	}
+	if (rc < 0) {
+		mark_full(c);
 		return rc;
+	}
 	e->chunk = chunk;
 	e->len = len;
 	memcpy(e->hash, hash, 32);

@@ -2,7 +2,8 @@
 # The read tiers behind `clip cat --cache-dir`: chunks produced from checkpoint spans, from
 # whole layers (zstd, plain tar, --no-checkpoints) and from the disk cache, checked against the
 # unpacked images; a corrupted or truncated cache chunk is refetched, never served; an archive
-# of format version 1 (no chunk hashes) still opens and reads.
+# of format version 1 (no chunk hashes) still opens and reads; a mount whose cache directory is
+# on a full disk still inflates each span about once.
 
 load helpers
 
@@ -34,7 +35,14 @@ EOF
 }
 
 teardown() {
-	[ -z "${T:-}" ] || rm -rf "$T"
+	[ -n "${T:-}" ] || return 0
+	# A mount below $T (a FUSE mount, then the tmpfs under its cache) is undone first, newest
+	# first, so that rm stays on this filesystem.
+	local m
+	for m in $(findmnt -rn -o TARGET | grep "^$T/" | tac || true); do
+		fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m" || true
+	done
+	rm -rf --one-file-system "$T"
 }
 
 # stat_of ARCHIVE PATH [cat options]: the JSON counters `clip cat --stats` prints last.
@@ -218,4 +226,79 @@ PY
 	cmp "$T/c" "$T/numbers"
 	[ "$("$CLIP" cat "$v1/v1.clip" /hello.txt --source "$v1/img")" = \
 		"hello from a version 1 archive" ]
+}
+
+# big_image: $W/big.clip, the sample image with a layer holding /big/64mib-text, 64 MiB of
+# text (random bytes in base64: it compresses, and its gzip spans hold about 2 MiB of it each),
+# which is also at $W/64mib-text. Built on first use.
+big_image() {
+	[ ! -f "$W/big.clip" ] || return 0
+	mkdir -p "$W/big-layer/big"
+	python3 -c '
+import base64, random, sys
+sys.stdout.buffer.write(base64.b64encode(random.Random(64).randbytes(48 << 20)))' \
+		>"$W/big-layer/big/64mib-text"
+	tar --create --file="$W/big-layer.tar" --directory="$W/big-layer" --owner=0 --group=0 \
+		--numeric-owner --mtime=@1700000000 --format=gnu .
+	cp -a "$W/sample" "$W/big"
+	umoci raw add-layer --image "$W/big:latest" "$W/big-layer.tar"
+	"$CLIP" index -q "oci:$W/big" -o "$W/big.clip"
+	ln "$W/big-layer/big/64mib-text" "$W/64mib-text"
+}
+
+# small_disk_mount ARGS...: $W/big.clip mounted at $T/mnt with its disk cache on a 10 MB
+# tmpfs at $T/small-disk (both undone by teardown); skips without FUSE.
+small_disk_mount() {
+	[ -c /dev/fuse ] || skip "no /dev/fuse: FUSE is not available here"
+	command -v fusermount3 >/dev/null || skip "fusermount3 not installed (see scripts/install-deps)"
+	big_image
+	mkdir -p "$T/small-disk" "$T/mnt"
+	mountpoint -q "$T/small-disk" || mount -t tmpfs -o size=10m tmpfs "$T/small-disk"
+	# fd 3 closed: bats waits for every holder of it, the daemon included.
+	"$CLIP" mount "$W/big.clip" "$T/mnt" --cache-dir "$T/small-disk/cache" "$@" 3>&-
+}
+
+@test "a disk cache on a full 10 MB tmpfs evicts for room, and a 64 MiB file inflates about once" {
+	small_disk_mount
+	cmp "$T/mnt/big/64mib-text" "$W/64mib-text"
+	local s size=$((64 << 20))
+	s=$("$CLIP" stats --json "$T/mnt")
+	echo "$s"
+	# Each span inflated about once, however full the disk: before, every 128 KiB read
+	# inflated its whole span again (30 times the file).
+	[ "$(json_field "$s" 's["inflated_bytes"]')" -lt $((2 * size)) ]
+	[ "$(json_field "$s" 's["tiers"]["span"]["errors"]')" = 0 ]
+	# The disk cache made room by evicting, within what the tmpfs holds.
+	[ "$(json_field "$s" 's["disk_cache"]["evicted"] > 0')" = True ]
+	[ "$(json_field "$s" 's["disk_cache"]["usage"] <= 10 << 20')" = True ]
+	[ "$(json_field "$s" 's["memory_cache"]["usage"] <= s["memory_cache"]["max"]')" = True ]
+}
+
+@test "a disk cache with no room at all declines chunks, and the memory tier serves them" {
+	small_disk_mount
+	"$CLIP" umount "$T/mnt"
+	# Another file takes the whole tmpfs: the cache has nothing left to evict.
+	rm -rf "$T/small-disk/cache/chunks"
+	dd if=/dev/zero of="$T/small-disk/other" bs=64k 2>/dev/null || true
+	local other_size
+	other_size=$(stat -c %s "$T/small-disk/other")
+	small_disk_mount
+	cmp "$T/mnt/big/64mib-text" "$W/64mib-text"
+	local s size=$((64 << 20))
+	s=$("$CLIP" stats --json "$T/mnt")
+	echo "$s"
+	[ "$(json_field "$s" 's["inflated_bytes"]')" -lt $((2 * size)) ]
+	[ "$(json_field "$s" 's["disk_cache"]["declined"] > 0')" = True ]
+	[ "$(json_field "$s" 's["tiers"]["memory"]["hits"] > 0')" = True ]
+	[ "$(json_field "$s" 's["memory_cache"]["stores"] > 0')" = True ]
+	[ "$(stat -c %s "$T/small-disk/other")" = "$other_size" ]
+	# The same without the memory tier: the first 16 MiB alone cost several times their size,
+	# so the check above can fail.
+	"$CLIP" umount "$T/mnt"
+	small_disk_mount --memory-cache 0
+	head -c $((16 << 20)) "$T/mnt/big/64mib-text" | cmp - <(head -c $((16 << 20)) "$W/64mib-text")
+	s=$("$CLIP" stats --json "$T/mnt")
+	echo "$s"
+	[ "$(json_field "$s" '"memory_cache" in s')" = False ]
+	[ "$(json_field "$s" 's["inflated_bytes"]')" -gt $((4 * (16 << 20))) ]
 }

@@ -9,7 +9,8 @@
  * It is indexed with a 256 KiB chunk grid, and read with caches on that grid,
  * on smaller and larger grids that do not line up with it, and with none. An
  * archive of format 1 (no chunk hashes) covers the staging of whole layers
- * until their blob digest is known.
+ * until their blob digest is known. A disk cache that keeps nothing covers
+ * the memory tier: what it saves, and that it holds only verified chunks.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -853,6 +854,93 @@ static void gunzip_blob(const char *dir, const char *digest, struct tt_buf *out)
 	tt_buf_free(&in);
 }
 
+/* ---- the memory tier ------------------------------------------------------------ */
+
+/* A content whose disk cache keeps nothing: its bound is below a chunk, so
+ * every put is declined. `memory_max` as in the options. */
+static struct clip_content *open_declining(struct faults *f, const char *cache, uint64_t memory_max)
+{
+	struct clip_content_options o = { .source_ops = &f->ops,
+					  .cache_dir = cache,
+					  .cache_max = 64u << 10,
+					  .hydrate_percent = 101,
+					  .memory_cache_max = memory_max };
+	struct clip_content *c = NULL;
+	struct clip_err err = { 0 };
+	if (clip_content_open(archive, &o, &c, &err) < 0)
+		fail_msg("content open: %s", err.msg);
+	return c;
+}
+
+/* With a disk cache that keeps nothing, the memory tier holds the chunks
+ * instead: a file read 16 KiB at a time inflates each span about once (or
+ * twice: spans as long as chunks straddle them), not once per read, and
+ * every file of every layer's kind reads right. Without the memory tier the
+ * same reads inflate dozens of times the file, so the check can fail. */
+static void test_memory_tier(void **state)
+{
+	(void)state;
+	const struct file *big = &files[1];
+	assert_string_equal(big->path, "/g/big");
+	for (int with = 1; with >= 0; with--) {
+		char cache[8192];
+		fresh_cache_dir(cache, sizeof(cache), "cache-memory");
+		struct faults f;
+		faults_init(&f, layout);
+		struct clip_content *c =
+			open_declining(&f, cache, with ? 0 : CLIP_MEMORY_CACHE_OFF);
+		assert_int_equal(read_file(c, archive, big->path, big->data, big->size, 16384), 0);
+		struct clip_content_stats st;
+		clip_content_stats(c, &st);
+		print_message("memory tier %s: %llu bytes inflated for %zu, %llu memory hits\n",
+			      with ? "on" : "off", (unsigned long long)st.gz.inflated_bytes,
+			      big->size, (unsigned long long)st.tier[CLIP_TIER_MEMORY].hits);
+		if (with) {
+			assert_true(st.gz.inflated_bytes <= 3 * big->size);
+			assert_true(st.tier[CLIP_TIER_MEMORY].hits > 0);
+			assert_int_equal(read_all(c, NULL), 0);
+		} else {
+			assert_true(st.gz.inflated_bytes > 4 * big->size);
+			assert_int_equal(st.tier[CLIP_TIER_MEMORY].hits, 0);
+		}
+		char *json = clip_content_stats_json(c);
+		assert_non_null(json);
+		assert_true((strstr(json, "\"memory_cache\"") != NULL) == with);
+		free(json);
+		clip_content_close(c);
+	}
+}
+
+/* Only verified chunks reach the memory tier: with a flipped byte in one
+ * layer's blob, reads of that layer fail and the others are right; once the
+ * source is clean, the same content (its memory tier as the faulty reads
+ * left it) reads everything right. */
+static void test_memory_tier_keeps_only_verified(void **state)
+{
+	(void)state;
+	for (int layer = 0; layer < NLAYERS; layer++) {
+		char cache[8192];
+		fresh_cache_dir(cache, sizeof(cache), "cache-memory-fault");
+		struct faults f;
+		faults_init(&f, layout);
+		f.digest = layer_digest[layer];
+		f.flip_at = (int64_t)layer_size[layer] / 2;
+		struct clip_content *c = open_declining(&f, cache, 0);
+		int failed[NLAYERS] = { 0 };
+		for (int pass = 0; pass < 2; pass++)
+			read_all(c, failed);
+		if (failed[layer] == 0)
+			fail_msg("layer %d: the fault went unnoticed", layer);
+		for (int other = 0; other < NLAYERS; other++)
+			if (other != layer && failed[other])
+				fail_msg("layer %d: a read of layer %d failed", layer, other);
+		f.flip_at = -1;
+		if (read_all(c, NULL) != 0)
+			fail_msg("layer %d: a clean read after the fault failed", layer);
+		clip_content_close(c);
+	}
+}
+
 /* tests/data/v1: numbers.txt holds "1\n" to "100000\n" in a gzip layer. With
  * no_checkpoints only the blob digest vouches for it: the whole layer's
  * chunks are staged and published once it matched. */
@@ -935,6 +1023,8 @@ int main(void)
 		cmocka_unit_test(test_format1_whole_layer),
 		cmocka_unit_test(test_profile_record_replay),
 		cmocka_unit_test(test_profile_damaged),
+		cmocka_unit_test(test_memory_tier),
+		cmocka_unit_test(test_memory_tier_keeps_only_verified),
 	};
 	return cmocka_run_group_tests(tests, setup_image, teardown_image);
 }

@@ -1,7 +1,8 @@
 /* The disk cache: round trips and partial reads, detection and removal of
  * every kind of damaged chunk, leftover temporary files, the size bound and
- * LRU order measured on the real directory, and concurrent writers (threads
- * of one handle, and separate processes sharing one directory). */
+ * LRU order measured on the real directory, eviction for free space on a
+ * filesystem smaller than what is put, and concurrent writers (threads of
+ * one handle, and separate processes sharing one directory). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -668,13 +671,94 @@ static void test_threads(void **state)
 	free(dir);
 }
 
+/* Bytes free on the filesystem holding `path`. */
+static uint64_t fs_avail(const char *path)
+{
+	struct statvfs vfs;
+	assert_int_equal(statvfs(path, &vfs), 0);
+	return (uint64_t)vfs.f_bavail * vfs.f_frsize;
+}
+
+/* A cache on a 1 MiB tmpfs, with no bound of its own: puts of far more than
+ * that evict the oldest chunks instead of failing, the newest stay, and the
+ * cache says it is full. When files of others take the filesystem, the
+ * cache gives its own chunks up and then declines, never taking the last
+ * bytes. Mounting needs root: skipped without it. */
+static void test_full_filesystem(void **state)
+{
+	(void)state;
+	char *dir = tt_tmpdir();
+	if (geteuid() != 0 || mount("tmpfs", dir, "tmpfs", 0, "size=1m") < 0) {
+		print_message("skipped: mounting a small tmpfs needs root\n");
+		tt_rm_rf(dir);
+		free(dir);
+		skip();
+	}
+	char *cdir = NULL, *foreign = NULL;
+	assert_true(asprintf(&cdir, "%s/cache", dir) > 0 && asprintf(&foreign, "%s/x", dir) > 0);
+	const size_t len = 60000;
+	struct clip_diskcache *c = open_cache(cdir, 0);
+	assert_false(clip_diskcache_full(c));
+	for (uint64_t n = 0; n < 60; n++) {
+		put_chunk(c, 1, n, len); /* fails the test on an error */
+		assert_true(disk_usage(cdir) <= 1 << 20);
+	}
+	struct clip_diskcache_stats st;
+	clip_diskcache_stats(c, &st);
+	assert_true(st.evicted > 0);
+	assert_int_equal(st.declined, 0);
+	assert_true(clip_diskcache_full(c));
+	assert_int_equal(st.usage, disk_usage(cdir));
+	assert_int_equal(read_check(c, 1, 0, len, NULL, 0, len), -ENOENT);
+	for (uint64_t n = 55; n < 60; n++)
+		assert_int_equal(read_check(c, 1, n, len, NULL, 0, len), len);
+
+	/* Another file takes all but a chunk's worth of the free space: the
+	 * next put makes room from the cache's own chunks. */
+	uint64_t left = fs_avail(dir);
+	int fd = open(foreign, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	unsigned char *fill = calloc(1, 1 << 20);
+	assert_non_null(fill);
+	size_t want = (size_t)(left - left % 4096);
+	assert_int_equal(write(fd, fill, want), (ssize_t)want);
+	put_chunk(c, 2, 0, len);
+	assert_int_equal(read_check(c, 2, 0, len, NULL, 0, len), len);
+	/* ... and when it takes everything the cache held too, the cache is
+	 * empty and declines. */
+	clip_diskcache_close(c);
+	tt_rm_rf(cdir);
+	c = open_cache(cdir, 0);
+	want = (size_t)(fs_avail(dir) - fs_avail(dir) % 4096);
+	assert_int_equal(write(fd, fill, want), (ssize_t)want);
+	put_chunk(c, 3, 0, len);
+	assert_int_equal(read_check(c, 3, 0, len, NULL, 0, len), -ENOENT);
+	clip_diskcache_stats(c, &st);
+	assert_int_equal(st.declined, 1);
+	assert_true(clip_diskcache_full(c));
+	/* Once the other file is gone, chunks are kept again. */
+	close(fd);
+	assert_int_equal(unlink(foreign), 0);
+	put_chunk(c, 3, 0, len);
+	assert_int_equal(read_check(c, 3, 0, len, NULL, 0, len), len);
+	clip_diskcache_close(c);
+
+	free(fill);
+	free(foreign);
+	free(cdir);
+	assert_int_equal(umount(dir), 0);
+	tt_rm_rf(dir);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_corruption),
 		cmocka_unit_test(test_leftover_tmp), cmocka_unit_test(test_bound),
 		cmocka_unit_test(test_lru),	     cmocka_unit_test(test_processes),
-		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_threads),	     cmocka_unit_test(test_full_filesystem),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
