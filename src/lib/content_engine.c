@@ -63,6 +63,10 @@ void content_engine_readahead(struct clip_content *c, const struct layer_state *
 	if (c->cache == NULL || !content_ranges_vouched(c, l) || k * c->chunk_bytes >= file->end ||
 	    k >= content_chunk_count(c, l))
 		return;
+	/* Read-ahead that nothing can keep (a full disk, no memory tier) only
+	 * holds the reader up: it waits for the run, then finds nothing. */
+	if (c->memcache == NULL && clip_diskcache_full(c->cache))
+		return;
 	struct readahead *r = malloc(sizeof(*r));
 	if (r == NULL)
 		return;
