@@ -85,7 +85,9 @@ ssize_t clip_content_read(struct clip_content *content, uint32_t ino, void *buf,
 /* Fetch every layer into the disk cache, until done or *stop becomes true:
  * hydration of every layer on the engine's workers (programs' reads go
  * first), and one whole-layer fetch for layers without checkpoints.
- * -ENOTSUP without a disk cache. */
+ * -ENOTSUP without a disk cache; the error of the first hydration the
+ * source stopped (its retries spent, or bytes not matching their digest),
+ * whose layer is left partly cached. */
 int clip_content_prefetch(struct clip_content *content, const atomic_bool *stop,
 			  struct clip_err *err);
 

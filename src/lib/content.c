@@ -671,7 +671,15 @@ int clip_content_prefetch(struct clip_content *c, const atomic_bool *stop, struc
 			return clip_err_prefix(err, "layer %s", l->info.digest);
 	}
 	content_engine_wait(c, stop);
-	return 0;
+	/* "Every layer is in the disk cache" would be untrue after a
+	 * hydration that the source stopped. */
+	int rc = 0;
+	pthread_mutex_lock(&c->lock);
+	for (uint32_t i = 0; i < c->nlayers && rc == 0 && !atomic_load(stop); i++)
+		if (c->layers[i].hydrate_failed)
+			rc = clip_err_set(err, c->hydrate_err.code, "%s", c->hydrate_err.msg);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
 }
 
 void clip_content_stats(const struct clip_content *c, struct clip_content_stats *out)

@@ -244,9 +244,17 @@ static void hydrate_run(struct clip_content *c, struct layer_state *l, struct ru
 	pthread_mutex_lock(&c->lock);
 	l->hydrate_runs--;
 	if (rc < 0) {
-		/* The source failed: reads will say why; stop hydrating it. */
+		/* The source failed: reads will say why; stop hydrating it, and
+		 * keep why for clip_content_prefetch, which must not report
+		 * the layer as cached. */
 		CLIP_COUNT(c->counters.hydrate_errors, 1);
 		l->hydrate_next = n;
+		if (c->hydrate_err.code == 0) {
+			c->hydrate_err = e;
+			clip_err_prefix(&c->hydrate_err, "layer %s: hydration stopped",
+					l->info.digest);
+		}
+		l->hydrate_failed = true;
 	} else {
 		CLIP_COUNT(l->hydrated_chunks, last - first + 1);
 	}

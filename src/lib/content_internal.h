@@ -28,8 +28,9 @@ struct layer_state {
 	 * programs have read, and the hydration this starts. */
 	uint8_t *touched; /* a bitmap of nunits, allocated on first touch */
 	uint64_t nunits, ntouched;
-	bool hydrating; /* hydration started; hydrate_next is its cursor */
-	bool hydrated;	/* every chunk was looked at */
+	bool hydrating;	     /* hydration started; hydrate_next is its cursor */
+	bool hydrated;	     /* every chunk was looked at */
+	bool hydrate_failed; /* the source stopped it: chunks were left out */
 	uint64_t hydrate_next;
 	unsigned hydrate_runs;		  /* runs under way */
 	_Atomic uint64_t hydrated_chunks; /* chunks the hydration produced */
@@ -88,8 +89,9 @@ struct clip_content {
 	pthread_t workers[ENGINE_MAX_WORKERS];
 	unsigned nworkers, engine_busy;
 	bool engine_stop;
-	unsigned hydrate_percent; /* share of units read that starts hydration; 0: never */
-	uint64_t cache_max;	  /* the disk cache's bound; 0: none */
+	unsigned hydrate_percent;    /* share of units read that starts hydration; 0: never */
+	struct clip_err hydrate_err; /* what stopped the first failed hydration */
+	uint64_t cache_max;	     /* the disk cache's bound; 0: none */
 	struct seq_slot seq[SEQ_SLOTS];
 	struct content_counters counters;
 };
