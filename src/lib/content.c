@@ -816,10 +816,22 @@ char *clip_content_stats_json(const struct clip_content *c)
 	return text;
 }
 
+void clip_content_cancel(struct clip_content *c)
+{
+	/* Only a registry can stall; the transfers check this between their
+	 * waits on the network, of a second at most. */
+	if (c->source.registry)
+		clip_registry_cancel(c->source.registry);
+}
+
 void clip_content_close(struct clip_content *c)
 {
 	if (c == NULL)
 		return;
+	/* Nothing reads through c again: the engine's runs under way are
+	 * cancelled, not waited for (a stalled registry would hold each for
+	 * up to its low-speed timeout times its attempts). */
+	clip_content_cancel(c);
 	content_engine_stop(c);
 	pthread_cond_destroy(&c->engine_wake);
 	pthread_cond_destroy(&c->engine_idle);

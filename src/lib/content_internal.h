@@ -199,7 +199,8 @@ void content_engine_hydrate(struct clip_content *c, struct layer_state *l);
 /* Wait until no layer is hydrating, or *stop. */
 void content_engine_wait(struct clip_content *c, const atomic_bool *stop);
 
-/* Stop the workers (the runs under way finish) and free the queue. */
+/* Stop the workers and free the queue. The runs under way finish first,
+ * unless the source was cancelled (clip_content_cancel). */
 void content_engine_stop(struct clip_content *c);
 
 /* ---- content_produce.c: tar bytes that a digest vouches for -------------- */

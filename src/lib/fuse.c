@@ -857,6 +857,9 @@ static void prefetch_stop(struct fs *fs)
 	if (!fs->prefetching)
 		return;
 	atomic_store(&fs->stop_prefetch, true);
+	/* Served no more: a prefetch streaming a whole layer (one without
+	 * checkpoints) from a stalled registry must not hold the exit. */
+	clip_content_cancel(fs->content);
 	pthread_join(fs->prefetch_thread, NULL);
 	fs->prefetching = false;
 }
