@@ -109,7 +109,9 @@ void clip_content_start(struct clip_content *content);
 /* Fetch every layer into the disk cache, until done or *stop becomes true:
  * hydration of every layer on the engine's workers (programs' reads go
  * first), and one whole-layer fetch for layers without checkpoints.
- * -ENOTSUP without a disk cache. */
+ * -ENOTSUP without a disk cache; the error of the first hydration the
+ * source stopped (its retries spent, or bytes not matching their digest),
+ * whose layer is left partly cached. */
 int clip_content_prefetch(struct clip_content *content, const atomic_bool *stop,
 			  struct clip_err *err);
 
@@ -172,6 +174,15 @@ void clip_content_stats(const struct clip_content *content, struct clip_content_
  * format `clip stats` prints (documented in README.md). */
 char *clip_content_stats_json(const struct clip_content *content);
 
+/* Give up every read from the source under way (the engine's runs, a
+ * prefetch) and fail later ones with -ECANCELED, within about a second even
+ * when the registry stalls: for an unmount, which should not wait for bytes
+ * nobody will read. No bytes of a cancelled read are kept or returned.
+ * There is no undoing it. Safe from any thread. */
+void clip_content_cancel(struct clip_content *content);
+
+/* Stop the engine (cancelling its reads, as clip_content_cancel) and free
+ * `content` (NULL is fine). No other call may be running. */
 void clip_content_close(struct clip_content *content);
 
 #endif

@@ -110,6 +110,12 @@ const char *clip_registry_name(const struct clip_registry *reg);
  * at one instant while requests run. */
 void clip_registry_stats(const struct clip_registry *reg, struct clip_registry_stats *out);
 
+/* Make every request of `reg` under way, and every later one, fail with
+ * -ECANCELED within about a second (a stalled answer, a backoff or a
+ * Retry-After wait included), so that a closing reader need not wait for a
+ * slow registry. There is no undoing it. Safe from any thread. */
+void clip_registry_cancel(struct clip_registry *reg);
+
 /* Close the connections, wipe the credentials and tokens, and free `reg`
  * (NULL is fine). No stream of `reg` may be open and no call running. */
 void clip_registry_free(struct clip_registry *reg);

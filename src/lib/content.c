@@ -745,7 +745,15 @@ int clip_content_prefetch(struct clip_content *c, const atomic_bool *stop, struc
 			return clip_err_prefix(err, "layer %s", l->info.digest);
 	}
 	content_engine_wait(c, stop);
-	return 0;
+	/* "Every layer is in the disk cache" would be untrue after a
+	 * hydration that the source stopped. */
+	int rc = 0;
+	pthread_mutex_lock(&c->lock);
+	for (uint32_t i = 0; i < c->nlayers && rc == 0 && !atomic_load(stop); i++)
+		if (c->layers[i].hydrate_failed)
+			rc = clip_err_set(err, c->hydrate_err.code, "%s", c->hydrate_err.msg);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
 }
 
 void clip_content_stats(const struct clip_content *c, struct clip_content_stats *out)
@@ -902,10 +910,22 @@ char *clip_content_stats_json(const struct clip_content *c)
 	return text;
 }
 
+void clip_content_cancel(struct clip_content *c)
+{
+	/* Only a registry can stall; the transfers check this between their
+	 * waits on the network, of a second at most. */
+	if (c->source.registry)
+		clip_registry_cancel(c->source.registry);
+}
+
 void clip_content_close(struct clip_content *c)
 {
 	if (c == NULL)
 		return;
+	/* Nothing reads through c again: the engine's runs under way are
+	 * cancelled, not waited for (a stalled registry would hold each for
+	 * up to its low-speed timeout times its attempts). */
+	clip_content_cancel(c);
 	content_engine_stop(c);
 	pthread_cond_destroy(&c->engine_wake);
 	pthread_cond_destroy(&c->engine_idle);

@@ -313,10 +313,22 @@ static void hydrate_run(struct clip_content *c, struct layer_state *l, struct ru
 	int rc = content_fetch_run(c, l, first, last, NULL, true, bufs, &e); /* unlocks */
 	pthread_mutex_lock(&c->lock);
 	l->hydrate_runs--;
-	if (rc < 0) {
-		/* The source failed: reads will say why; stop hydrating it. */
+	if (rc == -ECANCELED) {
+		/* clip_content_cancel: the content is closing, the source is
+		 * not at fault. */
+		l->hydrate_next = n;
+	} else if (rc < 0) {
+		/* The source failed: reads will say why; stop hydrating it, and
+		 * keep why for clip_content_prefetch, which must not report
+		 * the layer as cached. */
 		CLIP_COUNT(c->counters.hydrate_errors, 1);
 		l->hydrate_next = n;
+		if (c->hydrate_err.code == 0) {
+			c->hydrate_err = e;
+			clip_err_prefix(&c->hydrate_err, "layer %s: hydration stopped",
+					l->info.digest);
+		}
+		l->hydrate_failed = true;
 	} else {
 		CLIP_COUNT(l->hydrated_chunks, last - first + 1);
 	}

@@ -33,6 +33,7 @@ struct layer_state {
 	atomic_bool hydrating; /* hydration started; hydrate_next is its cursor; set
 				  under c->lock, read without it by reads */
 	bool hydrated;	       /* every chunk was looked at */
+	bool hydrate_failed;   /* the source stopped it: chunks were left out */
 	uint64_t hydrate_next;
 	unsigned hydrate_runs;		  /* runs under way */
 	_Atomic uint64_t hydrated_chunks; /* chunks the hydration produced */
@@ -99,9 +100,10 @@ struct clip_content {
 	pthread_cond_t engine_idle; /* a hydration ended */
 	pthread_t workers[ENGINE_MAX_WORKERS];
 	unsigned nworkers, engine_busy;
-	atomic_bool engine_stop;  /* set under `lock`; replay reads it without */
-	unsigned hydrate_percent; /* share of units read that starts hydration; 0: never */
-	uint64_t cache_max;	  /* the disk cache's bound; 0: none */
+	atomic_bool engine_stop;     /* set under `lock`; replay reads it without */
+	unsigned hydrate_percent;    /* share of units read that starts hydration; 0: never */
+	struct clip_err hydrate_err; /* what stopped the first failed hydration */
+	uint64_t cache_max;	     /* the disk cache's bound; 0: none */
 	struct seq_slot seq[SEQ_SLOTS];
 	struct content_counters counters;
 	struct clip_profile_recorder *recorder; /* borrowed; NULL: not recording */
@@ -222,7 +224,8 @@ void content_engine_hydrate(struct clip_content *c, struct layer_state *l);
 /* Wait until no layer is hydrating, or *stop. */
 void content_engine_wait(struct clip_content *c, const atomic_bool *stop);
 
-/* Stop the workers (the runs under way finish) and free the queue. */
+/* Stop the workers and free the queue. The runs under way finish first,
+ * unless the source was cancelled (clip_content_cancel). */
 void content_engine_stop(struct clip_content *c);
 
 /* True on the engine's worker threads (background work nobody waits on). */

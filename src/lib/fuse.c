@@ -830,11 +830,14 @@ static void *prefetch_main(void *arg)
 	struct clip_err err = { 0 };
 	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	if (clip_content_prefetch(fs->content, &fs->stop_prefetch, &err) < 0)
-		log_msg(LOG_WARNING, "prefetch: %s", err.msg);
-	else if (atomic_load(&fs->stop_prefetch))
+	int rc = clip_content_prefetch(fs->content, &fs->stop_prefetch, &err);
+	/* Stopped first: the unmount cancels the reads under way, whose
+	 * errors ("cancelled") are no failure of the prefetch. */
+	if (atomic_load(&fs->stop_prefetch))
 		log_msg(LOG_INFO, "prefetch: stopped by the unmount after %.1f s",
 			seconds_since(&start));
+	else if (rc < 0)
+		log_msg(LOG_WARNING, "prefetch: %s", err.msg);
 	else
 		log_msg(LOG_INFO, "prefetch: every layer is in the disk cache (%.1f s)",
 			seconds_since(&start));
@@ -858,6 +861,9 @@ static void prefetch_stop(struct fs *fs)
 	if (!fs->prefetching)
 		return;
 	atomic_store(&fs->stop_prefetch, true);
+	/* Served no more: a prefetch streaming a whole layer (one without
+	 * checkpoints) from a stalled registry must not hold the exit. */
+	clip_content_cancel(fs->content);
 	pthread_join(fs->prefetch_thread, NULL);
 	fs->prefetching = false;
 }

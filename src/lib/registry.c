@@ -120,6 +120,11 @@ void clip_registry_stats(const struct clip_registry *reg, struct clip_registry_s
 	out->bytes_received = CLIP_COUNTER_LOAD(reg->bytes_received);
 }
 
+void clip_registry_cancel(struct clip_registry *reg)
+{
+	atomic_store(&reg->cancelled, true);
+}
+
 /* ---- manifests -------------------------------------------------------- */
 
 static bool tag_valid(const char *s)

@@ -74,11 +74,22 @@ static void share_unlock(CURL *handle, curl_lock_data data, void *user)
 		pthread_mutex_unlock(&reg->share_locks[data]);
 }
 
-static void sleep_ms(long ms)
+static bool cancelled(const struct clip_registry *reg)
 {
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+	return atomic_load_explicit(&reg->cancelled, memory_order_relaxed);
+}
+
+/* Wait `ms` before a retry, in slices so that clip_registry_cancel ends
+ * the wait (a Retry-After may ask for 30 s). */
+static void sleep_ms(const struct clip_registry *reg, long ms)
+{
+	while (ms > 0 && !cancelled(reg)) {
+		long slice = ms < 50 ? ms : 50;
+		struct timespec ts = { 0, slice * 1000000L };
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		ms -= slice;
+	}
 }
 
 /* "scheme://host:port" of `url` (a new string), NULL when it does not parse. */
@@ -837,7 +848,7 @@ static bool sent_token_expired(struct clip_transfer *x)
 static int transfer_retry(struct clip_transfer *x, long delay_ms, struct clip_err *err)
 {
 	if (delay_ms > 0)
-		sleep_ms(delay_ms);
+		sleep_ms(x->reg, delay_ms);
 	x->attempts++;
 	CLIP_COUNT(x->reg->retried, 1);
 	x->hops = 0;
@@ -975,6 +986,10 @@ int clip_transfer_fill(struct clip_transfer *x, struct clip_err *err)
 {
 	while (buf_pending(x) == 0 && !x->eof) {
 		int r;
+		/* Checked between pumps, which wait a second at most: a stalled
+		 * answer is given up within that. */
+		if (cancelled(x->reg))
+			return clip_transfer_error(x, err, ECANCELED, "cancelled");
 		if (!x->active) {
 			r = exchange_begin(x, x->start_url, err);
 		} else if (!x->done) {

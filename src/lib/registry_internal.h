@@ -73,6 +73,8 @@ struct clip_registry {
 	bool have_challenge;
 	struct clip_auth_challenge challenge; /* the last Bearer challenge */
 
+	atomic_bool cancelled; /* clip_registry_cancel: every transfer fails */
+
 	/* Bumped with CLIP_COUNT, read with CLIP_COUNTER_LOAD. */
 	_Atomic uint64_t requests;
 	_Atomic uint64_t retried;

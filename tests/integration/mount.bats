@@ -88,15 +88,6 @@ mount_default() {
 	clip_mount "$ARCHIVE" "$MNT" --cache-dir "$T/cache" "$@"
 }
 
-# unmount_under DIR: unmount everything mounted below DIR, newest first (an overlay before the
-# clip mount under it), lazily if a mount is busy.
-unmount_under() {
-	local m
-	awk '{ print $5 }' /proc/self/mountinfo | grep -F "$1/" | tac | while read -r m; do
-		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-	done
-}
-
 # is_mounted DIR: DIR is the target of a mount.
 is_mounted() {
 	findmnt -rn --mountpoint "$1" >/dev/null
@@ -118,49 +109,6 @@ no_daemon() {
 		echo "a daemon for $1 is still running: $pids"
 		return 1
 	fi
-}
-
-# daemon_pid MNT: the live `clip mount` process serving MNT (exactly one, or fail).
-daemon_pid() {
-	local pids
-	pids=$(daemon_pids "$1") || return 1
-	if [ -z "$pids" ] || [ "$(wc -l <<<"$pids")" -ne 1 ]; then
-		echo "expected one daemon serving $1, found: ${pids:-none}" >&2
-		return 1
-	fi
-	echo "$pids"
-}
-
-# daemon_pids MNT: the live `clip mount` processes serving MNT, one a line.
-daemon_pids() {
-	python3 - "$CLIP" "$1" <<'PY'
-import os, sys
-clip, mnt = sys.argv[1], sys.argv[2]
-found = []
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        argv = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")
-        state = [l for l in open("/proc/%s/status" % pid) if l.startswith("State:")][0]
-    except OSError:
-        continue
-    if argv[:2] == [os.fsencode(clip), b"mount"] and os.fsencode(mnt) in argv and " Z " not in state:
-        found.append(pid)
-for pid in found:
-    print(pid)
-PY
-}
-
-# wait_gone PID: wait up to 10 s for PID to exit (a zombie counts: init may reap it late).
-wait_gone() {
-	local tries
-	for ((tries = 0; tries < 200; tries++)); do
-		if [ ! -e "/proc/$1" ] || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.05
-	done
-	echo "process $1 still running"
-	return 1
 }
 
 # tree_sha ROOT: "sha256 path" of every regular file under ROOT, sorted by path.
@@ -185,20 +133,6 @@ with concurrent.futures.ThreadPoolExecutor(8) as pool:
 out = sys.stdout.buffer
 for path, hexd in result:
     out.write(hexd.encode() + b" " + path + b"\n")
-PY
-}
-
-# stats_field MNT KEY[.KEY...]: one number of the mount's stats JSON ("reads",
-# "disk_cache.evicted").
-stats_field() {
-	local json
-	json=$("$CLIP" stats --json "$1") || return 1
-	python3 - "$json" "$2" <<'PY'
-import json, sys
-value = json.loads(sys.argv[1])
-for key in sys.argv[2].split("."):
-    value = value[key]
-print(value)
 PY
 }
 

@@ -2,10 +2,13 @@
 # Integration test of `clip index REF` and lazy `clip cat` against real registries on 127.0.0.1:
 # Debian's docker-registry (distribution 2.8) anonymous, with htpasswd Basic auth, with Bearer
 # tokens from tools/token_server.py and over TLS with a test CA, plus tools/fault_proxy.py in
-# front of them to cut connections, answer 500/429, corrupt bytes, delay and redirect.
+# front of them to cut connections, answer 500/429, corrupt bytes, delay, throttle and redirect.
 # An archive indexed from a registry must equal the one indexed from the same image as an OCI
 # layout (`clip ls -R --manifest` and the digests of `clip info`), and files read lazily with
-# `clip cat` must equal what `umoci unpack` extracts.
+# `clip cat` must equal what `umoci unpack` extracts. Mounts with `--prefetch` read through the
+# fault proxy too: the span engine's hydration under resets, 5xx, stalls and wrong bytes, beside
+# many readers, must give only right bytes, keep only right chunks, stop at once on unmount and
+# stay within its memory bound.
 #
 # How to run (as root):
 #   meson test -C build integration-registry -v       # meson sets CLIP and CLIP_SOURCE_ROOT
@@ -13,10 +16,11 @@
 # Needs: root, umoci, debootstrap, python3, docker-registry, skopeo, openssl, htpasswd
 # (apache2-utils), curl, coreutils' timeout; the TLS tests also unshare and mount (util-linux):
 # clients talk plain HTTP to 127.0.0.1, so they reach the TLS registry as registry.clip.test,
-# which only their private mount namespace's /etc/hosts knows (see with_test_hosts).
+# which only their private mount namespace's /etc/hosts knows (see with_test_hosts). The mount
+# tests also need /dev/fuse and fusermount3 (they skip without).
 # The test image is built as for index.bats (CLIP_TEST_IMAGE=DIR reuses a built one;
 # CLIP_TEST_KEEP=1 keeps the temp dir with the servers' logs and request logs). All registries
-# share one storage directory, so the images are pushed once; ~1.5 min with a cached image.
+# share one storage directory, so the images are pushed once; ~2.5 min with a cached image.
 
 load helpers
 load registry
@@ -89,6 +93,7 @@ setup_file() {
 }
 
 teardown_file() {
+	[ -z "${W:-}" ] || unmount_under "$W"
 	servers_stop_all
 	remove_workdir "${W:-}"
 }
@@ -103,7 +108,9 @@ setup() {
 }
 
 teardown() {
-	[ -z "${T:-}" ] || rm -rf "$T"
+	[ -n "${T:-}" ] || return 0
+	unmount_under "$T"
+	rm -rf --one-file-system "$T"
 }
 
 # layout_manifest_digest LAYOUT: the digest of the "latest" entry of index.json.
@@ -691,4 +698,355 @@ blob_path_re() {
 	[[ $stderr =~ ^clip:\ .+ ]]
 	[[ $stderr == *"$addr"* ]]
 	awk "BEGIN { exit !($end - $start < 30) }"
+}
+
+# --- the span engine under faults: mounts -----------------------------------------------------
+
+need_fuse() {
+	[ -c /dev/fuse ] || skip "no /dev/fuse: FUSE is not available here"
+	command -v fusermount3 >/dev/null || skip "fusermount3 not installed (see scripts/install-deps)"
+}
+
+# mountx ARCHIVE MOUNTPOINT [OPTIONS...]: `clip mount` as clipx runs it, with bats' fd 3 closed
+# (bats waits for every holder of fd 3, and the daemon would hold it).
+mountx() {
+	clipx mount "$@" 3>&-
+}
+
+# read_check MNT NTHREADS [SECONDS [PID [SKIP]]]: NTHREADS threads read the image's files through
+# MNT and compare every byte with $ROOTFS, but for those whose path matches the Python regular
+# expression SKIP. Without SECONDS (or with 0) each thread reads every file
+# over 512 KiB and its share of the others, whole, in its own random order: several readers on
+# the same spans at once. With SECONDS they read random ranges of random files for that long,
+# half of them O_DIRECT (to the daemon every time, past the page cache). With PID, that
+# process's VmRSS is sampled every 0.2 s and its peak printed as "rss_peak_kib N".
+# Prints "# ..." summary lines and the first differences; fails on any difference or error.
+read_check() {
+	python3 - "$1" "$ROOTFS" "$2" "${3:-0}" "${4:-}" "${5:-}" <<-'PY'
+		import os, random, re, stat, sys, threading, time
+		mnt, rootfs = os.fsencode(sys.argv[1]), os.fsencode(sys.argv[2])
+		nthreads, seconds, pid = int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+		skip = re.compile(os.fsencode(sys.argv[6])) if sys.argv[6] else None
+		files = []
+		for d, dirs, names in os.walk(rootfs):
+		    for n in names:
+		        p = os.path.join(d, n)
+		        st = os.lstat(p)
+		        if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+		            if not (skip and skip.search(p[len(rootfs):])):
+		                files.append((p[len(rootfs):], st.st_size))
+		files.sort()
+		lock = threading.Lock()
+		total = {"reads": 0, "bytes": 0, "bad": 0, "errors": 0}
+		slowest = [0.0]
+		messages = []
+		def note(n, msg):
+		    n["bad" if msg.startswith("differ") else "errors"] += 1
+		    with lock:
+		        messages.append(msg)
+		def took(seconds):
+		    if seconds > slowest[0]:
+		        slowest[0] = seconds
+		def read_whole(n, path):
+		    try:
+		        with open(mnt + path, "rb") as got, open(rootfs + path, "rb") as want:
+		            off = 0
+		            while True:
+		                t0 = time.monotonic()
+		                a = got.read(1 << 20)
+		                took(time.monotonic() - t0)
+		                b = want.read(1 << 20)
+		                n["reads"] += 1
+		                n["bytes"] += len(a)
+		                if a != b:
+		                    return note(n, "differ: %r at or after %d" % (path, off))
+		                if not a:
+		                    return
+		                off += len(a)
+		    except OSError as e:
+		        note(n, "error: %r: %s" % (path, e))
+		def read_range(n, rnd, path, size):
+		    off = rnd.randrange(size)
+		    length = rnd.choice([1, 100, 4096, 65536, 131072, 1 << 20, 3 << 20])
+		    direct = rnd.random() < 0.5
+		    try:
+		        t0 = time.monotonic()
+		        fd = os.open(mnt + path, os.O_RDONLY | (os.O_DIRECT if direct else 0))
+		        try:
+		            got = os.pread(fd, length, off)
+		            took(time.monotonic() - t0)
+		            if not direct and rnd.random() < 0.5:
+		                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+		        finally:
+		            os.close(fd)
+		    except OSError as e:
+		        return note(n, "error: %r offset %d length %d: %s" % (path, off, length, e))
+		    with open(rootfs + path, "rb") as f:
+		        f.seek(off)
+		        want = f.read(length)
+		    n["reads"] += 1
+		    n["bytes"] += len(got)
+		    if got != want:
+		        note(n, "differ: %r offset %d length %d: got %d bytes, want %d"
+		             % (path, off, length, len(got), len(want)))
+		def worker(i):
+		    rnd = random.Random(i)
+		    n = dict.fromkeys(total, 0)
+		    if seconds > 0:
+		        stop = time.monotonic() + seconds
+		        while time.monotonic() < stop:
+		            path, size = rnd.choice(files)
+		            if rnd.random() < 0.3:  # large files more often: they cross spans
+		                path, size = max(rnd.sample(files, 8), key=lambda f: f[1])
+		            read_range(n, rnd, path, size)
+		    else:
+		        mine = [f for j, f in enumerate(files) if f[1] > 512 * 1024 or j % nthreads == i]
+		        rnd.shuffle(mine)
+		        for path, size in mine:
+		            read_whole(n, path)
+		    with lock:
+		        for k in total:
+		            total[k] += n[k]
+		peak = [0]
+		def rss_kib():
+		    for line in open("/proc/%s/status" % pid):
+		        if line.startswith("VmRSS:"):
+		            return int(line.split()[1])
+		    return 0
+		start = time.monotonic()
+		threads = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
+		for t in threads:
+		    t.start()
+		while any(t.is_alive() for t in threads):
+		    if pid:
+		        peak[0] = max(peak[0], rss_kib())
+		    time.sleep(0.2)
+		for t in threads:
+		    t.join()
+		print("# %d threads, %.1f s: %d files, %d reads, %.1f MiB, %d differ, %d errors; slowest read %.1f s"
+		      % (nthreads, time.monotonic() - start, len(files), total["reads"],
+		         total["bytes"] / 2**20, total["bad"], total["errors"], slowest[0]))
+		if pid:
+		    print("rss_peak_kib %d" % peak[0])
+		for m in messages[:20]:
+		    print(m)
+		sys.exit(0 if total["reads"] > 0 and total["bad"] == 0 and total["errors"] == 0 else 1)
+	PY
+}
+
+# hydration MNT: the mount's hydration from `clip stats --json`, as one line:
+# "hydrated=H/L chunks=C/N errors=E" (layers whose hydration ended of all the layers, chunks the
+# hydration produced of all the chunks, hydrations the source stopped).
+hydration() {
+	local json
+	json=$(clipx stats --json "$1") || return 1
+	python3 - "$json" <<-'PY'
+		import json, sys
+		s = json.loads(sys.argv[1])
+		layers = s["layers"]
+		print("hydrated=%d/%d chunks=%d/%d errors=%d" % (
+		    sum(l["hydrated"] for l in layers), len(layers),
+		    sum(l["hydrated_chunks"] for l in layers), sum(l["chunks"] for l in layers),
+		    s["hydrate_errors"]))
+	PY
+}
+
+# wait_hydrated MNT SECONDS: wait until every layer's hydration ended; fails after SECONDS.
+wait_hydrated() {
+	local mnt=$1 limit=$2 start=$SECONDS state
+	while state=$(hydration "$mnt"); do
+		[[ $state =~ hydrated=([0-9]+)/([0-9]+) ]] || break
+		[ "${BASH_REMATCH[1]}" != "${BASH_REMATCH[2]}" ] || return 0
+		if [ $((SECONDS - start)) -ge "$limit" ]; then
+			echo "hydration did not end within $limit s: $state"
+			return 1
+		fi
+		sleep 0.2
+	done
+	echo "no hydration state: $state"
+	return 1
+}
+
+# fault_summary PROXY: "N faults (K ACTION, ...) in R blob GETs, M on requests of over 4 MiB"
+# from the proxy's log: the big ranges are the engine's runs (a program's read asks for a few
+# spans).
+fault_summary() {
+	python3 - "$REG_DIR/$1.requests" <<-'PY'
+		import collections, json, re, sys
+		faults, big, gets = collections.Counter(), 0, 0
+		for line in open(sys.argv[1]):
+		    r = json.loads(line)
+		    gets += r["method"] == "GET" and "/blobs/" in r["path"]
+		    if r["fault"] is None:
+		        continue
+		    faults[r["fault"]] += 1
+		    m = re.fullmatch(r"bytes=(\d+)-(\d+)", r["range"] or "")
+		    big += bool(m) and int(m.group(2)) - int(m.group(1)) >= 4 << 20
+		print("%d faults (%s) in %d blob GETs, %d on requests of over 4 MiB" % (
+		    sum(faults.values()), ", ".join("%d %s" % (n, a) for a, n in sorted(faults.items())),
+		    gets, big))
+	PY
+}
+
+@test "the span engine under faults: --prefetch with resets, stalls and 5xx mid-range hydrates every layer and every byte is right" {
+	need_fuse
+	local p mnt=$T/mnt start
+	p=$(server_addr proxy)
+	mkdir "$mnt"
+	index_ok "$(server_addr anon)/test/img:v1" "$T/a.clip"
+	# Windows of blob GETs, counted across the engine's workers and the readers: a connection cut
+	# mid-body (resumed with a Range request), HTTP 500 and 503, a 2 s stall mid-body, a
+	# connection closed before any answer, all within the first 24 GETs (each failed one is
+	# retried, and the readers ask too: 30 to 55 GETs in all). The first ones meet the engine's
+	# first runs (the prefetch starts before the readers). 12 of them fail a request: with
+	# --retries 12, no request can run out of retries however they fall (with the default 4,
+	# one request now and then meets 5 of them and its layer's hydration stops).
+	fault_set proxy \
+		"$(fault_rule cut /blobs/ times=3)" \
+		"$(fault_rule status /blobs/ status=500 skip=5 times=3)" \
+		"$(fault_rule delay /blobs/ seconds=2 after_bytes=65536 skip=10 times=2)" \
+		"$(fault_rule drop /blobs/ skip=14 times=3)" \
+		"$(fault_rule cut /blobs/ after_bytes=1000000 skip=19 times=2)" \
+		"$(fault_rule status /blobs/ status=503 skip=23 times=1)"
+	start=$(date +%s.%N)
+	mountx "$T/a.clip" "$mnt" --cache-dir "$T/chunks" --prefetch --source "$p/test/img" \
+		--retries 12 --log "$T/log"
+	# 12 readers at once while it hydrates.
+	run read_check "$mnt" 12
+	echo "$output"
+	grep '^#' <<<"$output" >&3
+	[ "$status" -eq 0 ]
+	wait_hydrated "$mnt" 60
+	local state faults
+	state=$(hydration "$mnt")
+	faults=$(fault_summary proxy)
+	echo "# hydrated after $(awk "BEGIN { print $(date +%s.%N) - $start }") s: $state; $faults" >&3
+	cat "$T/log"
+	[[ $state == *errors=0 ]]
+	[ "$(server_requests proxy 'r["fault"] is not None')" -eq 14 ]
+	[[ $faults =~ ,\ ([0-9]+)\ on ]]
+	[ "${BASH_REMATCH[1]}" -ge 1 ]
+	grep -q 'prefetch: every layer is in the disk cache' "$T/log"
+	# No program's read failed (each would be logged), and the mount still serves.
+	[ "$(grep -vc prefetch "$T/log")" -eq 0 ]
+	cmp "$mnt/clip-test/big/20mib-random" "$ROOTFS/clip-test/big/20mib-random"
+	clipx umount "$mnt"
+	# Every chunk is in the disk cache, and right: a mount of the same cache whose every blob
+	# request fails reads the whole tree.
+	fault_set proxy "$(fault_rule status /blobs/ status=404 times=-1)"
+	mountx "$T/a.clip" "$mnt" --cache-dir "$T/chunks" --source "$p/test/img" \
+		--hydrate-threshold off --log "$T/log2"
+	run read_check "$mnt" 2
+	echo "$output"
+	proxy_log proxy
+	[ "$status" -eq 0 ]
+	[ "$(server_requests proxy)" -eq 0 ]
+}
+
+@test "a 16-thread stress with hydration running: every byte right, unmount cancels promptly, RSS bounded" {
+	need_fuse
+	local p mnt=$T/mnt pid top top_re
+	p=$(server_addr proxy)
+	mkdir "$mnt"
+	index_ok "$(server_addr anon)/test/img:v1" "$T/a.clip"
+	# A slow registry: answers of over 4 MiB (the engine's runs; a program's read asks for a
+	# few spans of at most 2 MiB) come at 4 MiB/s after their first 4 MiB, and those of the top
+	# layer (/clip-test and /etc/debian_version) at 256 KiB/s, never stalling long enough for
+	# clip to give them up. The prefetch hydrates the layers in order: the bottom one (147 MiB
+	# of tar, about 6 runs of 32 MiB on 2 workers, 2-3 s each) beside the readers, which wait
+	# for the run that holds their chunk or go ahead of it; then the top one in one run of
+	# 21 MB, which takes over a minute: it is under way when the stress ends. The readers keep
+	# off the top layer's files, which would only wait for that run.
+	top=$(layer_digests "$IMAGE:latest" | tail -n 1)
+	top_re='^/(clip-test/|etc/debian_version$)'
+	fault_set proxy \
+		"$(fault_rule delay "$(blob_path_re "$top")" after_bytes=4194304 rate=262144 times=-1)" \
+		"$(fault_rule delay /blobs/ after_bytes=4194304 rate=4194304 times=-1)"
+	mountx "$T/a.clip" "$mnt" --cache-dir "$T/chunks" --prefetch --source "$p/test/img" \
+		--log "$T/log"
+	pid=$(daemon_pid "$mnt")
+	run read_check "$mnt" 16 15 "$pid" "$top_re"
+	echo "$output"
+	grep '^#' <<<"$output" >&3
+	[ "$status" -eq 0 ]
+	local state hwm rss_peak
+	state=$(hydration "$mnt")
+	hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
+	[[ $output =~ rss_peak_kib\ ([0-9]+) ]]
+	rss_peak=${BASH_REMATCH[1]}
+	# What the daemon holds at most, by design: 32 MiB before any read (binary, libraries, the
+	# archive, FUSE's buffers); per engine worker (one per core, 2 to 8) a run's buffers, kept
+	# from run to run: 32 MiB of tar, its compressed bytes (at most as many, plus a span) and
+	# curl's 4 MiB; per FUSE thread (16) a read's: the spans around one 1 MiB chunk (at most
+	# 2 x 2.1 MiB of tar here), their compressed bytes, curl's 4 MiB: 13 MiB.
+	local workers bound
+	workers=$(nproc)
+	workers=$((workers < 2 ? 2 : workers > 8 ? 8 : workers))
+	bound=$(((32 + workers * 70 + 16 * 13) * 1024))
+	echo "# after the stress: $state; daemon VmRSS peak $rss_peak KiB, VmHWM $hwm KiB (bound $bound KiB)" >&3
+	[ "$rss_peak" -le "$bound" ]
+	[ "$hwm" -le "$bound" ]
+	# Unmounted with the top layer's run under way: the daemon must stop it, not wait for it.
+	[[ $state =~ hydrated=([0-9]+)/([0-9]+) ]]
+	[ "${BASH_REMATCH[1]}" -lt "${BASH_REMATCH[2]}" ]
+	local start end
+	start=$(date +%s.%N)
+	clipx umount "$mnt"
+	wait_gone "$pid"
+	end=$(date +%s.%N)
+	echo "# the daemon exited $(awk "BEGIN { print $end - $start }") s after clip umount started" >&3
+	cat "$T/log"
+	awk "BEGIN { exit !($end - $start < 3) }"
+	grep -q 'prefetch: stopped by the unmount' "$T/log"
+	# The top layer's run was cut off: the proxy saw its client go before the end of the answer.
+	local i cut="r['path'].endswith('$top') and r['bytes'] < 1 + int(r['range'].split('-')[1]) - int(r['range'][6:].split('-')[0])"
+	for ((i = 0; i < 20; i++)); do
+		[ "$(server_requests proxy "$cut")" -eq 0 ] || break
+		sleep 0.2
+	done
+	proxy_log proxy | grep -F "${top#sha256:}"
+	[ "$(server_requests proxy "$cut")" -eq 1 ]
+}
+
+@test "the span engine under a corrupting proxy: runs with wrong bytes are refused, never kept or read" {
+	need_fuse
+	local p mnt=$T/mnt i
+	p=$(server_addr proxy)
+	mkdir "$mnt"
+	index_ok "$(server_addr anon)/test/img:v1" "$T/a.clip"
+	# One byte inverted in each of the first two blob answers: the engine's first two runs,
+	# since no program reads before they were answered.
+	fault_set proxy "$(fault_rule corrupt /blobs/ times=2)"
+	mountx "$T/a.clip" "$mnt" --cache-dir "$T/chunks" --prefetch --source "$p/test/img" \
+		--log "$T/log"
+	for ((i = 0; i < 100; i++)); do
+		[ "$(server_requests proxy 'r["fault"] == "corrupt" and r["status"]')" -lt 2 ] || break
+		sleep 0.1
+	done
+	proxy_log proxy
+	[ "$(server_requests proxy 'r["fault"] == "corrupt"')" -eq 2 ]
+	# Their chunks come from the programs' own reads, right.
+	run read_check "$mnt" 8
+	echo "$output"
+	grep '^#' <<<"$output" >&3
+	[ "$status" -eq 0 ]
+	wait_hydrated "$mnt" 60
+	local state
+	state=$(hydration "$mnt")
+	cat "$T/log"
+	echo "# $state" >&3
+	[[ $state =~ errors=[12]$ ]]
+	grep -Eq 'prefetch: layer sha256:[0-9a-f]{64}: hydration stopped: .*([Dd]igest|mismatch)' "$T/log"
+	clipx umount "$mnt"
+	# Nothing of the wrong bytes was kept: a mount of the same cache without the registry
+	# (and without a hydration of its own, which would ask it for the chunks that hold no file
+	# data) reads every file right.
+	fault_set proxy "$(fault_rule status /blobs/ status=404 times=-1)"
+	mountx "$T/a.clip" "$mnt" --cache-dir "$T/chunks" --source "$p/test/img" \
+		--hydrate-threshold off --log "$T/log2"
+	run read_check "$mnt" 2
+	echo "$output"
+	proxy_log proxy
+	[ "$status" -eq 0 ]
+	[ "$(server_requests proxy)" -eq 0 ]
 }

@@ -19,7 +19,10 @@ counters. A RULE is an object:
            "corrupt"   forward with the byte at body offset "at" (default: the
                        middle) inverted; same length, same headers
            "delay"     forward after sleeping "seconds" (default 1); with
-                       "after_bytes", sleep after sending that much body
+                       "after_bytes", sleep after sending that much body;
+                       with "rate", send the body from "after_bytes" (default
+                       0) on at "rate" bytes a second instead of sleeping (a
+                       slow registry that never stops sending)
            "status"    answer "status" (e.g. 500, 429) with "headers" (e.g.
                        {"Retry-After": "1"}) without asking upstream
            "drop"      close the connection without answering
@@ -228,7 +231,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             location = rule["location"].format(path=path, port=self.server.server_address[1])
             self.send_simple(307, {"Location": location}, b"", entry)
             return
-        if action == "delay" and "after_bytes" not in rule:
+        if action == "delay" and "after_bytes" not in rule and "rate" not in rule:
             time.sleep(float(rule.get("seconds", 1)))
 
         # A list, not a dict: a request may repeat a header (Accept, for manifests).
@@ -264,7 +267,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         total = int(length)
         cut_at = int(rule.get("after_bytes", total // 2)) if action == "cut" else None
         flip_at = int(rule.get("at", total // 2)) if action == "corrupt" else None
-        pause_at = int(rule["after_bytes"]) if action == "delay" and "after_bytes" in rule else None
+        rate = float(rule["rate"]) if action == "delay" and "rate" in rule else None
+        pause_at = None
+        if action == "delay" and "after_bytes" in rule and rate is None:
+            pause_at = int(rule["after_bytes"])
+        slow_from = int(rule.get("after_bytes", 0)) if rate is not None else None
         sent = 0
         while sent < total:
             chunk = data[sent : sent + CHUNK] if data is not None else resp.read(min(CHUNK, total - sent))
@@ -285,6 +292,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 i = flip_at - sent
                 chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
             self.wfile.write(chunk)
+            if slow_from is not None and sent + len(chunk) > slow_from:
+                self.wfile.flush()
+                time.sleep((sent + len(chunk) - max(sent, slow_from)) / rate)
             sent += len(chunk)
             entry["bytes"] = sent
         if sent < total:  # upstream ended early: do not pretend otherwise
