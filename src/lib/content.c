@@ -695,6 +695,8 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 	if (rc < 0)
 		return clip_err_prefix(err, "layer %s", l->info.digest);
 	uint64_t tar_off = inode.data_offset + offset;
+	if (c->recorder)
+		clip_profile_recorder_add(c->recorder, l->index, tar_off, len);
 	ssize_t n;
 	if (c->cache == NULL && c->rcache == NULL) {
 		uint64_t t0 = content_now_ns();
@@ -706,8 +708,6 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 		const struct extent file = { inode.data_offset, inode.data_offset + inode.size };
 		uint64_t readahead = readahead_window(c, ino, offset, len);
 		content_engine_touch(c, l, tar_off, len);
-		if (c->recorder)
-			clip_profile_recorder_add(c->recorder, l->index, tar_off, len);
 		n = chunked_read(c, l, &file, buf, len, tar_off, readahead, err);
 	}
 	if (n < 0)
