@@ -713,6 +713,21 @@ mountx() {
 	clipx mount "$@" 3>&-
 }
 
+# reads_from_cache_alone MNT PROXY_URL: a mount of $T/a.clip on the disk cache $T/chunks, through
+# the proxy "proxy" now refusing every blob (and with no hydration of its own, which would ask
+# for the chunks that hold no file data), reads every file right and asks the proxy nothing.
+reads_from_cache_alone() {
+	local mnt=$1 p=$2
+	fault_set proxy "$(fault_rule status /blobs/ status=404 times=-1)"
+	mountx "$T/a.clip" "$mnt" --cache-dir "$T/chunks" --source "$p/test/img" \
+		--hydrate-threshold off --log "$T/log2"
+	run read_check "$mnt" 2
+	echo "$output"
+	proxy_log proxy
+	[ "$status" -eq 0 ]
+	[ "$(server_requests proxy)" -eq 0 ]
+}
+
 # read_check MNT NTHREADS [SECONDS [PID [SKIP]]]: NTHREADS threads read the image's files through
 # MNT and compare every byte with $ROOTFS, but for those whose path matches the Python regular
 # expression SKIP. Without SECONDS (or with 0) each thread reads every file
@@ -933,14 +948,7 @@ fault_summary() {
 	clipx umount "$mnt"
 	# Every chunk is in the disk cache, and right: a mount of the same cache whose every blob
 	# request fails reads the whole tree.
-	fault_set proxy "$(fault_rule status /blobs/ status=404 times=-1)"
-	mountx "$T/a.clip" "$mnt" --cache-dir "$T/chunks" --source "$p/test/img" \
-		--hydrate-threshold off --log "$T/log2"
-	run read_check "$mnt" 2
-	echo "$output"
-	proxy_log proxy
-	[ "$status" -eq 0 ]
-	[ "$(server_requests proxy)" -eq 0 ]
+	reads_from_cache_alone "$mnt" "$p"
 }
 
 @test "a 16-thread stress with hydration running: every byte right, unmount cancels promptly, RSS bounded" {
@@ -1044,12 +1052,5 @@ fault_summary() {
 	# Nothing of the wrong bytes was kept: a mount of the same cache without the registry
 	# (and without a hydration of its own, which would ask it for the chunks that hold no file
 	# data) reads every file right.
-	fault_set proxy "$(fault_rule status /blobs/ status=404 times=-1)"
-	mountx "$T/a.clip" "$mnt" --cache-dir "$T/chunks" --source "$p/test/img" \
-		--hydrate-threshold off --log "$T/log2"
-	run read_check "$mnt" 2
-	echo "$output"
-	proxy_log proxy
-	[ "$status" -eq 0 ]
-	[ "$(server_requests proxy)" -eq 0 ]
+	reads_from_cache_alone "$mnt" "$p"
 }
