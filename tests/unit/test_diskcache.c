@@ -39,20 +39,15 @@ static void sha256(const void *data, size_t len, unsigned char out[32])
 		fail_msg("EVP_Digest failed");
 }
 
-/* A deterministic layer digest in hex for layer number `n`. */
+/* Layer number `n`'s digest, and the bytes of its chunk `idx` (testutil). */
 static void layer_name(char out[65], unsigned n)
 {
-	unsigned char bin[32];
-	tt_fill_random(bin, sizeof(bin), 0x1a7e2 + n);
-	for (int i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", bin[i]);
+	tt_layer_hex(out, 0x1a7e2 + n);
 }
 
-/* The bytes of chunk `idx` of layer number `layer`: always the same, so that
- * any writer produces identical chunks, as with real layers. */
 static void chunk_data(unsigned layer, uint64_t idx, void *buf, size_t len)
 {
-	tt_fill_random(buf, len, ((uint64_t)layer << 32) ^ idx ^ 0xc0ffee);
+	tt_chunk_bytes(buf, len, layer, idx, 0xc0ffee);
 }
 
 static char *chunk_file(const char *dir, const char *layer, uint64_t idx)

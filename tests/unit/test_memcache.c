@@ -22,19 +22,15 @@
 #define SLACK 200 /* more than a chunk's bookkeeping */
 #define THREE (3 * (LEN + SLACK))
 
-/* A deterministic layer digest in hex for layer number `n`. */
+/* Layer number `n`'s digest, and the bytes of its chunk `idx` (testutil). */
 static void layer_name(char out[65], unsigned n)
 {
-	unsigned char bin[32];
-	tt_fill_random(bin, sizeof(bin), 0x3e3 + n);
-	for (int i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", bin[i]);
+	tt_layer_hex(out, 0x3e3 + n);
 }
 
-/* The bytes of chunk `idx` of layer number `layer`. */
 static void chunk_data(unsigned layer, uint64_t idx, void *buf, size_t len)
 {
-	tt_fill_random(buf, len, ((uint64_t)layer << 32) ^ idx ^ 0x5eed);
+	tt_chunk_bytes(buf, len, layer, idx, 0x5eed);
 }
 
 static struct clip_memcache *open_cache(uint64_t max)

@@ -440,3 +440,16 @@ void tt_fill_random(void *buf, size_t len, uint64_t seed)
 		len -= n;
 	}
 }
+
+void tt_layer_hex(char out[65], uint64_t seed)
+{
+	unsigned char bin[32];
+	tt_fill_random(bin, sizeof(bin), seed);
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", bin[i]);
+}
+
+void tt_chunk_bytes(void *buf, size_t len, unsigned layer, uint64_t idx, uint64_t salt)
+{
+	tt_fill_random(buf, len, ((uint64_t)layer << 32) ^ idx ^ salt);
+}

@@ -179,4 +179,12 @@ uint64_t tt_rand(uint64_t *state);
 /* Fill `buf` with `len` pseudo-random bytes derived from `seed`. */
 void tt_fill_random(void *buf, size_t len, uint64_t seed);
 
+/* A deterministic layer digest in hex (64 digits and a NUL) from `seed`. */
+void tt_layer_hex(char out[65], uint64_t seed);
+
+/* The bytes of chunk `idx` of layer number `layer`, always the same for the
+ * same `salt`, so that any writer produces identical chunks, as with real
+ * layers. */
+void tt_chunk_bytes(void *buf, size_t len, unsigned layer, uint64_t idx, uint64_t salt);
+
 #endif
