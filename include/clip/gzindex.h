@@ -252,4 +252,34 @@ ssize_t clip_gz_read_from_start(const struct clip_blob_source *source, void *buf
 				uint64_t offset, struct clip_gz_read_stats *stats,
 				struct clip_err *err);
 
+/* ---- refining (clip optimize) ------------------------------------------ */
+
+/* A checkpoint wanted inside a span: at the last block boundary at or before
+ * `at`, or (after) at the first one at or after it. */
+struct clip_gz_want {
+	uint64_t at;
+	bool after;
+};
+
+/* Find the boundaries `wants` ask for in span `span` of `index` and make
+ * each a checkpoint: the span's compressed bytes are fetched from `source`
+ * (widened to whole pieces) and checked against the piece digests, the span
+ * is inflated from its checkpoint with every block boundary noted, and each
+ * new checkpoint gets its own sparse, compressed window (window_z malloc'ed:
+ * clip_gz_points_free). Only boundaries at least 32 KiB into the span count
+ * (their window is then all the span's own output), and a want with none
+ * adds nothing. New points are appended to *points (*count entries,
+ * realloc'ed), in the order found, each boundary once. `stats` (may be NULL)
+ * is added to. Returns 0, or a negative errno with `err` naming the span:
+ * -ENOTSUP for an index without piece digests, -EBADMSG when a piece does not
+ * match its digest or the span does not inflate to the bytes the index says,
+ * -EIO from the source. */
+int clip_gz_index_refine(const struct clip_gz_index *index, const struct clip_blob_source *source,
+			 size_t span, const struct clip_gz_want *wants, size_t nwants,
+			 struct clip_gz_point **points, size_t *count,
+			 struct clip_gz_read_stats *stats, struct clip_err *err);
+
+/* Free points made by clip_gz_index_refine and their windows. */
+void clip_gz_points_free(struct clip_gz_point *points, size_t count);
+
 #endif

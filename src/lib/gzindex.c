@@ -193,3 +193,85 @@ void clip_gz_resume_end(struct clip_gz_resume *r)
 		inflateEnd(&r->z);
 	free(r->isal);
 }
+
+/* ======================================================================== */
+/* Sparse windows                                                           */
+/* ======================================================================== */
+
+#define W CLIP_GZ_WINDOW
+
+enum { SPARSE_DICT_LO, SPARSE_DICT_MIX, SPARSE_OUT_LO, SPARSE_OUT_MIX, SPARSE_WINDOW };
+
+int clip_gz_sparse_init(struct clip_gz_sparse *s)
+{
+	*s = (struct clip_gz_sparse){ 0 };
+	s->scratch = malloc(5 * (size_t)W);
+	if (s->scratch == NULL)
+		return -ENOMEM;
+	s->window = s->scratch + SPARSE_WINDOW * (size_t)W;
+	s->trial.kind = CLIP_GZ_INFLATER_DEFAULT;
+	/* Window position w holds w & 0xff in one dictionary and that XOR
+	 * 1 + (w >> 8) (never 0) in the other: see clip_gz_sparse_run(). */
+	unsigned char *lo = s->scratch + SPARSE_DICT_LO * (size_t)W;
+	unsigned char *mix = s->scratch + SPARSE_DICT_MIX * (size_t)W;
+	for (size_t w = 0; w < W; w++) {
+		lo[w] = (unsigned char)w;
+		mix[w] = (unsigned char)(w ^ (1 + (w >> 8)));
+	}
+	return 0;
+}
+
+void clip_gz_sparse_end(struct clip_gz_sparse *s)
+{
+	free(s->scratch);
+	clip_gz_resume_end(&s->trial);
+	*s = (struct clip_gz_sparse){ 0 };
+}
+
+/* The first 32 KiB of output after the checkpoint are inflated twice, from
+ * the two synthetic dictionaries. Which output bytes are literals and which
+ * are copies, from how far back, is fixed by the compressed bits and not by
+ * the window, so every byte that is not a copy of the window, directly or
+ * through earlier output, comes out the same in both runs, and every one that
+ * is differs and spells its source w. */
+int clip_gz_sparse_run(struct clip_gz_sparse *s, const unsigned char *window, size_t len,
+		       unsigned bits, unsigned char partial, const unsigned char *in,
+		       size_t in_len, size_t *first)
+{
+	unsigned char *out[2] = { s->scratch + SPARSE_OUT_LO * (size_t)W,
+				  s->scratch + SPARSE_OUT_MIX * (size_t)W };
+	const unsigned char *dict[2] = { s->scratch + SPARSE_DICT_LO * (size_t)W,
+					 s->scratch + SPARSE_DICT_MIX * (size_t)W };
+	size_t got[2];
+	if (len > W)
+		return 0;
+	for (int k = 0; k < 2; k++) {
+		enum clip_gz_resume_stop stop;
+		const char *why;
+		int r = clip_gz_resume_start(&s->trial, bits, partial, in, in_len, dict[k], len);
+		if (r == 0)
+			r = clip_gz_resume_run(&s->trial, out[k], W, &got[k], &stop, &why);
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0 || stop == CLIP_GZ_RESUME_STARVED)
+			return 0;
+	}
+	if (got[0] != got[1])
+		return 0; /* cannot be: the same bits give the same structure */
+
+	size_t lo = len;
+	memset(s->window, 0, len);
+	for (size_t i = 0; i < got[0]; i++) {
+		unsigned d = out[0][i] ^ out[1][i];
+		if (d == 0)
+			continue;
+		size_t w = out[0][i] | (size_t)(d - 1) << 8;
+		if (w >= len)
+			return 0; /* cannot be either: no dictionary byte says so */
+		s->window[w] = window[w];
+		if (w < lo)
+			lo = w;
+	}
+	*first = lo;
+	return 1;
+}

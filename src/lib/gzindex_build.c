@@ -23,7 +23,7 @@
 /* Sparse windows. Output more than 32 KiB after a checkpoint cannot reach
  * its window (deflate distances are at most 32 KiB), and which window bytes
  * the first 32 KiB do reach is fixed by the compressed bits alone, so the
- * builder can tell exactly (sparsify()) and store every other window byte as
+ * builder can tell exactly (clip_gz_sparse_run()) and store every other window byte as
  * zero, which zstd then all but drops. It needs the compressed bytes that
  * produce those 32 KiB, so a checkpoint's window waits (pending) until they
  * have been fed; they are kept from the oldest waiting checkpoint on, up to
@@ -96,10 +96,8 @@ struct clip_gz_builder {
 	uint64_t look_base;
 	size_t look_len;
 
-	/* sparsify(): the two synthetic dictionaries, the two outputs, and
-	 * the sparse window; W bytes each, in one allocation. */
-	unsigned char *scratch;
-	struct clip_gz_resume trial;
+	/* Finds which window bytes a checkpoint's span reaches. */
+	struct clip_gz_sparse sparse;
 
 	/* Pending large-file hints (data offsets), a min-heap. */
 	uint64_t *hints;
@@ -107,13 +105,6 @@ struct clip_gz_builder {
 
 	ZSTD_CCtx *zc;
 };
-
-enum { SCRATCH_DICT_LO, SCRATCH_DICT_MIX, SCRATCH_OUT_LO, SCRATCH_OUT_MIX, SCRATCH_SPARSE };
-
-static unsigned char *scratch_buf(struct clip_gz_builder *b, int which)
-{
-	return b->scratch + (size_t)which * W;
-}
 
 struct clip_gz_builder *clip_gz_builder_new(const struct clip_gz_builder_options *options)
 {
@@ -129,20 +120,11 @@ struct clip_gz_builder *clip_gz_builder_new(const struct clip_gz_builder_options
 	clip_sha256_init(&b->piece);
 	b->look = malloc(LOOK_CAP);
 	b->pending = malloc(PENDING_MAX * sizeof(*b->pending));
-	b->scratch = malloc(5 * (size_t)W);
 	b->zc = ZSTD_createCCtx();
-	if (b->look == NULL || b->pending == NULL || b->scratch == NULL || b->zc == NULL) {
+	if (b->look == NULL || b->pending == NULL || b->zc == NULL ||
+	    clip_gz_sparse_init(&b->sparse) < 0) {
 		clip_gz_builder_free(b);
 		return NULL;
-	}
-	b->trial.kind = CLIP_GZ_INFLATER_DEFAULT;
-	/* Window position w holds w & 0xff in one dictionary and that XOR
-	 * 1 + (w >> 8) (never 0) in the other: see sparsify(). */
-	unsigned char *lo = scratch_buf(b, SCRATCH_DICT_LO),
-		      *mix = scratch_buf(b, SCRATCH_DICT_MIX);
-	for (size_t w = 0; w < W; w++) {
-		lo[w] = (unsigned char)w;
-		mix[w] = (unsigned char)(w ^ (1 + (w >> 8)));
 	}
 	return b;
 }
@@ -158,8 +140,7 @@ void clip_gz_builder_free(struct clip_gz_builder *b)
 	free(b->pieces);
 	free(b->look);
 	free(b->pending);
-	free(b->scratch);
-	clip_gz_resume_end(&b->trial);
+	clip_gz_sparse_end(&b->sparse);
 	free(b->hints);
 	ZSTD_freeCCtx(b->zc);
 	free(b);
@@ -262,58 +243,6 @@ static void look_trim(struct clip_gz_builder *b)
 	b->look_base = b->look_len ? b->look_base + drop : from;
 }
 
-/* Set the scratch SPARSE window to pending window `e` with every byte that
- * the first 32 KiB of output after its checkpoint do not reach set to zero,
- * from the compressed bytes `in` that follow the checkpoint. That output is
- * inflated twice, from dictionaries in which window position w holds w & 0xff
- * and (w & 0xff) ^ (1 + (w >> 8)). Which output bytes are literals and which
- * are copies, from how far back, is fixed by the compressed bits and not by
- * the window, so every byte that is not a copy of the window, directly or
- * through earlier output, comes out the same in both runs, and every one that
- * is differs and spells its source w. Returns 1 with *first (the first byte
- * reached; e->len when none is) set, 0 when `in` does not hold the 32 KiB or
- * the end of the deflate stream (or does not inflate): the window must then
- * be kept whole. */
-static int sparsify(struct clip_gz_builder *b, const struct pending_window *e, unsigned bits,
-		    const unsigned char *in, size_t in_len, size_t *first)
-{
-	unsigned char *out[2] = { scratch_buf(b, SCRATCH_OUT_LO), scratch_buf(b, SCRATCH_OUT_MIX) };
-	const unsigned char *dict[2] = { scratch_buf(b, SCRATCH_DICT_LO),
-					 scratch_buf(b, SCRATCH_DICT_MIX) };
-	size_t got[2];
-	for (int k = 0; k < 2; k++) {
-		enum clip_gz_resume_stop stop;
-		const char *why;
-		int r = clip_gz_resume_start(&b->trial, bits, e->partial, in, in_len, dict[k],
-					     e->len);
-		if (r == 0)
-			r = clip_gz_resume_run(&b->trial, out[k], W, &got[k], &stop, &why);
-		if (r == -ENOMEM)
-			return r;
-		if (r < 0 || stop == CLIP_GZ_RESUME_STARVED)
-			return 0;
-	}
-	if (got[0] != got[1])
-		return 0; /* cannot be: the same bits give the same structure */
-
-	unsigned char *sparse = scratch_buf(b, SCRATCH_SPARSE);
-	size_t len = e->len, lo = len;
-	memset(sparse, 0, len);
-	for (size_t i = 0; i < got[0]; i++) {
-		unsigned d = out[0][i] ^ out[1][i];
-		if (d == 0)
-			continue;
-		size_t w = out[0][i] | (size_t)(d - 1) << 8;
-		if (w >= len)
-			return 0; /* cannot be either: no dictionary byte says so */
-		sparse[w] = e->window[w];
-		if (w < lo)
-			lo = w;
-	}
-	*first = lo;
-	return 1;
-}
-
 /* Compress window `win` of checkpoint `i` into the arena and hash what is
  * stored. */
 static int store_window(struct clip_gz_builder *b, size_t i, const unsigned char *win, size_t len)
@@ -357,11 +286,12 @@ static int resolve_oldest(struct clip_gz_builder *b)
 	size_t len = e->len;
 	if (len > 0 && p->in >= b->look_base && p->in - b->look_base <= b->look_len) {
 		size_t off = (size_t)(p->in - b->look_base), first;
-		int r = sparsify(b, e, p->bits, b->look + off, b->look_len - off, &first);
+		int r = clip_gz_sparse_run(&b->sparse, e->window, e->len, p->bits, e->partial,
+					   b->look + off, b->look_len - off, &first);
 		if (r < 0)
 			return r;
 		if (r > 0) {
-			win = scratch_buf(b, SCRATCH_SPARSE) + first;
+			win = b->sparse.window + first;
 			len -= first;
 		}
 	}

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include <zlib.h>
+#include <zstd.h>
 
 #include "clip/gzindex.h"
 
@@ -83,5 +84,37 @@ int clip_gz_resume_run(struct clip_gz_resume *r, unsigned char *dst, size_t len,
 
 /* Release what the stream holds (not `r` itself). */
 void clip_gz_resume_end(struct clip_gz_resume *r);
+
+/* ---- sparse windows (the builder, and clip_gz_index_refine) -------------- */
+
+/* What it takes to find which bytes of a checkpoint's window its span
+ * reaches: a resumed inflater and 5 scratch windows. */
+struct clip_gz_sparse {
+	struct clip_gz_resume trial;
+	unsigned char *scratch; /* two synthetic dictionaries, two outputs */
+	unsigned char *window;	/* the sparse window of the last run */
+};
+
+/* 0, or -ENOMEM. */
+int clip_gz_sparse_init(struct clip_gz_sparse *s);
+void clip_gz_sparse_end(struct clip_gz_sparse *s);
+
+/* Set s->window to `window` (its last `len` bytes before the checkpoint)
+ * with every byte that the first 32 KiB of output after the checkpoint do
+ * not reach set to zero, from the compressed bytes `in` that follow it (the
+ * byte holding the `bits` primed bits, `partial`, just before `in`).
+ * Returns 1 with *first set (the first byte reached; `len` when none is),
+ * 0 when `in` does not hold those 32 KiB or the end of the deflate stream, or
+ * does not inflate (keep the window whole then), or -ENOMEM. */
+int clip_gz_sparse_run(struct clip_gz_sparse *s, const unsigned char *window, size_t len,
+		       unsigned bits, unsigned char partial, const unsigned char *in,
+		       size_t in_len, size_t *first);
+
+/* The window of checkpoint i of `index`, checked against its digest (with
+ * piece digests) and decoded into `win` (CLIP_GZ_WINDOW bytes). *dctx is a
+ * decoder made on first use; the caller frees it (ZSTD_freeDCtx). 0, or
+ * -EBADMSG/-ENOMEM with `err` naming the span. */
+int clip_gz_window_load(const struct clip_gz_index *index, size_t i, unsigned char *win,
+			ZSTD_DCtx **dctx, struct clip_err *err);
 
 #endif

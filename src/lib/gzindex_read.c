@@ -201,8 +201,8 @@ static int span_produce(const struct clip_gz_index *index, struct fetched *f,
 
 /* The window of checkpoint i, verified (with piece digests: its stored bytes
  * against window_sha256) and decoded into `win`. */
-static int window_load(const struct clip_gz_index *index, size_t i, unsigned char *win,
-		       ZSTD_DCtx **dctx, struct clip_err *err)
+int clip_gz_window_load(const struct clip_gz_index *index, size_t i, unsigned char *win,
+			ZSTD_DCtx **dctx, struct clip_err *err)
 {
 	const struct clip_gz_point *p = &index->points[i];
 	if (index->piece_bytes) {
@@ -228,7 +228,7 @@ static int verify_spans(const struct clip_gz_index *index, const struct fetched 
 		const struct clip_gz_point *p = &index->points[i];
 		unsigned char win_md[32], span_md[32], md[32];
 		uint64_t s0 = clip_gz_span_start(index, i), s1 = clip_gz_span_end(index, i);
-		int ret = window_load(index, i, win, dctx, err);
+		int ret = clip_gz_window_load(index, i, win, dctx, err);
 		if (ret < 0)
 			return ret;
 		clip_sha256_once(win, p->window_len, win_md);
@@ -339,7 +339,7 @@ static int read_span(const struct clip_gz_index *index, struct read_state *s, si
 	const struct clip_gz_point *p = &index->points[i];
 	uint64_t s0 = clip_gz_span_start(index, i);
 	uint64_t s1 = clip_gz_span_end(index, i);
-	int ret = window_load(index, i, s->win, &s->dctx, err);
+	int ret = clip_gz_window_load(index, i, s->win, &s->dctx, err);
 	if (ret == 0)
 		ret = verify_through(index, &s->f, s0, i, err);
 	if (ret < 0)

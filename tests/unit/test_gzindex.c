@@ -1563,6 +1563,127 @@ static void test_read_from_start(void **state)
 	gzt_buf_free(&ref);
 }
 
+/* ---- refining a span (clip optimize) ------------------------------------ */
+
+static int cmp_point_out(const void *a, const void *b)
+{
+	const struct clip_gz_point *x = a, *y = b;
+	return x->out < y->out ? -1 : x->out > y->out;
+}
+
+/* The index with `extra` points merged in (points owned, windows borrowed). */
+static struct clip_gz_index *merged_index(const struct clip_gz_index *ix,
+					  const struct clip_gz_point *extra, size_t nextra)
+{
+	struct clip_gz_index *m = calloc(1, sizeof(*m));
+	*m = *ix;
+	m->owned_storage = NULL;
+	m->owned_pieces = NULL;
+	m->count = ix->count + nextra;
+	m->points = malloc(m->count * sizeof(*m->points));
+	m->owns_points = true;
+	memcpy(m->points, ix->points, ix->count * sizeof(*m->points));
+	memcpy(m->points + ix->count, extra, nextra * sizeof(*m->points));
+	qsort(m->points, m->count, sizeof(*m->points), cmp_point_out);
+	return m;
+}
+
+/* New checkpoints inside spans land exactly on the boundaries asked for (the
+ * last at or before, the first at or after, at least a window into the span),
+ * are made the same way twice, read back byte-exact with the rest of the
+ * index, and a flipped compressed byte is refused. */
+static void test_refine(void **state)
+{
+	(void)state;
+	struct gzt_buf gz = { 0 }, ref = { 0 };
+	make_multimember(&gz, false);
+	ref_gunzip(&ref, &gz);
+	struct built res;
+	build(&gz, &(struct build_opts){ .span = 1024 * KiB, .threshold = UINT64_MAX, .seed = 9 },
+	      &res);
+	const struct clip_gz_index *ix = res.index;
+	struct memsrc m = { .p = gz.p, .len = gz.len };
+	struct clip_blob_source src = { .pread = mem_pread, .opaque = &m };
+	struct clip_gz_point *pts = NULL, *again = NULL;
+	size_t npts = 0, nagain = 0, asked = 0;
+	uint64_t s = 21;
+	struct clip_err err = { 0 };
+	for (size_t i = 0; i < ix->count; i++) {
+		uint64_t a = ix->points[i].out;
+		uint64_t z = i + 1 < ix->count ? ix->points[i + 1].out : ix->usize;
+		if (z - a < 4 * CLIP_GZ_WINDOW)
+			continue;
+		struct clip_gz_want w[4];
+		for (int k = 0; k < 4; k++)
+			w[k] = (struct clip_gz_want){ a + rng_below(&s, z - a), k % 2 == 1 };
+		size_t before = npts;
+		struct clip_gz_read_stats st = { 0 };
+		if (clip_gz_index_refine(ix, &src, i, w, 4, &pts, &npts, &st, &err) < 0)
+			fail_msg("refine span %zu: %s", i, err.msg);
+		assert_int_equal(clip_gz_index_refine(ix, &src, i, w, 4, &again, &nagain, NULL,
+						      &err),
+				 0);
+		assert_int_equal(st.spans, 1);
+		asked += 4;
+		/* Each new point is a boundary the scanner saw, inside the span. */
+		for (size_t p = before; p < npts; p++) {
+			bool seen = false;
+			for (size_t b = 0; b < res.nbounds && !seen; b++)
+				seen = res.bounds[b].in == pts[p].in &&
+				       res.bounds[b].out == pts[p].out &&
+				       res.bounds[b].bits == pts[p].bits;
+			assert_true(seen);
+			assert_true(pts[p].out >= a + CLIP_GZ_WINDOW && pts[p].out < z);
+		}
+		/* Each want got the nearest usable boundary on its side. */
+		for (int k = 0; k < 4; k++) {
+			const struct clip_gz_boundary *best = NULL;
+			for (size_t b = 0; b < res.nbounds; b++) {
+				const struct clip_gz_boundary *bd = &res.bounds[b];
+				if (bd->out < a + CLIP_GZ_WINDOW || bd->out >= z)
+					continue;
+				if (!w[k].after && bd->out <= w[k].at)
+					best = bd;
+				if (w[k].after && bd->out >= w[k].at && best == NULL)
+					best = bd;
+			}
+			bool found = best == NULL;
+			for (size_t p = before; p < npts && !found; p++)
+				found = pts[p].out == best->out;
+			assert_true(found);
+		}
+	}
+	assert_true(asked > 0 && npts > 0);
+	assert_int_equal(npts, nagain);
+	for (size_t p = 0; p < npts; p++) {
+		assert_int_equal(pts[p].out, again[p].out);
+		assert_int_equal(pts[p].window_zlen, again[p].window_zlen);
+		assert_memory_equal(pts[p].window_z, again[p].window_z, pts[p].window_zlen);
+	}
+	struct clip_gz_index *merged = merged_index(ix, pts, npts);
+	check_reads(merged, &gz, &ref, quick ? 60 : 200, 77);
+	clip_gz_index_free(merged);
+
+	/* A flipped compressed byte in the span is caught before inflating. */
+	size_t i = ix->count / 2;
+	uint64_t mid = (clip_gz_span_start(ix, i) + clip_gz_span_end(ix, i)) / 2;
+	gz.p[mid] ^= 0x10;
+	struct clip_gz_want w = { ix->points[i].out + 100 * KiB, false };
+	struct clip_gz_point *bad = NULL;
+	size_t nbad = 0;
+	assert_int_equal(clip_gz_index_refine(ix, &src, i, &w, 1, &bad, &nbad, NULL, &err),
+			 -EBADMSG);
+	assert_non_null(strstr(err.msg, "does not match its digest"));
+	assert_int_equal(nbad, 0);
+	gz.p[mid] ^= 0x10;
+
+	clip_gz_points_free(pts, npts);
+	clip_gz_points_free(again, nagain);
+	built_free(&res);
+	gzt_buf_free(&gz);
+	gzt_buf_free(&ref);
+}
+
 /* Set the stored-window digest of `p` to what its stored bytes hash to now
  * (pieces), or its span digest to what the window and `blob` give (legacy). */
 static void reseal_span(struct clip_gz_index *ix, size_t i, const unsigned char *blob)
@@ -2090,6 +2211,7 @@ int main(void)
 		cmocka_unit_test(test_corruption),
 		cmocka_unit_test(test_large_file_hints),
 		cmocka_unit_test(test_read_from_start),
+		cmocka_unit_test(test_refine),
 		cmocka_unit_test(test_zlib_levels),
 		cmocka_unit_test(test_tools),
 		cmocka_unit_test(test_multimember),
