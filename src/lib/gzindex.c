@@ -235,8 +235,8 @@ void clip_gz_sparse_end(struct clip_gz_sparse *s)
  * through earlier output, comes out the same in both runs, and every one that
  * is differs and spells its source w. */
 int clip_gz_sparse_run(struct clip_gz_sparse *s, const unsigned char *window, size_t len,
-		       unsigned bits, unsigned char partial, const unsigned char *in,
-		       size_t in_len, size_t *first)
+		       unsigned bits, unsigned char partial, const unsigned char *in, size_t in_len,
+		       size_t *first)
 {
 	unsigned char *out[2] = { s->scratch + SPARSE_OUT_LO * (size_t)W,
 				  s->scratch + SPARSE_OUT_MIX * (size_t)W };

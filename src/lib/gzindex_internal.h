@@ -107,8 +107,8 @@ void clip_gz_sparse_end(struct clip_gz_sparse *s);
  * 0 when `in` does not hold those 32 KiB or the end of the deflate stream, or
  * does not inflate (keep the window whole then), or -ENOMEM. */
 int clip_gz_sparse_run(struct clip_gz_sparse *s, const unsigned char *window, size_t len,
-		       unsigned bits, unsigned char partial, const unsigned char *in,
-		       size_t in_len, size_t *first);
+		       unsigned bits, unsigned char partial, const unsigned char *in, size_t in_len,
+		       size_t *first);
 
 /* The window of checkpoint i of `index`, checked against its digest (with
  * piece digests) and decoded into `win` (CLIP_GZ_WINDOW bytes). *dctx is a

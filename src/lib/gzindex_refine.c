@@ -43,8 +43,7 @@ static int fetch_all(const struct clip_blob_source *src, unsigned char *buf, uin
 		}
 		if (n == 0)
 			return clip_err_set(err, EIO, "compressed blob ends at %llu, expected %llu",
-					    (unsigned long long)(lo + got),
-					    (unsigned long long)hi);
+					    (unsigned long long)(lo + got), (unsigned long long)hi);
 		got += (size_t)n;
 	}
 	return 0;
@@ -86,11 +85,9 @@ static int scan_span(const struct clip_gz_index *index, size_t i, const unsigned
 	if (inflateInit2(&z, -15) != Z_OK)
 		return clip_err_nomem(err);
 	int rc = 0;
-	if (cp->bits &&
-	    inflatePrime(&z, cp->bits, buf[cp->in - 1 - lo] >> (8 - cp->bits)) != Z_OK)
+	if (cp->bits && inflatePrime(&z, cp->bits, buf[cp->in - 1 - lo] >> (8 - cp->bits)) != Z_OK)
 		rc = clip_err_set(err, EBADMSG, "span %zu: bad checkpoint bits", i);
-	if (rc == 0 && cp->window_len &&
-	    inflateSetDictionary(&z, win, cp->window_len) != Z_OK)
+	if (rc == 0 && cp->window_len && inflateSetDictionary(&z, win, cp->window_len) != Z_OK)
 		rc = clip_err_set(err, EBADMSG, "span %zu: bad checkpoint window", i);
 	z.next_in = (unsigned char *)buf + (cp->in - lo);
 	z.avail_in = (uInt)(s1 - cp->in);
@@ -117,8 +114,9 @@ static int scan_span(const struct clip_gz_index *index, size_t i, const unsigned
 			break;
 	}
 	if (rc == 0 && z.total_out != span_len)
-		rc = clip_err_set(err, EBADMSG, "span %zu inflates to %lu bytes, the index says %zu",
-				  i, z.total_out, span_len);
+		rc = clip_err_set(err, EBADMSG,
+				  "span %zu inflates to %lu bytes, the index says %zu", i,
+				  z.total_out, span_len);
 	inflateEnd(&z);
 	return rc;
 }
@@ -197,8 +195,7 @@ int clip_gz_index_refine(const struct clip_gz_index *index, const struct clip_bl
 				    "the archive has no piece digests (format 1 or 2): "
 				    "index the image again");
 	if (span >= index->count)
-		return clip_err_set(err, EINVAL, "span %zu: the layer has %zu", span,
-				    index->count);
+		return clip_err_set(err, EINVAL, "span %zu: the layer has %zu", span, index->count);
 	const struct clip_gz_point *cp = &index->points[span];
 	uint64_t s0 = clip_gz_span_start(index, span), s1 = clip_gz_span_end(index, span);
 	uint64_t out_end = span + 1 < index->count ? index->points[span + 1].out : index->usize;
@@ -221,9 +218,8 @@ int clip_gz_index_refine(const struct clip_gz_index *index, const struct clip_bl
 	ZSTD_DCtx *dctx = NULL;
 	ZSTD_CCtx *zc = ZSTD_createCCtx();
 	struct clip_gz_sparse sparse = { 0 };
-	int rc = buf && out && win && zc && clip_gz_sparse_init(&sparse) == 0
-			 ? 0
-			 : clip_err_nomem(err);
+	int rc = buf && out && win && zc && clip_gz_sparse_init(&sparse) == 0 ? 0
+									      : clip_err_nomem(err);
 	if (rc == 0)
 		rc = fetch_all(source, buf, lo, hi, err);
 	/* Every piece is checked before the inflater sees a byte of it. */

@@ -1620,9 +1620,8 @@ static void test_refine(void **state)
 		struct clip_gz_read_stats st = { 0 };
 		if (clip_gz_index_refine(ix, &src, i, w, 4, &pts, &npts, &st, &err) < 0)
 			fail_msg("refine span %zu: %s", i, err.msg);
-		assert_int_equal(clip_gz_index_refine(ix, &src, i, w, 4, &again, &nagain, NULL,
-						      &err),
-				 0);
+		assert_int_equal(
+			clip_gz_index_refine(ix, &src, i, w, 4, &again, &nagain, NULL, &err), 0);
 		assert_int_equal(st.spans, 1);
 		asked += 4;
 		/* Each new point is a boundary the scanner saw, inside the span. */
