@@ -67,6 +67,25 @@ struct clip_archive_write_options {
 int clip_archive_write(const char *path, const struct clip_archive_write_options *options,
 		       struct clip_err *err);
 
+struct clip_archive;
+
+/* What clip_archive_rewrite changes. */
+struct clip_archive_rewrite_options {
+	/* Per layer (the archive's count): its checkpoints anew (their piece
+	 * digests must be the layer's own), or NULL to keep them. NULL: keep
+	 * every layer's. */
+	const struct clip_gz_index *const *gz;
+	/* The PROFILE section's text (clip optimize, NUL-terminated), or NULL
+	 * for none. */
+	const char *profile_json;
+};
+
+/* Write `src` to `path` (atomically, as clip_archive_write) with the changes
+ * in `options`; everything else is copied byte for byte. Only archives of
+ * the current format can be rewritten (-ENOTSUP). */
+int clip_archive_rewrite(const char *path, const struct clip_archive *src,
+			 const struct clip_archive_rewrite_options *options, struct clip_err *err);
+
 /* ---- reading ------------------------------------------------------------ */
 
 struct clip_archive;
@@ -183,5 +202,8 @@ int clip_archive_layer_gzindex(const struct clip_archive *archive, uint32_t inde
 /* The JSON texts recorded at index time (borrowed, NUL-terminated). */
 const char *clip_archive_config_json(const struct clip_archive *archive);
 const char *clip_archive_source_json(const struct clip_archive *archive);
+/* The PROFILE section written by clip optimize (borrowed, NUL-terminated),
+ * or NULL when the archive has none. */
+const char *clip_archive_profile_json(const struct clip_archive *archive);
 
 #endif

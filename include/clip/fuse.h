@@ -39,6 +39,10 @@ struct clip_fuse_options {
 	bool foreground;      /* stay in the foreground (-f) */
 	bool prefetch;	      /* run clip_content_prefetch in the background */
 	unsigned max_threads; /* session loop threads; 0: libfuse's default */
+	/* No kernel read-ahead: the kernel asks only for the pages programs
+	 * touch, so that a recorded startup profile holds what they read and
+	 * not what the kernel guessed (slower; for recording). */
+	bool exact_reads;
 	/* Called in the serving process (the daemon) once it served and the
 	 * mount is gone, before clip_fuse_serve returns there; never in the
 	 * caller that a daemon leaves. A failure is logged. NULL: nothing. */

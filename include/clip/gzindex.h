@@ -269,14 +269,15 @@ struct clip_gz_want {
  * clip_gz_points_free). Only boundaries at least 32 KiB into the span count
  * (their window is then all the span's own output), and a want with none
  * adds nothing. New points are appended to *points (*count entries,
- * realloc'ed), in the order found, each boundary once. `stats` (may be NULL)
- * is added to. Returns 0, or a negative errno with `err` naming the span:
+ * realloc'ed), in the order found, each boundary once; picked[w] (NULL, or
+ * nwants entries) is the index in *points of the one want w got, SIZE_MAX
+ * for none. `stats` (may be NULL) is added to. Returns 0, or a negative errno with `err` naming the span:
  * -ENOTSUP for an index without piece digests, -EBADMSG when a piece does not
  * match its digest or the span does not inflate to the bytes the index says,
  * -EIO from the source. */
 int clip_gz_index_refine(const struct clip_gz_index *index, const struct clip_blob_source *source,
 			 size_t span, const struct clip_gz_want *wants, size_t nwants,
-			 struct clip_gz_point **points, size_t *count,
+			 struct clip_gz_point **points, size_t *count, size_t *picked,
 			 struct clip_gz_read_stats *stats, struct clip_err *err);
 
 /* Free points made by clip_gz_index_refine and their windows. */

@@ -54,6 +54,23 @@ int clip_profile_load(const char *path, struct clip_profile **out, struct clip_e
 /* Write `profile` to `path` atomically (a temporary file renamed over it). */
 int clip_profile_save(const struct clip_profile *profile, const char *path, struct clip_err *err);
 
+/* The profile as the one-line JSON text of its file, with its checksum
+ * (*text malloc'ed, NUL-terminated, no newline). */
+int clip_profile_encode(const struct clip_profile *profile, char **text, struct clip_err *err);
+
+/* clip_profile_load() of a profile's JSON text (`len` bytes), named `name`
+ * in messages. */
+int clip_profile_decode(const char *text, size_t len, const char *name, struct clip_profile **out,
+			struct clip_err *err);
+
+/* One profile from several (of several nodes or runs): every region of
+ * each, overlapping and near ones (closer than the merge gap) joined, each
+ * keeping the earliest first access of any of them, in first-access order.
+ * So what any run read early is fetched early, and a region read by one run
+ * only is kept. *out is the caller's. */
+int clip_profile_merge(const struct clip_profile *const *profiles, size_t n,
+		       struct clip_profile **out, struct clip_err *err);
+
 /* Check that `profile` fits `archive`: each of its layers is a layer of the
  * archive and each region lies within its layer. On success, map[i] (the
  * caller's, profile->nlayers entries) is the archive's index of profile

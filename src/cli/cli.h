@@ -28,6 +28,7 @@ int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
+int cmd_optimize(int argc, char **argv);
 
 /* Print "clip: <message>" for a library error; returns CLI_EXIT_FAILURE. */
 int cli_error(const struct clip_err *err);

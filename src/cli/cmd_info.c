@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "clip/optimize.h"
 
 static void help(void)
 {
@@ -61,7 +62,26 @@ int cmd_info(int argc, char **argv)
 	printf("%-14s %u\n", "inodes:", st.inodes);
 	printf("%-14s %" PRIu64 "\n", "file bytes:", st.regular_bytes);
 	printf("%-14s %u\n", "layers:", st.layers);
-	printf("%-14s %u\n", "checkpoints:", st.checkpoints);
+	struct clip_profile *profile = NULL;
+	size_t added = 0;
+	struct clip_err perr = { 0 };
+	int embedded = clip_optimize_embedded(a, &profile, &added, &perr);
+	if (embedded > 0)
+		printf("%-14s %u (%zu of them added by clip optimize)\n",
+		       "checkpoints:", st.checkpoints, added);
+	else
+		printf("%-14s %u\n", "checkpoints:", st.checkpoints);
+	if (embedded > 0) {
+		uint64_t bytes;
+		size_t regions;
+		clip_profile_totals(profile, UINT32_MAX, &bytes, &regions);
+		printf("%-14s %zu regions, %" PRIu64 " bytes, replayed at mount (--no-profile: "
+		       "not)\n",
+		       "profile:", regions, bytes);
+	} else if (embedded < 0) {
+		printf("%-14s %s\n", "profile:", perr.msg);
+	}
+	clip_profile_free(profile);
 	printf("%-14s %" PRIu64 " bytes\n", "windows:", st.window_bytes);
 	printf("%-14s %" PRIu64 " bytes, before files > %" PRIu64 " bytes\n",
 	       "span setting:", st.span_bytes, st.large_file_threshold);

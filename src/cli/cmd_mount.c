@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "clip/content.h"
 #include "clip/fuse.h"
+#include "clip/optimize.h"
 #include "clip/profile.h"
 
 /* The cache is shared by every mount of the same user; without a bound it
@@ -37,6 +38,7 @@
 #define OPT_RECORD	   2010
 #define OPT_RECORD_SECS	   2011
 #define OPT_PROFILE	   2012
+#define OPT_NO_PROFILE	   2014
 #define OPT_MEMORY_CACHE   2013
 
 static void mount_help(void)
@@ -65,12 +67,16 @@ static void mount_help(void)
 	       "                                fetch the rest of it in the background\n"
 	       "                                (default 50; off: never)\n"
 	       "      --record-profile FILE     record what programs read into a startup\n"
-	       "                                profile, written to FILE at unmount\n"
+	       "                                profile, written to FILE at unmount (the\n"
+	       "                                kernel's read-ahead is off meanwhile, so that\n"
+	       "                                it holds only what they read)\n"
 	       "      --record-seconds N        record only the first N seconds after the\n"
 	       "                                first read (default: all)\n"
 	       "      --profile FILE            fetch the regions of a startup profile into\n"
 	       "                                the disk cache at once, in the order they\n"
 	       "                                were first read, yielding to programs' reads\n"
+	       "                                (an archive from clip optimize has one)\n"
+	       "      --no-profile              do not replay the archive's own profile\n"
 	       "%s"
 	       "      --remote-timeout MS       skip the remote cache after MS (default 50)\n"
 	       "      --remote-prefix PREFIX    its keys are PREFIX<layer hex>:<chunk> (default\n"
@@ -144,6 +150,7 @@ struct mount_args {
 	bool no_cache;
 	const char *archive;
 	const char *record_path, *profile_path;
+	bool no_profile;
 	uint32_t record_seconds;
 };
 
@@ -164,6 +171,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		{ "record-profile", required_argument, NULL, OPT_RECORD },
 		{ "record-seconds", required_argument, NULL, OPT_RECORD_SECS },
 		{ "profile", required_argument, NULL, OPT_PROFILE },
+		{ "no-profile", no_argument, NULL, OPT_NO_PROFILE },
 		{ "memory-cache", required_argument, NULL, OPT_MEMORY_CACHE },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
@@ -242,6 +250,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			a->record_seconds = (uint32_t)n;
 			break;
 		case OPT_PROFILE: a->profile_path = optarg; break;
+		case OPT_NO_PROFILE: a->no_profile = true; break;
 		case 'f': a->fuse.foreground = true; break;
 		case 'o': a->fuse.fuse_options = optarg; break;
 		case 'h': mount_help(); return 0;
@@ -253,6 +262,8 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 	if (a->no_cache && (co->cache_dir || a->fuse.prefetch || a->profile_path))
 		return cli_usage_error("mount",
 				       "--no-cache excludes --cache-dir, --prefetch and --profile");
+	if (a->no_profile && a->profile_path)
+		return cli_usage_error("mount", "--no-profile excludes --profile");
 	if (a->record_seconds && !a->record_path)
 		return cli_usage_error("mount", "--record-seconds needs --record-profile");
 	a->archive = argv[optind];
@@ -373,6 +384,13 @@ int cmd_mount(int argc, char **argv)
 	}
 	if (a.profile_path && (rc = load_profile(a.profile_path, &profile)) != 0)
 		goto out;
+	/* An optimized archive carries its profile: replayed unless told not
+	 * to (or with nothing to keep what it fetches). */
+	if (!a.profile_path && !a.no_profile && !a.no_cache &&
+	    clip_optimize_embedded(archive, &profile, NULL, &err) < 0) {
+		rc = cli_error(&err);
+		goto out;
+	}
 	a.read.content.replay_profile = profile;
 	if (a.record_path) {
 		if (clip_profile_recorder_new(archive, a.record_seconds, &recording.recorder,
@@ -383,6 +401,7 @@ int cmd_mount(int argc, char **argv)
 		recording.path = a.record_path;
 		a.read.content.record_profile = recording.recorder;
 		a.fuse.unmounted = save_profile;
+		a.fuse.exact_reads = true;
 		a.fuse.unmounted_opaque = &recording;
 	}
 	content = cli_open_content(archive, a.archive, &a.read.content);

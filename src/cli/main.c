@@ -20,6 +20,7 @@ static const struct command commands[] = {
 	{ "umount", cmd_umount, "unmount a clip mount" },
 	{ "stats", cmd_stats, "print the read counters of a clip mount" },
 	{ "profile", cmd_profile, "summarise a startup profile (mount --record-profile)" },
+	{ "optimize", cmd_optimize, "add checkpoints where a startup profile reads, embed it" },
 };
 
 static void usage(FILE *f)

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "archive_internal.h"
 #include "format.h"
 #include "util.h"
 
@@ -28,6 +29,7 @@ struct clip_archive {
 	uint64_t strings_len, windows_len;
 	uint32_t ninodes, ndirents, nxattrs, nlayers, ncheckpoints;
 	const char *config_json, *source_json;
+	const char *profile_json;    /* NULL: none */
 	const unsigned char *chunks; /* NULL in version 1 */
 	uint32_t nchunks;
 	uint64_t chunk_bytes;
@@ -83,7 +85,7 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 	if (nsec > 1024 || table < HDR_SIZE || table > a->size ||
 	    (uint64_t)nsec * SEC_ENTRY_SIZE > a->size - table)
 		return BAD("%s: section table out of bounds", path);
-	bool seen[SECTION_COUNT + 1] = { 0 };
+	bool seen[SECTION_MAX + 1] = { 0 };
 	for (uint32_t i = 0; i < nsec; i++) {
 		const unsigned char *e = a->map + table + (size_t)i * SEC_ENTRY_SIZE;
 		uint32_t id = clip_get_le32(e + SEC_ID);
@@ -92,7 +94,7 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 		uint64_t size = clip_get_le64(e + SEC_SIZE);
 		uint32_t count = clip_get_le32(e + SEC_COUNT);
 		uint32_t rsize = clip_get_le32(e + SEC_RECORD_SIZE);
-		if (id == 0 || id > SECTION_COUNT) {
+		if (id == 0 || id > SECTION_MAX) {
 			if (flags & SEC_FLAG_REQUIRED)
 				return clip_err_set(err, ENOTSUP,
 						    "%s: requires unknown section %u (written by a "
@@ -105,7 +107,7 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 		seen[id] = true;
 		if (off > a->size || size > a->size - off)
 			return BAD("%s: section %u out of bounds", path, id);
-		static const uint32_t want_rsize[SECTION_COUNT + 1] = {
+		static const uint32_t want_rsize[SECTION_MAX + 1] = {
 			0,
 			META_SIZE,
 			1,
@@ -119,6 +121,7 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 			1,
 			CHUNK_SIZEOF,
 			PIECE_SIZEOF,
+			1,
 		};
 		uint32_t want = want_rsize[id];
 		if (a->version < 3 && id == SECTION_META)
@@ -176,12 +179,15 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 			break;
 		case SECTION_CONFIG:
 		case SECTION_SOURCE:
+		case SECTION_PROFILE:
 			if (size == 0 || p[size - 1] != '\0')
 				return BAD("%s: section %u is not a string", path, id);
 			if (id == SECTION_CONFIG)
 				a->config_json = (const char *)p;
-			else
+			else if (id == SECTION_SOURCE)
 				a->source_json = (const char *)p;
+			else
+				a->profile_json = (const char *)p;
 			break;
 		}
 	}
@@ -716,4 +722,31 @@ const char *clip_archive_config_json(const struct clip_archive *a)
 const char *clip_archive_source_json(const struct clip_archive *a)
 {
 	return a->source_json;
+}
+
+const char *clip_archive_profile_json(const struct clip_archive *a)
+{
+	return a->profile_json;
+}
+
+int clip_archive_section(const struct clip_archive *a, uint32_t id, struct clip_archive_raw *out)
+{
+	const unsigned char *h = a->map;
+	uint32_t nsec = clip_get_le32(h + HDR_SECTION_COUNT);
+	uint64_t table = clip_get_le64(h + HDR_SECTION_TABLE);
+	for (uint32_t i = 0; i < nsec; i++) {
+		const unsigned char *e = a->map + table + (size_t)i * SEC_ENTRY_SIZE;
+		if (clip_get_le32(e + SEC_ID) != id)
+			continue;
+		/* load_sections() checked the bounds at open. */
+		*out = (struct clip_archive_raw){
+			.data = a->map + clip_get_le64(e + SEC_OFFSET),
+			.size = clip_get_le64(e + SEC_SIZE),
+			.count = clip_get_le32(e + SEC_COUNT),
+			.record_size = clip_get_le32(e + SEC_RECORD_SIZE),
+			.version = a->version,
+		};
+		return 0;
+	}
+	return -ENOENT;
 }

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "archive_internal.h"
 #include "format.h"
 #include "util.h"
 
@@ -153,12 +154,45 @@ struct section {
 	uint32_t id;
 	struct buf data;
 	uint32_t count, record_size;
+	bool present; /* optional sections (id > SECTION_COUNT): written */
 };
 
 struct writer {
 	struct strtab strings;
-	struct section sec[SECTION_COUNT]; /* indexed by id - 1 */
+	struct section sec[SECTION_MAX]; /* indexed by id - 1 */
 };
+
+static const uint32_t record_sizes[SECTION_MAX] = {
+	META_SIZE,
+	1,
+	INO_SIZEOF,
+	DIRENT_SIZEOF,
+	XATTR_SIZEOF,
+	LAYER_SIZEOF,
+	CP_SIZEOF,
+	1,
+	1,
+	1,
+	CHUNK_SIZEOF,
+	PIECE_SIZEOF,
+	1,
+};
+
+static void writer_init(struct writer *w)
+{
+	*w = (struct writer){ 0 };
+	for (int i = 0; i < SECTION_MAX; i++) {
+		w->sec[i].id = (uint32_t)i + 1;
+		w->sec[i].record_size = record_sizes[i];
+	}
+}
+
+static void writer_free(struct writer *w)
+{
+	strtab_free(&w->strings);
+	for (int i = 0; i < SECTION_MAX; i++)
+		free(w->sec[i].data.data);
+}
 
 static struct section *sec(struct writer *w, enum clip_section_id id)
 {
@@ -277,6 +311,31 @@ static int64_t piece_bytes_of(const struct clip_archive_write_options *o)
 	return piece;
 }
 
+/* The checkpoints of one layer, and their windows. */
+static int write_points(struct writer *w, const struct clip_gz_index *gz)
+{
+	for (size_t c = 0; c < gz->count; c++) {
+		const struct clip_gz_point *p = &gz->points[c];
+		struct section *win = sec(w, SECTION_WINDOWS);
+		uint64_t woff = win->data.len;
+		if (buf_append(&win->data, p->window_z, p->window_zlen) < 0)
+			return -ENOMEM;
+		win->count += p->window_zlen;
+		unsigned char *cp = add_record(w, SECTION_CHECKPOINTS);
+		if (cp == NULL)
+			return -ENOMEM;
+		clip_put_le64(cp + CP_IN, p->in);
+		clip_put_le64(cp + CP_OUT, p->out);
+		cp[CP_BITS] = p->bits;
+		cp[CP_CODEC] = p->window_codec;
+		clip_put_le32(cp + CP_WINDOW_LEN, p->window_len);
+		clip_put_le32(cp + CP_WINDOW_ZLEN, p->window_zlen);
+		clip_put_le64(cp + CP_WINDOW_OFF, woff);
+		memcpy(cp + CP_SHA256, gz->piece_bytes ? p->window_sha256 : p->span_sha256, 32);
+	}
+	return 0;
+}
+
 static int write_layers(struct writer *w, const struct clip_archive_write_options *o)
 {
 	uint32_t next_cp = 0;
@@ -327,26 +386,8 @@ static int write_layers(struct writer *w, const struct clip_archive_write_option
 		    buf_append(&pieces->data, l->gz->piece_sha256, npieces * PIECE_SIZEOF) < 0)
 			return -ENOMEM;
 		pieces->count += (uint32_t)npieces;
-		for (size_t c = 0; c < ncp; c++) {
-			const struct clip_gz_point *p = &l->gz->points[c];
-			struct section *win = sec(w, SECTION_WINDOWS);
-			uint64_t woff = win->data.len;
-			if (buf_append(&win->data, p->window_z, p->window_zlen) < 0)
-				return -ENOMEM;
-			win->count += p->window_zlen;
-			unsigned char *cp = add_record(w, SECTION_CHECKPOINTS);
-			if (cp == NULL)
-				return -ENOMEM;
-			clip_put_le64(cp + CP_IN, p->in);
-			clip_put_le64(cp + CP_OUT, p->out);
-			cp[CP_BITS] = p->bits;
-			cp[CP_CODEC] = p->window_codec;
-			clip_put_le32(cp + CP_WINDOW_LEN, p->window_len);
-			clip_put_le32(cp + CP_WINDOW_ZLEN, p->window_zlen);
-			clip_put_le64(cp + CP_WINDOW_OFF, woff);
-			memcpy(cp + CP_SHA256,
-			       l->gz->piece_bytes ? p->window_sha256 : p->span_sha256, 32);
-		}
+		if (ncp && write_points(w, l->gz) < 0)
+			return -ENOMEM;
 	}
 	return 0;
 }
@@ -369,18 +410,25 @@ static int assemble(struct writer *w, struct buf *out)
 	str->count = (uint32_t)w->strings.data.len;
 	w->strings.data = (struct buf){ 0 };
 
+	uint32_t nsec = 0;
+	for (int i = 0; i < SECTION_MAX; i++)
+		nsec += w->sec[i].id <= SECTION_COUNT || w->sec[i].present;
 	size_t table_off = HDR_SIZE;
-	size_t off = table_off + SECTION_COUNT * SEC_ENTRY_SIZE;
+	size_t off = table_off + nsec * SEC_ENTRY_SIZE;
 	if (buf_grow(out, off) == NULL)
 		return -ENOMEM;
-	for (int i = 0; i < SECTION_COUNT; i++) {
+	uint32_t e_i = 0;
+	for (int i = 0; i < SECTION_MAX; i++) {
 		struct section *s = &w->sec[i];
+		bool required = s->id <= SECTION_COUNT;
+		if (!required && !s->present)
+			continue;
 		off = (off + 7) & ~(size_t)7; /* sections 8-byte aligned for readers' sake */
 		if (out->len < off && buf_grow(out, off - out->len) == NULL)
 			return -ENOMEM;
-		unsigned char *e = out->data + table_off + (size_t)i * SEC_ENTRY_SIZE;
+		unsigned char *e = out->data + table_off + (size_t)e_i++ * SEC_ENTRY_SIZE;
 		clip_put_le32(e + SEC_ID, s->id);
-		clip_put_le32(e + SEC_FLAGS, SEC_FLAG_REQUIRED);
+		clip_put_le32(e + SEC_FLAGS, required ? SEC_FLAG_REQUIRED : 0);
 		clip_put_le64(e + SEC_OFFSET, off);
 		clip_put_le64(e + SEC_SIZE, s->data.len);
 		clip_put_le32(e + SEC_COUNT, s->count);
@@ -395,7 +443,7 @@ static int assemble(struct writer *w, struct buf *out)
 	clip_put_le32(h + HDR_HEADER_SIZE, HDR_SIZE);
 	clip_put_le64(h + HDR_FILE_SIZE, out->len);
 	clip_put_le64(h + HDR_CHECKSUM, 0);
-	clip_put_le32(h + HDR_SECTION_COUNT, SECTION_COUNT);
+	clip_put_le32(h + HDR_SECTION_COUNT, nsec);
 	clip_put_le64(h + HDR_SECTION_TABLE, table_off);
 	clip_put_le64(h + HDR_CHECKSUM, crc64_ecma_refl(0, out->data, out->len));
 	return 0;
@@ -404,20 +452,13 @@ static int assemble(struct writer *w, struct buf *out)
 int clip_archive_write(const char *path, const struct clip_archive_write_options *o,
 		       struct clip_err *err)
 {
-	static const uint32_t record_sizes[SECTION_COUNT] = {
-		META_SIZE, 1, INO_SIZEOF, DIRENT_SIZEOF, XATTR_SIZEOF, LAYER_SIZEOF, CP_SIZEOF,
-		1,	   1, 1,	  CHUNK_SIZEOF,	 PIECE_SIZEOF,
-	};
-	struct writer w = { 0 };
+	struct writer w;
 	struct buf out = { 0 };
-	for (int i = 0; i < SECTION_COUNT; i++) {
-		w.sec[i].id = (uint32_t)i + 1;
-		w.sec[i].record_size = record_sizes[i];
-	}
+	writer_init(&w);
 	uint64_t regular_bytes = 0;
 	int64_t piece_bytes = piece_bytes_of(o);
 	if (piece_bytes < 0) {
-		strtab_free(&w.strings);
+		writer_free(&w);
 		return clip_err_set(err, EINVAL, "%s: layers hashed with different piece sizes",
 				    path);
 	}
@@ -442,9 +483,7 @@ int clip_archive_write(const char *path, const struct clip_archive_write_options
 	}
 	if (rc == 0)
 		rc = assemble(&w, &out);
-	strtab_free(&w.strings);
-	for (int i = 0; i < SECTION_COUNT; i++)
-		free(w.sec[i].data.data);
+	writer_free(&w);
 	if (rc < 0) {
 		free(out.data);
 		return clip_err_set(err, rc, "%s: %s", path,
@@ -454,6 +493,90 @@ int clip_archive_write(const char *path, const struct clip_archive_write_options
 						    : "out of memory");
 	}
 
+	rc = clip_write_file_atomic(path, out.data, out.len, err);
+	free(out.data);
+	return rc;
+}
+
+/* ---- rewriting ------------------------------------------------------------ */
+
+/* Copy section `id` of `src` as stored. */
+static int copy_section(struct writer *w, const struct clip_archive *src, uint32_t id)
+{
+	struct clip_archive_raw raw;
+	if (clip_archive_section(src, id, &raw) < 0)
+		return -EINVAL;
+	struct buf *b = id == SECTION_STRINGS ? &w->strings.data : &sec(w, id)->data;
+	if (raw.size && buf_append(b, raw.data, (size_t)raw.size) < 0)
+		return -ENOMEM;
+	sec(w, id)->count = raw.count;
+	return 0;
+}
+
+/* LAYERS as stored, with each layer's checkpoints (new or as they were)
+ * written anew and its record pointed at them. */
+static int rewrite_layers(struct writer *w, const struct clip_archive *src,
+			  const struct clip_archive_rewrite_options *o, struct clip_err *err)
+{
+	int rc = copy_section(w, src, SECTION_LAYERS);
+	struct section *layers = sec(w, SECTION_LAYERS);
+	uint32_t next_cp = 0;
+	for (uint32_t i = 0; rc == 0 && i < layers->count; i++) {
+		unsigned char *r = layers->data.data + (size_t)i * LAYER_SIZEOF;
+		struct clip_gz_index *own = NULL;
+		const struct clip_gz_index *gz = o->gz ? o->gz[i] : NULL;
+		if (gz == NULL && clip_get_le32(r + LAYER_CP_COUNT) > 0) {
+			rc = clip_archive_layer_gzindex(src, i, &own, err);
+			if (rc < 0)
+				return rc;
+			gz = own;
+		}
+		size_t ncp = gz ? gz->count : 0;
+		clip_put_le32(r + LAYER_CP_FIRST, next_cp);
+		clip_put_le32(r + LAYER_CP_COUNT, (uint32_t)ncp);
+		if (ncp > UINT32_MAX - next_cp)
+			rc = -EFBIG;
+		next_cp += (uint32_t)ncp;
+		if (rc == 0 && ncp)
+			rc = write_points(w, gz);
+		clip_gz_index_free(own);
+	}
+	return rc;
+}
+
+int clip_archive_rewrite(const char *path, const struct clip_archive *src,
+			 const struct clip_archive_rewrite_options *o, struct clip_err *err)
+{
+	struct clip_archive_raw raw;
+	if (clip_archive_section(src, SECTION_META, &raw) < 0 || raw.version != CLIP_FORMAT_VERSION)
+		return clip_err_set(err, ENOTSUP,
+				    "%s: an archive of format %u cannot be rewritten: index the "
+				    "image again",
+				    clip_archive_path(src), raw.version);
+	struct writer w;
+	struct buf out = { 0 };
+	writer_init(&w);
+	int rc = 0;
+	for (uint32_t id = 1; rc == 0 && id <= SECTION_COUNT; id++)
+		if (id != SECTION_LAYERS && id != SECTION_CHECKPOINTS && id != SECTION_WINDOWS)
+			rc = copy_section(&w, src, id);
+	if (rc == 0)
+		rc = rewrite_layers(&w, src, o, err);
+	if (rc == 0 && o->profile_json) {
+		rc = write_text(&w, SECTION_PROFILE, o->profile_json);
+		sec(&w, SECTION_PROFILE)->present = true;
+	}
+	if (rc == 0)
+		rc = assemble(&w, &out);
+	writer_free(&w);
+	if (rc < 0) {
+		free(out.data);
+		if (err->code)
+			return rc;
+		return clip_err_set(err, rc, "%s: %s", path,
+				    rc == -EFBIG ? "too many checkpoints for the format"
+						 : "out of memory");
+	}
 	rc = clip_write_file_atomic(path, out.data, out.len, err);
 	free(out.data);
 	return rc;

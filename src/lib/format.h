@@ -51,11 +51,14 @@ enum clip_section_id {
 	SECTION_WINDOWS = 8,
 	SECTION_CONFIG = 9,
 	SECTION_SOURCE = 10,
-	SECTION_CHUNKS = 11, /* version 2 */
-	SECTION_PIECES = 12, /* version 3 */
+	SECTION_CHUNKS = 11,  /* version 2 */
+	SECTION_PIECES = 12,  /* version 3 */
+	SECTION_PROFILE = 13, /* optional: written by clip optimize */
 };
-/* The highest id: a version 3 archive has every section from 1 to it. */
+/* The highest required id: a version 3 archive has every section from 1 to
+ * it. Optional sections follow, up to SECTION_MAX. */
 #define SECTION_COUNT 12
+#define SECTION_MAX   13
 
 /* META: one 32-byte record. */
 #define META_SPAN_BYTES	   0  /* u64 checkpoint spacing used at index time */

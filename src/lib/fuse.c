@@ -45,9 +45,10 @@ struct fs {
 	unsigned max_read; /* -o max_read=N, which init must repeat to libfuse */
 	int log_fd;	   /* --log file, -1 if none */
 	bool foreground;
-	int report_fd; /* daemon: the pipe to the waiting parent until ready */
-	bool served;   /* the mount came up (mount_ready) */
-	bool prefetch; /* start clip_content_prefetch once ready */
+	int report_fd;	  /* daemon: the pipe to the waiting parent until ready */
+	bool served;	  /* the mount came up (mount_ready) */
+	bool prefetch;	  /* start clip_content_prefetch once ready */
+	bool exact_reads; /* no kernel read-ahead */
 	bool prefetching;
 	pthread_t prefetch_thread;
 	atomic_bool stop_prefetch;
@@ -243,7 +244,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * libfuse's writev is one copy and a splice would add system calls. */
 	conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
 	/* The same read-ahead as the backing device's (READ_AHEAD_KB). */
-	conn->max_readahead = READ_AHEAD_KB * 1024u;
+	conn->max_readahead = fs->exact_reads ? 0 : READ_AHEAD_KB * 1024u;
 	/* mtimes have nanoseconds. */
 	conn->time_gran = 1;
 	if (fs->max_read)
@@ -772,9 +773,9 @@ int clip_fuse_find_mount(const char *mountpoint, dev_t *dev, struct clip_err *er
 
 /* ---- serving ---------------------------------------------------------------- */
 
-/* Raise the read-ahead of the mount's backing device (see READ_AHEAD_KB).
- * Only root may; anyone else keeps the kernel's default. */
-static void raise_read_ahead(const char *mountpoint)
+/* Set the read-ahead of the mount's backing device (READ_AHEAD_KB, or 0 for
+ * exact reads). Only root may; anyone else keeps the kernel's default. */
+static void set_read_ahead(const char *mountpoint, int kb)
 {
 	dev_t dev;
 	if (geteuid() != 0 || clip_fuse_find_mount(mountpoint, &dev, NULL) < 0)
@@ -785,7 +786,7 @@ static void raise_read_ahead(const char *mountpoint)
 	if (fd < 0)
 		return;
 	char value[16];
-	int n = snprintf(value, sizeof(value), "%d\n", READ_AHEAD_KB);
+	int n = snprintf(value, sizeof(value), "%d\n", kb);
 	if (write(fd, value, (size_t)n) < 0) {
 		/* The default read-ahead works too, only with more requests. */
 	}
@@ -1063,7 +1064,7 @@ static int session_start(struct session *s, struct fs *fs, const char *mount_opt
 				    logger.captured[0] ? logger.captured
 						       : "the kernel refused the mount");
 	s->mounted = true;
-	raise_read_ahead(mountpoint);
+	set_read_ahead(mountpoint, fs->exact_reads ? 0 : READ_AHEAD_KB);
 	return 0;
 }
 
@@ -1133,6 +1134,7 @@ int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 		.foreground = options->foreground,
 		.max_read = find_max_read(options->fuse_options),
 		.prefetch = options->prefetch,
+		.exact_reads = options->exact_reads,
 		.log_fd = -1,
 		.report_fd = -1,
 	};

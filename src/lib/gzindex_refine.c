@@ -12,6 +12,7 @@
 #include "clip/gzindex.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -187,9 +188,11 @@ static int push_point(struct clip_gz_point **points, size_t *count, const struct
 
 int clip_gz_index_refine(const struct clip_gz_index *index, const struct clip_blob_source *source,
 			 size_t span, const struct clip_gz_want *wants, size_t nwants,
-			 struct clip_gz_point **points, size_t *count,
+			 struct clip_gz_point **points, size_t *count, size_t *picked,
 			 struct clip_gz_read_stats *stats, struct clip_err *err)
 {
+	for (size_t w = 0; picked && w < nwants; w++)
+		picked[w] = SIZE_MAX;
 	if (index->piece_bytes == 0 || index->piece_sha256 == NULL)
 		return clip_err_set(err, ENOTSUP,
 				    "the archive has no piece digests (format 1 or 2): "
@@ -250,29 +253,27 @@ int clip_gz_index_refine(const struct clip_gz_index *index, const struct clip_bl
 			scan.b[keep++] = scan.b[k];
 	scan.n = keep;
 
-	const struct boundary *last = NULL;
 	size_t base = *count;
 	for (size_t w = 0; rc == 0 && w < nwants; w++) {
 		const struct boundary *b = pick(&scan, &wants[w]);
-		if (b == NULL || b == last)
+		if (b == NULL)
 			continue;
-		bool made = false;
-		for (size_t k = base; k < *count && !made; k++)
-			made = (*points)[k].out == b->out;
-		if (made)
-			continue;
-		struct clip_gz_point p;
-		rc = make_point(b, out + (b->out - cp->out - W), buf, lo, hi, &sparse, zc, &p);
-		if (rc < 0) {
-			rc = clip_err_nomem(err);
-			break;
+		size_t at = base;
+		while (at < *count && (*points)[at].out != b->out)
+			at++;
+		if (at == *count) {
+			struct clip_gz_point p;
+			rc = make_point(b, out + (b->out - cp->out - W), buf, lo, hi, &sparse, zc,
+					&p);
+			if (rc == 0 && (rc = push_point(points, count, &p)) < 0)
+				free((void *)p.window_z);
+			if (rc < 0) {
+				rc = clip_err_nomem(err);
+				break;
+			}
 		}
-		rc = push_point(points, count, &p);
-		if (rc < 0) {
-			free((void *)p.window_z);
-			rc = clip_err_nomem(err);
-		}
-		last = b;
+		if (picked)
+			picked[w] = at;
 	}
 	clip_gz_sparse_end(&sparse);
 	ZSTD_freeCCtx(zc);

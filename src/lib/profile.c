@@ -147,7 +147,7 @@ static int checksum(json_t *root, char out[65])
 	return 0;
 }
 
-int clip_profile_save(const struct clip_profile *p, const char *path, struct clip_err *err)
+int clip_profile_encode(const struct clip_profile *p, char **text, struct clip_err *err)
 {
 	json_t *root = profile_json(p);
 	char sum[65];
@@ -156,13 +156,20 @@ int clip_profile_save(const struct clip_profile *p, const char *path, struct cli
 		json_decref(root);
 		return clip_err_nomem(err);
 	}
-	char *text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+	*text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(root);
-	if (text == NULL)
-		return clip_err_nomem(err);
+	return *text ? 0 : clip_err_nomem(err);
+}
+
+int clip_profile_save(const struct clip_profile *p, const char *path, struct clip_err *err)
+{
+	char *text = NULL;
+	int rc = clip_profile_encode(p, &text, err);
+	if (rc < 0)
+		return rc;
 	size_t len = strlen(text);
 	text[len] = '\n'; /* json_dumps leaves room for its NUL: one line */
-	int rc = clip_write_file_atomic(path, text, len + 1, err);
+	rc = clip_write_file_atomic(path, text, len + 1, err);
 	free(text);
 	if (rc < 0)
 		clip_err_prefix(err, "profile");
@@ -262,6 +269,70 @@ int clip_profile_load(const char *path, struct clip_profile **out, struct clip_e
 		return rc;
 	}
 	*out = p;
+	return 0;
+}
+
+int clip_profile_decode(const char *text, size_t len, const char *name, struct clip_profile **out,
+			struct clip_err *err)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL)
+		return clip_err_set(err, EINVAL, "profile %s: not JSON: %s", name, jerr.text);
+	struct clip_profile *p = calloc(1, sizeof(*p));
+	int rc = p ? load_json(root, p, name, err) : clip_err_nomem(err);
+	json_decref(root);
+	if (rc < 0) {
+		clip_profile_free(p);
+		return rc;
+	}
+	*out = p;
+	return 0;
+}
+
+/* The index of digest `d` in p's layers, added when missing; UINT32_MAX when
+ * out of memory. */
+static uint32_t layer_slot(struct clip_profile *p, const char *d)
+{
+	for (uint32_t i = 0; i < p->nlayers; i++)
+		if (strcmp(p->layers[i], d) == 0)
+			return i;
+	char **grown = realloc(p->layers, (p->nlayers + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return UINT32_MAX;
+	p->layers = grown;
+	if ((grown[p->nlayers] = strdup(d)) == NULL)
+		return UINT32_MAX;
+	return p->nlayers++;
+}
+
+int clip_profile_merge(const struct clip_profile *const *profiles, size_t n,
+		       struct clip_profile **out, struct clip_err *err)
+{
+	struct clip_profile *m = calloc(1, sizeof(*m));
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += profiles[i]->nregions;
+	if (m == NULL || (m->regions = calloc(total ? total : 1, sizeof(*m->regions))) == NULL) {
+		clip_profile_free(m);
+		return clip_err_nomem(err);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct clip_profile *p = profiles[i];
+		for (size_t k = 0; k < p->nregions; k++) {
+			struct clip_profile_region r = p->regions[k];
+			r.layer = layer_slot(m, p->layers[r.layer]);
+			if (r.layer == UINT32_MAX) {
+				clip_profile_free(m);
+				return clip_err_nomem(err);
+			}
+			m->regions[m->nregions++] = r;
+		}
+	}
+	/* Overlapping regions keep the earliest first access of any run. */
+	m->nregions = merge_regions(m->regions, m->nregions);
+	qsort(m->regions, m->nregions, sizeof(*m->regions), by_first_access);
+	*out = m;
 	return 0;
 }
 

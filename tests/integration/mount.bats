@@ -766,6 +766,91 @@ PY
 	not_mounted "$MNT"
 }
 
+@test "clip optimize: checkpoints where a profile reads, deterministic, embedded and replayed, every byte right" {
+	mount_default --record-profile "$T/py.profile"
+	chroot "$MNT" /usr/bin/python3 -c 'import os, re, ast; print(1)' >/dev/null
+	local pid
+	pid=$(daemon_pid "$MNT")
+	"$CLIP" umount "$MNT"
+	wait_gone "$pid"
+	local regions
+	regions=$("$CLIP" profile show "$T/py.profile" | sed -n 's/^regions *//p')
+
+	# Every boundary found is kept (no bound, any gain), so the test image gets some.
+	run "$CLIP" optimize "$ARCHIVE" --profile "$T/py.profile" --max-size 100 --min-gain 1 \
+		-o "$T/opt.clip"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	local added
+	added=$(sed -n 's/^checkpoints *+\([0-9]*\) .*/\1/p' <<<"$output")
+	[ "$added" -gt 0 ]
+	# Deterministic: the same inputs give the same bytes, on one thread or several.
+	"$CLIP" optimize "$ARCHIVE" --profile "$T/py.profile" --max-size 100 --min-gain 1 \
+		--threads 1 -q -o "$T/opt2.clip"
+	cmp "$T/opt.clip" "$T/opt2.clip"
+	run "$CLIP" info "$T/opt.clip"
+	echo "$output"
+	[[ $output == *"($added of them added by clip optimize)"* ]]
+	[[ $output == *"profile:       $regions regions"* ]]
+	# Same image: the tree and every layer are the archive's.
+	diff <("$CLIP" info "$ARCHIVE" | grep -E '^(manifest|files|file bytes|layer [0-9]):' |
+		sed 's/, [0-9]* checkpoints.*//') \
+		<("$CLIP" info "$T/opt.clip" | grep -E '^(manifest|files|file bytes|layer [0-9]):' |
+			sed 's/, [0-9]* checkpoints.*//')
+
+	# Mounted, it replays its own profile and reads every file right, cold through the new
+	# checkpoints (no cache), and with the replay.
+	rm -rf "$T/cache"
+	clip_mount "$T/opt.clip" "$MNT" --cache-dir "$T/cache"
+	local tries=0
+	until [ "$(stats_field "$MNT" replay.done)" = "$regions" ] || [ $((tries += 1)) -gt 300 ]; do
+		sleep 0.1
+	done
+	[ "$(stats_field "$MNT" replay.errors)" = 0 ]
+	tree_sha "$MNT" >"$T/mount.sha"
+	cmp "$W/expected.sha" "$T/mount.sha"
+	"$CLIP" umount "$MNT"
+	clip_mount "$T/opt.clip" "$MNT" --no-cache
+	tree_sha "$MNT" >"$T/mount.sha"
+	cmp "$W/expected.sha" "$T/mount.sha"
+	"$CLIP" umount "$MNT"
+	rm -rf "$T/cache"
+	clip_mount "$T/opt.clip" "$MNT" --cache-dir "$T/cache" --no-profile
+	[ "$(stats_field "$MNT" replay.regions)" = 0 ]
+	"$CLIP" umount "$MNT"
+
+	# Bad profiles are refused with one line, and nothing is written.
+	head -c 200 "$T/py.profile" >"$T/cut.profile"
+	python3 - "$T/py.profile" "$T/other.profile" "$T/past.profile" <<'PY'
+import hashlib, json, sys
+def seal(p, path):
+    p.pop("sha256", None)
+    p["sha256"] = hashlib.sha256(json.dumps(p, separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+    json.dump(p, open(path, "w"))
+p = json.load(open(sys.argv[1]))
+q = json.loads(json.dumps(p))
+q["layers"][0] = "sha256:" + "ab" * 32
+seal(q, sys.argv[2])
+p["regions"].append([0, 1 << 40, 4096, 0])
+seal(p, sys.argv[3])
+PY
+	local bad
+	for bad in cut other past; do
+		run --separate-stderr "$CLIP" optimize "$ARCHIVE" --profile "$T/$bad.profile" \
+			-o "$T/bad.clip"
+		echo "$bad: $stderr"
+		[ "$status" -eq 1 ]
+		[ "$(wc -l <<<"$stderr")" = 1 ]
+		[ ! -e "$T/bad.clip" ]
+	done
+	run --separate-stderr "$CLIP" optimize "$ARCHIVE" --profile "$T/cut.profile" -o "$T/bad.clip"
+	[[ $stderr == "clip: profile $T/cut.profile: not JSON"* ]]
+	run --separate-stderr "$CLIP" optimize "$ARCHIVE" --profile "$T/other.profile" -o "$T/bad.clip"
+	[[ $stderr == *"is not in this archive (a profile of another image?)" ]]
+	run --separate-stderr "$CLIP" optimize "$ARCHIVE" --profile "$T/past.profile" -o "$T/bad.clip"
+	[[ $stderr == *"ends past layer"* ]]
+}
+
 @test "--cache-max bounds the disk cache while more than that is read, every byte right" {
 	# 8 MiB of cache for the whole image (about 160 MB of files): chunks are evicted
 	# while the tree is read, and it still reads right.
