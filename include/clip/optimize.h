@@ -43,13 +43,13 @@ struct clip_optimize_options {
 };
 
 struct clip_optimize_report {
-	size_t runs;	   /* runs of hot chunks in gzip layers */
-	size_t spans;	   /* spans inflated to find boundaries */
-	size_t found;	   /* boundaries found for them */
-	size_t added;	   /* checkpoints added (within the bound, worth it) */
-	size_t checkpoints; /* checkpoints in the new archive */
-	uint64_t fetched;  /* compressed bytes fetched to find them */
-	uint64_t window_bytes; /* stored window bytes added */
+	size_t runs;			  /* runs of hot chunks in gzip layers */
+	size_t spans;			  /* spans inflated to find boundaries */
+	size_t found;			  /* boundaries found for them */
+	size_t added;			  /* checkpoints added (within the bound, worth it) */
+	size_t checkpoints;		  /* checkpoints in the new archive */
+	uint64_t fetched;		  /* compressed bytes fetched to find them */
+	uint64_t window_bytes;		  /* stored window bytes added */
 	uint64_t size_before, size_after; /* archive file sizes */
 	/* Compressed bytes the profile's hot chunks need fetched, one span
 	 * fetch per run, with the old and the new checkpoints (an estimate of

@@ -87,8 +87,8 @@ static int parse_args(int argc, char **argv, struct optimize_args *a)
 			a->max_percent = strtod(optarg, &end);
 			if (end == optarg || (*end != '\0' && strcmp(end, "%") != 0) ||
 			    !(a->max_percent > 0 && a->max_percent <= 100))
-				return cli_usage_error("optimize",
-						       "--max-size %s: expected a percentage", optarg);
+				return cli_usage_error(
+					"optimize", "--max-size %s: expected a percentage", optarg);
 			break;
 		case OPT_MIN_GAIN:
 			if (!cli_parse_size(optarg, &a->min_gain))
@@ -98,8 +98,8 @@ static int parse_args(int argc, char **argv, struct optimize_args *a)
 		case OPT_THREADS:
 			if (!cli_parse_u64(optarg, &a->threads) || a->threads == 0 ||
 			    a->threads > 256)
-				return cli_usage_error("optimize", "--threads %s: expected 1 to 256",
-						       optarg);
+				return cli_usage_error("optimize",
+						       "--threads %s: expected 1 to 256", optarg);
 			break;
 		case 'h': help(); return 0;
 		default:
@@ -142,8 +142,8 @@ static void print_report(const struct optimize_args *a, const struct clip_profil
 	printf("profile      %zu regions, %.1f MiB (%zu profile%s merged)\n", regions, mib(bytes),
 	       a->nprofiles, a->nprofiles == 1 ? "" : "s");
 	printf("hot runs     %zu (runs of hot chunks in gzip layers)\n", r->runs);
-	printf("spans        %zu inflated, %.1f MiB fetched, to find block boundaries\n",
-	       r->spans, mib(r->fetched));
+	printf("spans        %zu inflated, %.1f MiB fetched, to find block boundaries\n", r->spans,
+	       mib(r->fetched));
 	printf("checkpoints  +%zu of %zu found (%zu in all), windows +%.1f KiB\n", r->added,
 	       r->found, r->checkpoints, (double)r->window_bytes / 1024.0);
 	printf("archive      %" PRIu64 " -> %" PRIu64 " bytes (+%.1f%%; %.2f%% of the %.1f MiB "
@@ -176,9 +176,8 @@ int cmd_optimize(int argc, char **argv)
 	for (size_t i = 0; rc == CLI_GO_ON && i < a.nprofiles; i++)
 		if (clip_profile_load(a.profiles[i], &loaded[i], &err) < 0)
 			rc = cli_error(&err);
-	if (rc == CLI_GO_ON &&
-	    clip_profile_merge((const struct clip_profile *const *)loaded, a.nprofiles, &merged,
-			       &err) < 0)
+	if (rc == CLI_GO_ON && clip_profile_merge((const struct clip_profile *const *)loaded,
+						  a.nprofiles, &merged, &err) < 0)
 		rc = cli_error(&err);
 	if (rc == CLI_GO_ON) {
 		int r = a.source ? clip_source_open_text(a.source, &a.registry, &source, &err)

@@ -282,10 +282,9 @@ static int plan(struct optimizer *z, struct clip_optimize_report *rep, struct cl
 			z->jobs[k - 1].n++;
 			continue;
 		}
-		z->jobs[k++] = (struct job){ .layer = z->wants[w].layer,
-					     .span = z->wants[w].span,
-					     .first = w,
-					     .n = 1 };
+		z->jobs[k++] = (struct job){
+			.layer = z->wants[w].layer, .span = z->wants[w].span, .first = w, .n = 1
+		};
 	}
 	return 0;
 }
@@ -320,8 +319,7 @@ static int run_jobs(struct optimizer *z, unsigned threads, struct clip_err *err)
 
 /* Every found boundary with what it saves: for a want before a run, the
  * span's bytes before it; for one after, the span's bytes after it. */
-static int candidates(struct optimizer *z, struct candidate **out, size_t *n,
-		      struct clip_err *err)
+static int candidates(struct optimizer *z, struct candidate **out, size_t *n, struct clip_err *err)
 {
 	size_t total = 0;
 	for (size_t k = 0; k < z->njobs; k++)
@@ -510,14 +508,13 @@ int clip_optimize_embedded(const struct clip_archive *archive, struct clip_profi
 	json_t *profile = NULL;
 	char *inner = NULL;
 	int rc = 0;
-	if (root == NULL || json_unpack(root, "{s:I,s:o}", "checkpoints_added", &n, "profile",
-					&profile) < 0 ||
+	if (root == NULL ||
+	    json_unpack(root, "{s:I,s:o}", "checkpoints_added", &n, "profile", &profile) < 0 ||
 	    n < 0 || (inner = json_dumps(profile, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
 		rc = clip_err_set(err, EINVAL, "%s: the embedded profile is damaged",
 				  clip_archive_path(archive));
 	if (rc == 0)
-		rc = clip_profile_decode(inner, strlen(inner), "embedded in the archive", out,
-					 err);
+		rc = clip_profile_decode(inner, strlen(inner), "embedded in the archive", out, err);
 	free(inner);
 	json_decref(root);
 	if (rc < 0)
