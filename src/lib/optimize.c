@@ -127,34 +127,52 @@ struct run_ctx {
 	const struct clip_gz_index *gz; /* for the estimate */
 	uint64_t bytes;
 	size_t runs;
+	unsigned char *seen; /* per span of gz */
 };
 
-/* The wants of a run: a boundary before it, unless its span starts close
- * enough already, and one after it, unless the next checkpoint is close. */
+/* The wants of a run of hot chunks: at each chunk edge in it or around it,
+ * the last boundary before the edge and the first after it, unless a
+ * checkpoint is close enough already. A read of chunks [k, m] then fetches
+ * from the boundary before k's start to the one after m's end, and a read of
+ * the chunk that follows shares only the one deflate block around the edge
+ * with it, where a chunk straddling two long spans made both reads fetch all
+ * of the second. */
 static int run_wants(void *opaque, uint64_t a, uint64_t b)
 {
 	struct run_ctx *r = opaque;
 	const struct clip_gz_index *gz = r->z->layers[r->layer].gz;
 	r->runs++;
-	ssize_t i = clip_gz_index_find(gz, a);
-	if (i >= 0 && a - gz->points[i].out >= 2 * CLIP_GZ_WINDOW &&
-	    want_add(r->z, r->layer, (size_t)i, a, false) < 0)
-		return -ENOMEM;
-	ssize_t j = clip_gz_index_find(gz, b);
-	if (j >= 0 && b < gz->usize && span_out_end(gz, (size_t)j) - b >= 2 * CLIP_GZ_WINDOW &&
-	    want_add(r->z, r->layer, (size_t)j, b, true) < 0)
-		return -ENOMEM;
+	for (uint64_t edge = a;; edge += r->z->chunk) {
+		if (edge > b)
+			edge = b;
+		ssize_t i = clip_gz_index_find(gz, edge);
+		if (i < 0 || edge >= gz->usize)
+			break;
+		if (edge < b && edge - gz->points[i].out >= 2 * CLIP_GZ_WINDOW &&
+		    want_add(r->z, r->layer, (size_t)i, edge, false) < 0)
+			return -ENOMEM;
+		if (edge > a && span_out_end(gz, (size_t)i) - edge >= 2 * CLIP_GZ_WINDOW &&
+		    want_add(r->z, r->layer, (size_t)i, edge, true) < 0)
+			return -ENOMEM;
+		if (edge == b)
+			break;
+	}
 	return 0;
 }
 
-/* The compressed bytes one fetch of run [a, b) takes with index r->gz. */
+/* Mark in `seen` (one per span) the spans the chunks of run [a, b) need with
+ * index r->gz, and count their compressed bytes once. */
 static int run_bytes(void *opaque, uint64_t a, uint64_t b)
 {
 	struct run_ctx *r = opaque;
 	ssize_t i = clip_gz_index_find(r->gz, a), j = clip_gz_index_find(r->gz, b - 1);
-	if (i < 0 || j < 0)
-		return 0;
-	r->bytes += clip_gz_span_end(r->gz, (size_t)j) - clip_gz_span_start(r->gz, (size_t)i);
+	for (ssize_t s = i < 0 ? 0 : i; j >= 0 && s <= j; s++) {
+		if (r->seen[s])
+			continue;
+		r->seen[s] = 1;
+		r->bytes +=
+			clip_gz_span_end(r->gz, (size_t)s) - clip_gz_span_start(r->gz, (size_t)s);
+	}
 	return 0;
 }
 
@@ -258,10 +276,14 @@ static int plan(struct optimizer *z, struct clip_optimize_report *rep, struct cl
 	for (uint32_t i = 0; rc == 0 && i < z->nlayers; i++) {
 		if (z->layers[i].hot == NULL)
 			continue;
-		struct run_ctx r = { z, i, z->layers[i].gz, 0, 0 };
-		rc = for_each_run(&z->layers[i], z->chunk, run_wants, &r);
+		struct run_ctx r = {
+			z, i, z->layers[i].gz, 0, 0, calloc(z->layers[i].gz->count, 1)
+		};
+		rc = r.seen ? for_each_run(&z->layers[i], z->chunk, run_wants, &r) : -ENOMEM;
 		rc = rc < 0 ? clip_err_nomem(err) : 0;
-		for_each_run(&z->layers[i], z->chunk, run_bytes, &r);
+		if (rc == 0)
+			for_each_run(&z->layers[i], z->chunk, run_bytes, &r);
+		free(r.seen);
 		rep->runs += r.runs;
 		rep->hot_before += r.bytes;
 	}
@@ -469,8 +491,13 @@ int clip_optimize(const char *path, const struct clip_archive *archive,
 		rep.checkpoints += g ? g->count : 0;
 		if (z.layers[i].hot == NULL)
 			continue;
-		struct run_ctx r = { &z, i, g, 0, 0 };
+		struct run_ctx r = { &z, i, g, 0, 0, calloc(g->count, 1) };
+		if (r.seen == NULL) {
+			rc = clip_err_nomem(err);
+			break;
+		}
 		for_each_run(&z.layers[i], z.chunk, run_bytes, &r);
+		free(r.seen);
 		rep.hot_after += r.bytes;
 	}
 	if (rc == 0)
