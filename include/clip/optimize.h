@@ -3,10 +3,11 @@
  * A cold read of a gzip layer fetches and inflates a whole span, from the
  * checkpoint before the chunk it wants to the next checkpoint. The indexer
  * places checkpoints every few MiB, not knowing what programs read. Given a
- * profile (clip/profile.h) of what they do read, optimize adds a checkpoint
- * at the last deflate block boundary before each run of hot chunks and at
- * the first one after it, so that reading the run fetches little more than
- * the run itself. It finds those boundaries by inflating only the spans
+ * profile (clip/profile.h) of what they do read, optimize adds checkpoints
+ * at the deflate block boundaries on each side of every edge of a hot chunk
+ * (the last before it, the first after it), so that reading hot chunks
+ * fetches little more than them, and two reads of neighbouring chunks share
+ * one deflate block, not a span. It finds those boundaries by inflating only the spans
  * involved, in parallel, from the image source, each span checked against
  * the archive's piece digests first. The new archive is the old one byte for
  * byte except for the checkpoints and an embedded copy of the profile, which
@@ -51,9 +52,9 @@ struct clip_optimize_report {
 	uint64_t fetched;		  /* compressed bytes fetched to find them */
 	uint64_t window_bytes;		  /* stored window bytes added */
 	uint64_t size_before, size_after; /* archive file sizes */
-	/* Compressed bytes the profile's hot chunks need fetched, one span
-	 * fetch per run, with the old and the new checkpoints (an estimate of
-	 * a cold start's bytes). */
+	/* Compressed bytes of the spans the profile's hot chunks lie in, each
+	 * span counted once, with the old and the new checkpoints (what a cold
+	 * start that fetched each span once would take). */
 	uint64_t hot_before, hot_after;
 	uint64_t image_bytes; /* compressed size of all layers */
 };

@@ -155,7 +155,7 @@ static void print_report(const struct optimize_args *a, const struct clip_profil
 	       r->image_bytes ? 100.0 * (double)r->size_after / (double)r->image_bytes : 0.0,
 	       mib(r->image_bytes));
 	printf("cold fetch   %.1f MiB -> %.1f MiB of compressed spans for the hot chunks "
-	       "(one fetch per run)\n",
+	       "(each span once)\n",
 	       mib(r->hot_before), mib(r->hot_after));
 }
 

@@ -5,10 +5,10 @@
  * read produces whole chunks, each checked against its hash, by inflating
  * from the checkpoint at or before the first chunk's start through the span
  * that holds the last chunk's end. So the profile's regions become runs of
- * hot chunks, and each run [a, b) wants a checkpoint at the last block
- * boundary at or before a (the read starts there instead of at the span's
- * checkpoint) and one at the first boundary at or after b (the fetch stops
- * there instead of at the next checkpoint).
+ * hot chunks, and each chunk edge of a run wants the last block boundary
+ * before it (a read of the chunk starts there, not at the span's
+ * checkpoint) and the first one after it (a read that ends there stops
+ * there, not at the next checkpoint).
  */
 #include "clip/optimize.h"
 
