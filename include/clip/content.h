@@ -160,6 +160,26 @@ struct clip_content_layer_stats {
 void clip_content_layer_stats(struct clip_content *content, uint32_t index,
 			      struct clip_content_layer_stats *out);
 
+/* Replay `profile` (checked against the archive: clip_profile_match's
+ * errors) as options.replay_profile would, for a profile found after open;
+ * call it before clip_content_start. -EBUSY when one is loaded already. */
+int clip_content_replay(struct clip_content *content, const struct clip_profile *profile,
+			struct clip_err *err);
+
+/* Share `profile` through the remote cache, at "<prefix>profile:<manifest
+ * hex>" of the archive's image, stored only if no profile is there yet (the
+ * first node's stays; merge several with clip optimize). The store is
+ * queued; closing the content waits for it. -ENOTSUP without a remote cache
+ * or a manifest digest in the archive, or the store's error. */
+int clip_content_profile_share(struct clip_content *content, const struct clip_profile *profile,
+			       struct clip_err *err);
+
+/* The profile shared for the archive's image: 1 with *out (the caller's),
+ * 0 when there is none (or no remote cache), or a negative errno when it
+ * cannot be read or is damaged (it is not used then). */
+int clip_content_profile_shared(struct clip_content *content, struct clip_profile **out,
+				struct clip_err *err);
+
 /* Whether a remote cache given in the options is used: false for archives
  * without chunk hashes (format 1) or with another chunk size. */
 bool clip_content_remote_usable(const struct clip_content *content);

@@ -333,10 +333,12 @@ static void close_inherited_fds(void)
 			close(fd);
 }
 
-/* At unmount, in the daemon: the recorded profile into its file. */
+/* At unmount, in the daemon: the recorded profile into its file, and into
+ * the remote cache for the other nodes when there is one. */
 struct recording {
 	struct clip_profile_recorder *recorder;
 	const char *path;
+	struct clip_content *share; /* NULL: no remote cache */
 };
 
 static int save_profile(void *opaque, struct clip_err *err)
@@ -346,6 +348,8 @@ static int save_profile(void *opaque, struct clip_err *err)
 	int rc = clip_profile_recorder_profile(r->recorder, &p, err);
 	if (rc == 0)
 		rc = clip_profile_save(p, r->path, err);
+	if (rc == 0 && r->share && p->nregions && clip_content_profile_share(r->share, p, err) < 0)
+		rc = -1; /* the file is written; the error says what was not */
 	clip_profile_free(p);
 	return rc;
 }
@@ -411,6 +415,22 @@ int cmd_mount(int argc, char **argv)
 	}
 	clip_profile_free(profile); /* the content took its regions */
 	profile = NULL;
+	if (a.read.content.remote_cache && clip_content_remote_usable(content)) {
+		recording.share = content;
+		/* A node with no profile of its own replays the one another node
+		 * shared for this image; a damaged one is not used. */
+		if (!a.profile_path && !a.no_profile && !a.no_cache &&
+		    !a.read.content.replay_profile && !a.record_path) {
+			int found = clip_content_profile_shared(content, &profile, &err);
+			if (found < 0)
+				fprintf(stderr, "clip: warning: %s: not replayed\n", err.msg);
+			else if (found > 0 && clip_content_replay(content, profile, &err) < 0)
+				fprintf(stderr, "clip: warning: the shared profile: %s\n", err.msg);
+			clip_profile_free(profile);
+			profile = NULL;
+			err = (struct clip_err){ 0 };
+		}
+	}
 	a.fuse.fsname = paths.archive;
 	a.fuse.log_path = a.log_path;
 	if (clip_fuse_serve(archive, content, &a.fuse, &err) < 0)

@@ -115,9 +115,8 @@ static int open_caches(struct clip_content *c, const struct clip_content_options
 	return 0;
 }
 
-/* The regions of `profile` for the engine to replay, once it fits. */
-static int load_replay(struct clip_content *c, const struct clip_profile *profile,
-		       struct clip_err *err)
+int content_load_replay(struct clip_content *c, const struct clip_profile *profile,
+			struct clip_err *err)
 {
 	cleanup_free uint32_t *map = calloc(profile->nlayers ? profile->nlayers : 1, sizeof(*map));
 	if (map == NULL)
@@ -171,7 +170,7 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 	}
 	rc = open_caches(c, o, err);
 	if (rc == 0 && o && o->replay_profile)
-		rc = load_replay(c, o->replay_profile, err);
+		rc = content_load_replay(c, o->replay_profile, err);
 	if (rc < 0) {
 		clip_content_close(c);
 		return rc;

@@ -168,6 +168,11 @@ void content_chunk_store(struct clip_content *c, const struct layer_state *l, ui
 			 const void *data, size_t len, const unsigned char hash[32],
 			 bool to_remote);
 
+/* The regions of `profile` for the engine to replay, once it fits the
+ * archive (clip_profile_match's errors). */
+int content_load_replay(struct clip_content *c, const struct clip_profile *profile,
+			struct clip_err *err);
+
 /* The chunks [*first, *last] one fetch for chunk k of `file` produces. */
 void content_span_batch(const struct clip_content *c, const struct layer_state *l, uint64_t k,
 			const struct extent *file, uint64_t *first, uint64_t *last);

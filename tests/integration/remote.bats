@@ -61,9 +61,9 @@ start_redis() {
 	return 1
 }
 
-# mount_node NAME URL: mount the archive at $T/NAME with its own disk cache.
+# mount_node NAME URL [OPTION...]: mount the archive at $T/NAME with its own disk cache.
 mount_node() {
-	"$CLIP" mount "$T/image.clip" "$T/$1" --cache-dir "$T/cache-$1" --remote-cache "$2"
+	"$CLIP" mount "$T/image.clip" "$T/$1" --cache-dir "$T/cache-$1" --remote-cache "$2" "${@:3}"
 }
 
 # read_all MNT: every file of the image read through MNT equals the unpacked one.
@@ -104,6 +104,53 @@ two_nodes() {
 @test "node B reads everything from Redis with the registry stopped" {
 	start_redis
 	two_nodes "redis://127.0.0.1:$REDIS_PORT"
+}
+
+@test "a profile recorded on one node is shared through Redis and replayed by the next" {
+	start_redis
+	local url="redis://127.0.0.1:$REDIS_PORT" key regions
+	key="clip:profile:$("$CLIP" info "$T/image.clip" | sed -n 's/^manifest: *sha256://p')"
+	"$CLIP" mount "$T/image.clip" "$T/a" --cache-dir "$T/cache-a" --remote-cache "$url" \
+		--record-profile "$T/a.profile"
+	chroot "$T/a" /bin/sh -c 'ls / >/dev/null; echo ok' | grep -qx ok
+	fusermount3 -u "$T/a"
+	local tries=0
+	until [ -s "$T/a.profile" ] && [ "$(redis-cli -p "$REDIS_PORT" exists "$key")" = 1 ]; do
+		[ $((tries += 1)) -le 100 ] || return 1
+		sleep 0.1
+	done
+	# What Redis holds is that profile.
+	redis-cli -p "$REDIS_PORT" --raw get "$key" >"$T/shared.profile"
+	regions=$("$CLIP" profile show "$T/a.profile" | sed -n 's/^regions *//p')
+	[ "$regions" -gt 0 ]
+	[ "$("$CLIP" profile show "$T/shared.profile" | sed -n 's/^regions *//p')" = "$regions" ]
+
+	# Node B has no profile of its own: it replays the shared one, and reads right.
+	mount_node b "$url"
+	tries=0
+	until [ "$(stat_field "$T/b" 's["replay"]["done"]')" = "$regions" ]; do
+		[ $((tries += 1)) -le 100 ] || return 1
+		sleep 0.1
+	done
+	[ "$(stat_field "$T/b" 's["replay"]["errors"]')" = 0 ]
+	read_all "$T/b"
+	fusermount3 -u "$T/b"
+	# --no-profile: nothing replayed.
+	rm -rf "$T/cache-b"
+	mount_node b "$url" --no-profile
+	[ "$(stat_field "$T/b" 's["replay"]["regions"]')" = 0 ]
+	fusermount3 -u "$T/b"
+
+	# A damaged shared profile is not used: one warning, and the mount works.
+	redis-cli -p "$REDIS_PORT" set "$key" '{"clip_profile":1,' >/dev/null
+	rm -rf "$T/cache-b"
+	run --separate-stderr "$CLIP" mount "$T/image.clip" "$T/b" --cache-dir "$T/cache-b" \
+		--remote-cache "$url"
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	[[ $stderr == "clip: warning: profile shared in the remote cache: not JSON"*"not replayed" ]]
+	[ "$(stat_field "$T/b" 's["replay"]["regions"]')" = 0 ]
+	read_all "$T/b"
 }
 
 @test "a poisoned value in Redis is detected, counted and not served" {
