@@ -109,8 +109,8 @@ int clip_content_profile_shared(struct clip_content *c, struct clip_profile **ou
 			break;
 		}
 	}
-	if (rc == 1 && (rc = clip_profile_decode(text, len, "shared in the remote cache", out,
-						err)) == 0)
+	if (rc == 1 &&
+	    (rc = clip_profile_decode(text, len, "shared in the remote cache", out, err)) == 0)
 		rc = 1;
 	free(text);
 	return rc;
