@@ -180,6 +180,10 @@ int clip_content_profile_share(struct clip_content *content, const struct clip_p
 int clip_content_profile_shared(struct clip_content *content, struct clip_profile **out,
 				struct clip_err *err);
 
+/* What the mount's recorder holds so far, as a profile's JSON text (*text
+ * malloc'ed): for `clip stats --save-profile`. -ENOENT when not recording. */
+int clip_content_recorded_profile(struct clip_content *content, char **text, struct clip_err *err);
+
 /* Whether a remote cache given in the options is used: false for archives
  * without chunk hashes (format 1) or with another chunk size. */
 bool clip_content_remote_usable(const struct clip_content *content);

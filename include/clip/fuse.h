@@ -12,7 +12,12 @@
  * The root directory answers getxattr("user.clip.stats") with the read
  * counters as JSON (clip_content_stats_json); the name is not listed by
  * listxattr, so the tree looks exactly like the image. `clip stats MNT`
- * reads it.
+ * reads it. A mount that records a startup profile answers
+ * getxattr("user.clip.profile.N") with page N (CLIP_FUSE_PROFILE_PAGE bytes,
+ * the last one shorter, past the end empty) of the profile recorded so far,
+ * made anew for each page: `clip stats MNT --save-profile FILE` joins them
+ * and checks the result's checksum, so pages of two different moments are
+ * caught and read again. The caller writes FILE with its own rights.
  */
 #ifndef CLIP_FUSE_H
 #define CLIP_FUSE_H
@@ -24,7 +29,9 @@
 #include "clip/content.h"
 #include "clip/err.h"
 
-#define CLIP_FUSE_STATS_XATTR "user.clip.stats"
+#define CLIP_FUSE_STATS_XATTR	     "user.clip.stats"
+#define CLIP_FUSE_PROFILE_XATTR_PAGE "user.clip.profile." /* + page number */
+#define CLIP_FUSE_PROFILE_PAGE	     61440u		  /* under the 64 KiB xattr limit */
 /* The filesystem type a clip mount has in /proc/self/mountinfo. */
 #define CLIP_FUSE_TYPE "fuse.clip"
 

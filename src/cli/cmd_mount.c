@@ -514,11 +514,15 @@ int cmd_umount(int argc, char **argv)
 static void stats_help(void)
 {
 	printf("usage: clip stats [--json] MOUNTPOINT\n"
+	       "       clip stats MOUNTPOINT --save-profile FILE\n"
 	       "\n"
 	       "Print the read counters of a clip mount: requests and bytes per read tier\n"
 	       "(disk cache, remote cache, checkpoint spans, whole layers) and what was\n"
 	       "fetched from the source. --json prints them as the mount reports them (the\n"
-	       "%s extended attribute of its root).\n",
+	       "%s extended attribute of its root).\n"
+	       "\n"
+	       "--save-profile FILE writes what a mount with --record-profile has recorded\n"
+	       "so far to FILE (atomically), without unmounting.\n",
 	       CLIP_FUSE_STATS_XATTR);
 }
 
@@ -626,19 +630,69 @@ static void print_stats(json_t *root)
 	}
 }
 
+/* The profile a recording mount holds so far, its pages joined, into
+ * `file`. Pages are made anew for each read, so a profile that changed
+ * between two of them fails its checksum and is read again. */
+static int save_profile_of(const char *path, const char *file)
+{
+	struct clip_err err = { 0 };
+	for (int attempt = 0; attempt < 5; attempt++) {
+		char *text = NULL;
+		size_t len = 0;
+		for (unsigned page = 0;; page++) {
+			char name[64];
+			snprintf(name, sizeof(name), "%s%u", CLIP_FUSE_PROFILE_XATTR_PAGE, page);
+			char *grown = realloc(text, len + CLIP_FUSE_PROFILE_PAGE + 1);
+			if (grown == NULL) {
+				free(text);
+				return cli_fail(CLI_EXIT_FAILURE, "out of memory");
+			}
+			text = grown;
+			ssize_t n = getxattr(path, name, text + len, CLIP_FUSE_PROFILE_PAGE);
+			if (n < 0) {
+				int e = errno;
+				free(text);
+				if (e == ENODATA || e == ENOTSUP)
+					return cli_fail(CLI_EXIT_FAILURE,
+							"stats %s: not a clip mount recording a "
+							"profile (mount --record-profile)",
+							path);
+				return cli_fail(CLI_EXIT_FAILURE, "stats %s: %s", path,
+						strerror(e));
+			}
+			len += (size_t)n;
+			if ((size_t)n < CLIP_FUSE_PROFILE_PAGE)
+				break;
+		}
+		struct clip_profile *p = NULL;
+		int rc = clip_profile_decode(text, len, path, &p, &err);
+		free(text);
+		if (rc == 0) {
+			rc = clip_profile_save(p, file, &err);
+			clip_profile_free(p);
+			return rc < 0 ? cli_error(&err) : 0;
+		}
+		err = (struct clip_err){ 0 };
+	}
+	return cli_fail(CLI_EXIT_FAILURE, "stats %s: the profile kept changing while read", path);
+}
+
 int cmd_stats(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{ "save-profile", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	bool json = false;
+	const char *save = NULL;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = true; break;
+		case 's': save = optarg; break;
 		case 'h': stats_help(); return 0;
 		default: return cli_usage_error("stats", "invalid option");
 		}
@@ -646,6 +700,10 @@ int cmd_stats(int argc, char **argv)
 	if (argc - optind != 1)
 		return cli_usage_error("stats", "expected MOUNTPOINT");
 	const char *path = argv[optind];
+	if (save && json)
+		return cli_usage_error("stats", "--save-profile excludes --json");
+	if (save)
+		return save_profile_of(path, save);
 	char *text = read_stats(path);
 	if (text == NULL)
 		return CLI_EXIT_FAILURE;

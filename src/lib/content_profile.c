@@ -115,3 +115,15 @@ int clip_content_profile_shared(struct clip_content *c, struct clip_profile **ou
 	free(text);
 	return rc;
 }
+
+int clip_content_recorded_profile(struct clip_content *c, char **text, struct clip_err *err)
+{
+	if (c->recorder == NULL)
+		return clip_err_set(err, ENOENT, "the mount is not recording a profile");
+	struct clip_profile *p = NULL;
+	int rc = clip_profile_recorder_profile(c->recorder, &p, err);
+	if (rc == 0)
+		rc = clip_profile_encode(p, text, err);
+	clip_profile_free(p);
+	return rc;
+}

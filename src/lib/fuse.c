@@ -525,6 +525,31 @@ static void reply_xattr(fuse_req_t req, const void *value, size_t len, size_t si
 		fuse_reply_buf(req, value, len);
 }
 
+/* Page `page` (decimal text) of the profile being recorded. */
+static void reply_profile_page(fuse_req_t req, struct fs *fs, const char *page, size_t size)
+{
+	char *end;
+	errno = 0;
+	unsigned long long k = strtoull(page, &end, 10);
+	if (*page < '0' || *page > '9' || *end != '\0' || errno ||
+	    k > UINT64_MAX / CLIP_FUSE_PROFILE_PAGE) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	cleanup_free char *text = NULL;
+	struct clip_err err = { 0 };
+	int rc = clip_content_recorded_profile(fs->content, &text, &err);
+	if (rc < 0) {
+		fuse_reply_err(req, rc == -ENOENT ? ENODATA : -rc);
+		return;
+	}
+	size_t len = strlen(text), from = (size_t)(k * CLIP_FUSE_PROFILE_PAGE);
+	size_t n = from >= len ? 0 : len - from;
+	if (n > CLIP_FUSE_PROFILE_PAGE)
+		n = CLIP_FUSE_PROFILE_PAGE;
+	reply_xattr(req, text + (from < len ? from : len), n, size);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct fs *fs = fuse_req_userdata(req);
@@ -540,6 +565,11 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 			fuse_reply_err(req, ENOMEM);
 		else
 			reply_xattr(req, json, strlen(json), size);
+		return;
+	}
+	size_t plen = strlen(CLIP_FUSE_PROFILE_XATTR_PAGE);
+	if (ino == FUSE_ROOT_ID && strncmp(name, CLIP_FUSE_PROFILE_XATTR_PAGE, plen) == 0) {
+		reply_profile_page(req, fs, name + plen, size);
 		return;
 	}
 	for (uint32_t i = 0; i < in.nxattrs; i++) {

@@ -712,6 +712,8 @@ assert t["disk"]["hits"] > 0 and t["span"]["hits"] == 0 and t["layer"]["hits"] =
 	# Record: python3 started from the mount, then unmount (the daemon writes the profile).
 	mount_default --record-profile "$T/py.profile"
 	chroot "$MNT" /usr/bin/python3 -c 'import os, re, ast; print(1)' >/dev/null
+	# The profile so far, without unmounting, written by the caller.
+	"$CLIP" stats "$MNT" --save-profile "$T/mid.profile"
 	local pid
 	pid=$(daemon_pid "$MNT")
 	"$CLIP" umount "$MNT"
@@ -723,6 +725,9 @@ assert t["disk"]["hits"] > 0 and t["span"]["hits"] == 0 and t["layer"]["hits"] =
 	local regions
 	regions=$(sed -n 's/^regions *//p' <<<"$output")
 	[ "$regions" -gt 10 ]
+	# Nothing was read between the two: the same regions.
+	cmp <(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["regions"])' "$T/mid.profile") \
+		<(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["regions"])' "$T/py.profile")
 
 	# Replay into an empty cache: once it is done, the same run reads everything from the
 	# disk cache, and every file of the tree is still right.
@@ -742,6 +747,14 @@ assert t["disk"]["hits"] > 0 and t["span"]["hits"] == 0 and t["layer"]["hits"] =
 	[ "$(stats_field "$MNT" source_bytes)" = "$fetched" ]
 	tree_sha "$MNT" >"$T/mount.sha"
 	cmp "$W/expected.sha" "$T/mount.sha"
+	"$CLIP" umount "$MNT"
+
+	# A mount that does not record has no profile to save.
+	mount_default
+	run --separate-stderr "$CLIP" stats "$MNT" --save-profile "$T/none.profile"
+	[ "$status" -eq 1 ]
+	[[ $stderr == "clip: stats $MNT: not a clip mount recording a profile"* ]]
+	[ ! -e "$T/none.profile" ]
 	"$CLIP" umount "$MNT"
 
 	# A damaged profile, or one of another image, is refused with one line, nothing mounted.
