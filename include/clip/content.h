@@ -141,6 +141,9 @@ struct clip_content_stats {
 	uint64_t source_requests;	 /* registry requests (0 for a local layout) */
 	uint64_t source_bytes;		 /* bytes fetched from the source */
 	uint64_t remote_verify_failures; /* remote chunks that failed their hash */
+	/* Of gz.compressed_bytes: pieces of remote blobs a read took from the
+	 * ones the last reads fetched, not from the source again. */
+	uint64_t compressed_reused;
 	/* Startup profile replay: regions to fetch, fetched (or found cached),
 	 * and of those stopped by a source error. */
 	uint64_t replay_regions, replay_done, replay_errors;

@@ -169,6 +169,11 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 		return clip_err_prefix(err, "image source");
 	}
 	rc = open_caches(c, o, err);
+	/* Pieces of remote blobs that one read fetched and the next may need
+	 * (content_pieces.c); a local blob is mapped instead. */
+	if (rc == 0 && st.piece_bytes && c->source.registry &&
+	    (c->pieces = content_pieces_new((size_t)st.piece_bytes, CONTENT_PIECES_MAX)) == NULL)
+		rc = clip_err_nomem(err);
 	if (rc == 0 && o && o->replay_profile)
 		rc = content_load_replay(c, o->replay_profile, err);
 	if (rc < 0) {
@@ -765,6 +770,7 @@ void clip_content_stats(const struct clip_content *c, struct clip_content_stats 
 		.gz = { CLIP_COUNTER_LOAD(k->spans), CLIP_COUNTER_LOAD(k->compressed_bytes),
 			CLIP_COUNTER_LOAD(k->inflated_bytes) },
 		.remote_verify_failures = CLIP_COUNTER_LOAD(k->remote_verify_failures),
+		.compressed_reused = CLIP_COUNTER_LOAD(k->compressed_reused),
 		.replay_regions = c->nreplay,
 		.replay_done = CLIP_COUNTER_LOAD(k->replay_done),
 		.replay_errors = CLIP_COUNTER_LOAD(k->replay_errors),
@@ -852,6 +858,7 @@ char *clip_content_stats_json(const struct clip_content *c)
 	json_object_set_new(o, "spans_inflated", json_integer((json_int_t)s.gz.spans));
 	json_object_set_new(o, "compressed_bytes", json_integer((json_int_t)s.gz.compressed_bytes));
 	json_object_set_new(o, "inflated_bytes", json_integer((json_int_t)s.gz.inflated_bytes));
+	json_object_set_new(o, "compressed_reused", json_integer((json_int_t)s.compressed_reused));
 	json_object_set_new(o, "source_requests", json_integer((json_int_t)s.source_requests));
 	json_object_set_new(o, "source_bytes", json_integer((json_int_t)s.source_bytes));
 	json_object_set_new(o, "remote_verify_failures",
@@ -940,6 +947,7 @@ void clip_content_close(struct clip_content *c)
 	clip_diskcache_close(c->cache);
 	clip_memcache_close(c->memcache);
 	clip_rcache_close(c->rcache);
+	content_pieces_free(c->pieces);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }

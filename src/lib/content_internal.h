@@ -48,6 +48,7 @@ struct content_counters {
 	_Atomic uint64_t reads, read_bytes, coalesced;
 	struct tier_counters tier[CLIP_TIER_COUNT];
 	_Atomic uint64_t spans, compressed_bytes, inflated_bytes;
+	_Atomic uint64_t compressed_reused; /* of compressed_bytes: from the piece cache */
 	_Atomic uint64_t remote_verify_failures;
 	_Atomic uint64_t hydrate_errors; /* hydrations the source stopped */
 	_Atomic uint64_t replay_done;	 /* profile regions replayed */
@@ -75,6 +76,7 @@ struct clip_content {
 	struct clip_diskcache *cache;	/* disk tier; NULL: none */
 	struct clip_memcache *memcache; /* what the disk tier could not keep; NULL: none */
 	struct clip_rcache *rcache;	/* remote tier; NULL: none */
+	struct content_pieces *pieces;	/* recent compressed pieces of remote blobs; NULL: none */
 	uint64_t chunk_bytes;		/* the cache's grid */
 	/* The grid of the archive's chunk hashes (0: it has none, format 1).
 	 * Every tar byte is vouched for on this grid, whatever the cache's. */
@@ -167,6 +169,18 @@ void content_want_fill(struct chunk_want *w, uint64_t k, const unsigned char *da
 void content_chunk_store(struct clip_content *c, const struct layer_state *l, uint64_t k,
 			 const void *data, size_t len, const unsigned char hash[32],
 			 bool to_remote);
+
+/* The piece cache (content_pieces.c). */
+#define CONTENT_PIECES_MAX (32u << 20)
+struct content_pieces;
+struct content_pieces *content_pieces_new(size_t piece_bytes, size_t max);
+void content_pieces_free(struct content_pieces *pieces);
+/* Piece `index` of layer `layer` into buf when it is kept with exactly `len`
+ * bytes: len, else 0. */
+size_t content_pieces_get(struct content_pieces *pieces, uint32_t layer, uint64_t index, void *buf,
+			  size_t len);
+void content_pieces_put(struct content_pieces *pieces, uint32_t layer, uint64_t index,
+			const void *data, size_t len);
 
 /* The regions of `profile` for the engine to replay, once it fits the
  * archive (clip_profile_match's errors). */

@@ -89,9 +89,11 @@ static ssize_t plain_read(struct clip_content *c, struct layer_state *l, unsigne
 }
 
 /* A remote blob read into a worker's reusable buffer, as clip_blob_source's
- * map: the reader's own copy would be a fresh allocation every time. */
+ * map: the reader's own copy would be a fresh allocation every time. Pieces
+ * a recent read fetched come from the piece cache (content_pieces.c). */
 struct buffered_blob {
-	struct clip_source_blob *blob;
+	struct clip_content *c;
+	struct layer_state *l;
 	struct content_buf *buf;
 };
 
@@ -99,7 +101,38 @@ static ssize_t buffered_pread(void *opaque, void *dst, size_t len, uint64_t offs
 			      struct clip_err *err)
 {
 	struct buffered_blob *b = opaque;
-	return clip_source_blob_pread(b->blob, dst, len, offset, err);
+	return clip_source_blob_pread(&b->l->blob, dst, len, offset, err);
+}
+
+/* [offset, offset+len) of the blob into data: the leading pieces the piece
+ * cache has from it, the rest from the source in one request (and kept). */
+static ssize_t pieces_pread(struct buffered_blob *b, unsigned char *data, size_t len,
+			    uint64_t offset, struct clip_err *err)
+{
+	struct content_pieces *pc = b->c->pieces;
+	uint64_t piece = b->l->gz ? b->l->gz->piece_bytes : 0;
+	if (pc == NULL || piece == 0 || offset % piece != 0)
+		return clip_source_blob_pread(&b->l->blob, data, len, offset, err);
+	size_t pos = 0;
+	while (pos < len) {
+		size_t plen = len - pos < piece ? len - pos : (size_t)piece;
+		if (content_pieces_get(pc, b->l->index, (offset + pos) / piece, data + pos, plen) !=
+		    plen)
+			break;
+		pos += plen;
+	}
+	CLIP_COUNT(b->c->counters.compressed_reused, pos);
+	if (pos == len)
+		return (ssize_t)len;
+	ssize_t n = clip_source_blob_pread(&b->l->blob, data + pos, len - pos, offset + pos, err);
+	if (n < 0)
+		return n;
+	for (size_t at = 0; at < (size_t)n; at += (size_t)piece) {
+		size_t plen = (size_t)n - at < piece ? (size_t)n - at : (size_t)piece;
+		content_pieces_put(pc, b->l->index, (offset + pos + at) / piece, data + pos + at,
+				   plen);
+	}
+	return (ssize_t)(pos + (size_t)n);
 }
 
 static int buffered_map(void *opaque, uint64_t offset, size_t len, struct clip_blob_map *m,
@@ -110,7 +143,7 @@ static int buffered_map(void *opaque, uint64_t offset, size_t len, struct clip_b
 	unsigned char *data = content_buf_get(b->buf, len, &own);
 	if (data == NULL)
 		return clip_err_nomem(err);
-	ssize_t n = clip_source_blob_pread(b->blob, data, len, offset, err);
+	ssize_t n = pieces_pread(b, data, len, offset, err);
 	if (n >= 0 && (size_t)n < len)
 		n = clip_err_set(err, EIO,
 				 "compressed blob: ends at %llu, index expects %llu bytes",
@@ -128,12 +161,15 @@ ssize_t content_span_read(struct clip_content *c, struct layer_state *l, void *b
 	if (l->gz == NULL)
 		return plain_read(c, l, buf, len, off, err);
 	struct clip_blob_source src = clip_source_blob_reader(&l->blob);
-	struct buffered_blob bb = { &l->blob, cbuf };
-	if (src.map == NULL && cbuf != NULL)
+	/* A read of its own (no worker's buffer) gets one for this read. */
+	struct content_buf mine = { 0 };
+	struct buffered_blob bb = { c, l, cbuf ? cbuf : &mine };
+	if (src.map == NULL)
 		src = (struct clip_blob_source){ buffered_pread, &bb, buffered_map };
 	struct clip_gz_read_stats gz = { 0 };
 	ssize_t n = clip_gz_index_read(l->gz, &src, buf, len, off, &gz, err);
 	count_gz(c, &gz);
+	free(mine.data);
 	return n;
 }
 
