@@ -136,8 +136,8 @@ size_t content_pieces_get(struct content_pieces *p, uint32_t layer, uint64_t ind
 	return got;
 }
 
-void content_pieces_put(struct content_pieces *p, uint32_t layer, uint64_t index,
-			const void *data, size_t len)
+void content_pieces_put(struct content_pieces *p, uint32_t layer, uint64_t index, const void *data,
+			size_t len)
 {
 	if (len == 0 || len > p->piece_bytes)
 		return;
