@@ -396,6 +396,7 @@ int cmd_mount(int argc, char **argv)
 		goto out;
 	}
 	a.read.content.replay_profile = profile;
+	bool replaying = profile != NULL; /* the profile is freed once the content took it */
 	if (a.record_path) {
 		if (clip_profile_recorder_new(archive, a.record_seconds, &recording.recorder,
 					      &err) < 0) {
@@ -419,8 +420,8 @@ int cmd_mount(int argc, char **argv)
 		recording.share = content;
 		/* A node with no profile of its own replays the one another node
 		 * shared for this image; a damaged one is not used. */
-		if (!a.profile_path && !a.no_profile && !a.no_cache &&
-		    !a.read.content.replay_profile && !a.record_path) {
+		if (!a.profile_path && !a.no_profile && !a.no_cache && !replaying &&
+		    !a.record_path) {
 			int found = clip_content_profile_shared(content, &profile, &err);
 			if (found < 0)
 				fprintf(stderr, "clip: warning: %s: not replayed\n", err.msg);

@@ -107,23 +107,7 @@ static int load_sections(struct clip_archive *a, const char *path, struct clip_e
 		seen[id] = true;
 		if (off > a->size || size > a->size - off)
 			return BAD("%s: section %u out of bounds", path, id);
-		static const uint32_t want_rsize[SECTION_MAX + 1] = {
-			0,
-			META_SIZE,
-			1,
-			INO_SIZEOF,
-			DIRENT_SIZEOF,
-			XATTR_SIZEOF,
-			LAYER_SIZEOF,
-			CP_SIZEOF,
-			1,
-			1,
-			1,
-			CHUNK_SIZEOF,
-			PIECE_SIZEOF,
-			1,
-		};
-		uint32_t want = want_rsize[id];
+		uint32_t want = clip_section_record_size(id);
 		if (a->version < 3 && id == SECTION_META)
 			want = META_SIZE_V2;
 		if (a->version < 3 && id == SECTION_LAYERS)

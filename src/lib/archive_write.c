@@ -162,28 +162,12 @@ struct writer {
 	struct section sec[SECTION_MAX]; /* indexed by id - 1 */
 };
 
-static const uint32_t record_sizes[SECTION_MAX] = {
-	META_SIZE,
-	1,
-	INO_SIZEOF,
-	DIRENT_SIZEOF,
-	XATTR_SIZEOF,
-	LAYER_SIZEOF,
-	CP_SIZEOF,
-	1,
-	1,
-	1,
-	CHUNK_SIZEOF,
-	PIECE_SIZEOF,
-	1,
-};
-
 static void writer_init(struct writer *w)
 {
 	*w = (struct writer){ 0 };
 	for (int i = 0; i < SECTION_MAX; i++) {
 		w->sec[i].id = (uint32_t)i + 1;
-		w->sec[i].record_size = record_sizes[i];
+		w->sec[i].record_size = clip_section_record_size((uint32_t)i + 1);
 	}
 }
 

@@ -6,6 +6,8 @@
 #ifndef CLIP_FORMAT_H
 #define CLIP_FORMAT_H
 
+#include <stdint.h>
+
 #define CLIP_FORMAT_MAGIC     "CLIPARC\0"
 #define CLIP_FORMAT_MAGIC_LEN 8
 /* Readers accept 1..CLIP_FORMAT_VERSION. New optional sections do not bump
@@ -136,5 +138,27 @@ enum clip_section_id {
 /* PIECES: 32-byte records, the SHA-256 of each piece of each gzip layer's
  * compressed blob, layers in order (version 3). */
 #define PIECE_SIZEOF 32
+
+/* Record size of section `id` (1..SECTION_MAX) in the current version; the
+ * reader adjusts META and LAYERS for versions 1 and 2. */
+static inline uint32_t clip_section_record_size(uint32_t id)
+{
+	static const uint32_t sizes[SECTION_MAX] = {
+		META_SIZE,
+		1,
+		INO_SIZEOF,
+		DIRENT_SIZEOF,
+		XATTR_SIZEOF,
+		LAYER_SIZEOF,
+		CP_SIZEOF,
+		1,
+		1,
+		1,
+		CHUNK_SIZEOF,
+		PIECE_SIZEOF,
+		1,
+	};
+	return id >= 1 && id <= SECTION_MAX ? sizes[id - 1] : 0;
+}
 
 #endif

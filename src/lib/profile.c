@@ -249,6 +249,21 @@ static int load_json(json_t *root, struct clip_profile *p, const char *path, str
 	return load_regions(regions, p, path, err);
 }
 
+/* A profile from parsed JSON (`root` released here), named `name`. */
+static int from_root(json_t *root, const char *name, struct clip_profile **out,
+		     struct clip_err *err)
+{
+	struct clip_profile *p = calloc(1, sizeof(*p));
+	int rc = p ? load_json(root, p, name, err) : clip_err_nomem(err);
+	json_decref(root);
+	if (rc < 0) {
+		clip_profile_free(p);
+		return rc;
+	}
+	*out = p;
+	return 0;
+}
+
 int clip_profile_load(const char *path, struct clip_profile **out, struct clip_err *err)
 {
 	json_error_t jerr;
@@ -261,15 +276,7 @@ int clip_profile_load(const char *path, struct clip_profile **out, struct clip_e
 		return clip_err_set(err, EINVAL, "profile %s: not JSON: %s (line %d)", path,
 				    jerr.text, jerr.line);
 	}
-	struct clip_profile *p = calloc(1, sizeof(*p));
-	int rc = p ? load_json(root, p, path, err) : clip_err_nomem(err);
-	json_decref(root);
-	if (rc < 0) {
-		clip_profile_free(p);
-		return rc;
-	}
-	*out = p;
-	return 0;
+	return from_root(root, path, out, err);
 }
 
 int clip_profile_decode(const char *text, size_t len, const char *name, struct clip_profile **out,
@@ -279,15 +286,7 @@ int clip_profile_decode(const char *text, size_t len, const char *name, struct c
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL)
 		return clip_err_set(err, EINVAL, "profile %s: not JSON: %s", name, jerr.text);
-	struct clip_profile *p = calloc(1, sizeof(*p));
-	int rc = p ? load_json(root, p, name, err) : clip_err_nomem(err);
-	json_decref(root);
-	if (rc < 0) {
-		clip_profile_free(p);
-		return rc;
-	}
-	*out = p;
-	return 0;
+	return from_root(root, name, out, err);
 }
 
 /* The index of digest `d` in p's layers, added when missing; UINT32_MAX when
