@@ -21,7 +21,8 @@ struct clip_bundle_user {
 	uint32_t uid, gid;
 	uint32_t *additional_gids; /* supplementary groups, owned */
 	size_t nadditional;
-	char *home; /* the user's home from passwd, "/" without an entry; owned */
+	char *home; /* the user's home from passwd ("/" when its field is empty), NULL
+		     * without an entry; owned */
 };
 
 /* Resolve an image's User field `spec` ("", "name", "uid", "name:group",
@@ -29,8 +30,8 @@ struct clip_bundle_user {
  * through the contents of the image's /etc/passwd and /etc/group (`passwd`
  * and `group`, NUL-terminated; NULL when the image has no such file):
  * - "" is uid 0;
- * - a name must have a passwd entry (-ENOENT "no user NAME in the image's
- *   /etc/passwd"); a number need not (then gid 0 and home "/");
+ * - a name must have a passwd entry (-ENOENT "no such user in the image's
+ *   /etc/passwd"); a number need not (then gid 0 and no home);
  * - with a group given, it sets the primary gid (a name must exist in
  *   /etc/group, a number need not) and there are no supplementary groups;
  * - without one, the gid is the passwd entry's and the supplementary groups
@@ -64,7 +65,9 @@ struct clip_bundle_options {
  * Errors name the field: an image with neither Entrypoint nor Cmd and no
  * args (-EINVAL), a relative WorkingDir (-EINVAL, as Docker refuses it), a
  * user or group missing from the image (-ENOENT), a malformed --env entry
- * (-EINVAL). On success *out is a new string, the caller's to free. */
+ * (-EINVAL). HOME is set, when the image's Env does not, only for a user
+ * with a passwd entry (as umoci does). On success *out is a new string, the
+ * caller's to free. */
 int clip_bundle_spec(const char *config_json, int rootfs_fd, const struct clip_bundle_options *o,
 		     char **out, struct clip_err *err);
 

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -140,6 +141,63 @@ static bool is_mountpoint(const char *path)
 	}
 	free(line);
 	fclose(f);
+	return found;
+}
+
+/* A process (other than in this mount namespace) whose mount namespace
+ * holds the filesystem `dev`, the bundle's overlay: a container made from the
+ * bundle. Unmounting here would not stop it (its namespace keeps its own
+ * copy of the mount), and removing the upper dir would pull its files from
+ * under it. Returns its pid, or 0 when there is none. Each namespace is read
+ * once. */
+static pid_t process_using(dev_t dev)
+{
+	char own[64] = "", ns[64], path[64];
+	ssize_t n = readlink("/proc/self/ns/mnt", own, sizeof(own) - 1);
+	own[n > 0 ? n : 0] = '\0';
+	DIR *proc = opendir("/proc");
+	if (proc == NULL)
+		return 0;
+	char(*seen)[64] = NULL;
+	size_t nseen = 0;
+	pid_t found = 0;
+	struct dirent *e;
+	while (!found && (e = readdir(proc)) != NULL) {
+		char *end;
+		long pid = strtol(e->d_name, &end, 10);
+		if (*end || pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/ns/mnt", pid);
+		n = readlink(path, ns, sizeof(ns) - 1);
+		if (n <= 0)
+			continue;
+		ns[n] = '\0';
+		bool known = strcmp(ns, own) == 0;
+		for (size_t i = 0; !known && i < nseen; i++)
+			known = strcmp(seen[i], ns) == 0;
+		if (known)
+			continue;
+		char(*grown)[64] = realloc(seen, (nseen + 1) * sizeof(*seen));
+		if (grown == NULL)
+			break;
+		seen = grown;
+		memcpy(seen[nseen++], ns, sizeof(ns));
+		snprintf(path, sizeof(path), "/proc/%ld/mountinfo", pid);
+		FILE *f = fopen(path, "re");
+		if (f == NULL)
+			continue;
+		char *line = NULL;
+		size_t cap = 0;
+		unsigned major, minor;
+		while (!found && getline(&line, &cap, f) > 0)
+			if (sscanf(line, "%*s %*s %u:%u", &major, &minor) == 2 &&
+			    makedev(major, minor) == dev)
+				found = (pid_t)pid;
+		free(line);
+		fclose(f);
+	}
+	free(seen);
+	closedir(proc);
 	return found;
 }
 
@@ -531,6 +589,9 @@ int cmd_bundle(int argc, char **argv)
 	rc = 0;
 	goto out;
 fail:
+	if (rootfs_fd >= 0) /* it would keep the lower mount busy */
+		close(rootfs_fd);
+	rootfs_fd = -1;
 	bundle_undo(&p, own_lower);
 	unlink(p.state ? p.state : "");
 out:
@@ -598,6 +659,16 @@ int cmd_unbundle(int argc, char **argv)
 	p.lower = strdup(json_string_value(lower));
 	if (p.lower == NULL) {
 		rc = cli_fail(CLI_EXIT_FAILURE, "out of memory");
+		goto out;
+	}
+	struct stat st;
+	pid_t user = 0;
+	if (is_mountpoint(p.rootfs) && stat(p.rootfs, &st) == 0 &&
+	    (user = process_using(st.st_dev)) != 0) {
+		rc = cli_fail(CLI_EXIT_FAILURE,
+			      "unbundle %s: process %d still uses %s (a container: runc delete "
+			      "it first)",
+			      given, (int)user, p.rootfs);
 		goto out;
 	}
 	if (is_mountpoint(p.rootfs) && umount2(p.rootfs, UMOUNT_NOFOLLOW) < 0) {

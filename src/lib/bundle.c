@@ -204,8 +204,6 @@ int clip_bundle_user_resolve(const char *spec, const char *passwd, const char *g
 				    "user \"%.100s\": no such user in the image's "
 				    "/etc/passwd",
 				    user);
-	} else if ((u.home = strdup("/")) == NULL) {
-		return clip_err_nomem(err);
 	}
 
 	if (grp[0] || name) {
@@ -494,7 +492,7 @@ static int process_env(json_t *config, const struct clip_bundle_options *o,
 	}
 	if (!env_has(env, "PATH"))
 		json_array_append_new(env, json_string(DEFAULT_PATH));
-	if (!env_has(env, "HOME")) {
+	if (!env_has(env, "HOME") && user->home) {
 		cleanup_free char *home = NULL;
 		if (asprintf(&home, "HOME=%s", user->home) < 0)
 			return clip_err_nomem(err);

@@ -340,6 +340,29 @@ unmount_under() {
 	done
 }
 
+# is_mounted DIR: DIR is the target of a mount.
+is_mounted() {
+	findmnt -rn --mountpoint "$1" >/dev/null
+}
+
+# not_mounted DIR: fail if DIR is the target of a mount (`! is_mounted` would not fail a test).
+not_mounted() {
+	if is_mounted "$1"; then
+		echo "$1 is still mounted"
+		return 1
+	fi
+}
+
+# no_daemon MNT: fail if a `clip mount` process serving MNT is still running.
+no_daemon() {
+	local pids
+	pids=$(daemon_pids "$1") || return 1
+	if [ -n "$pids" ]; then
+		echo "a daemon for $1 is still running: $pids"
+		return 1
+	fi
+}
+
 # daemon_pid MNT: the live `clip mount` process serving MNT (exactly one, or fail).
 daemon_pid() {
 	local pids

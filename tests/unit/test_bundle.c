@@ -52,7 +52,10 @@ static void check_user(const struct user_case *c, const char *passwd, const char
 	assert_int_equal(r, 0);
 	assert_int_equal(u.uid, c->uid);
 	assert_int_equal(u.gid, c->gid);
-	assert_string_equal(u.home, c->home);
+	if (c->home == NULL)
+		assert_null(u.home);
+	else
+		assert_string_equal(u.home, c->home);
 	assert_int_equal(u.nadditional, c->ngroups);
 	for (size_t i = 0; i < c->ngroups; i++)
 		assert_int_equal(u.additional_gids[i], c->groups[i]);
@@ -70,12 +73,12 @@ static void test_user_resolve(void **state)
 		{ "app", 1000, 1000, "/home/app", { 29, 44 }, 2 },
 		/* a number with an entry is that entry */
 		{ "1000", 1000, 1000, "/home/app", { 29, 44 }, 2 },
-		/* a number without one: gid 0, home / */
-		{ "4242", 4242, 0, "/", { 0 }, 0 },
+		/* a number without one: gid 0, no home */
+		{ "4242", 4242, 0, NULL, { 0 }, 0 },
 		/* an explicit group replaces the gid and drops the groups */
 		{ "app:audio", 1000, 29, "/home/app", { 0 }, 0 },
 		{ "app:44", 1000, 44, "/home/app", { 0 }, 0 },
-		{ "4242:4343", 4242, 4343, "/", { 0 }, 0 },
+		{ "4242:4343", 4242, 4343, NULL, { 0 }, 0 },
 		{ "1000:video", 1000, 44, "/home/app", { 0 }, 0 },
 		/* an entry without a home field gets / */
 		{ "nohome", 1001, 1001, "/", { 0 }, 0 },
@@ -85,8 +88,8 @@ static void test_user_resolve(void **state)
 
 	/* An image without /etc/passwd and /etc/group: numbers only. */
 	static const struct user_case bare[] = {
-		{ "", 0, 0, "/", { 0 }, 0 },
-		{ "1000:1000", 1000, 1000, "/", { 0 }, 0 },
+		{ "", 0, 0, NULL, { 0 }, 0 },
+		{ "1000:1000", 1000, 1000, NULL, { 0 }, 0 },
 	};
 	for (size_t i = 0; i < sizeof(bare) / sizeof(bare[0]); i++)
 		check_user(&bare[i], NULL, NULL);
