@@ -452,7 +452,10 @@ static void umount_help(void)
 	printf("usage: clip umount MOUNTPOINT\n"
 	       "\n"
 	       "Unmount a clip mount; its daemon then exits. Refuses anything that is not a\n"
-	       "clip mount. Root unmounts directly, others through fusermount3 -u.\n");
+	       "clip mount. Root unmounts directly, others through fusermount3 -u.\n"
+	       "\n"
+	       "options:\n"
+	       "  -h, --help                    this text\n");
 }
 
 static int run_fusermount(const char *mountpoint)
