@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # The command line's documentation: the man pages (docs/man/*.scd) say what `clip --help` and
-# `clip COMMAND --help` say (tests/check-docs), and they render.
+# `clip COMMAND --help` say (tests/check-docs), they render, and the bash completion
+# (completions/clip.bash) completes commands and options from the same --help text.
 #
 # How to run (no root, no network):
 #   meson test -C build integration-cli -v
@@ -64,4 +65,54 @@ teardown() {
 	grep -Eq '^ +--no-checkpoints$' <<<"$output"
 	run env MANWIDTH=80 man -l "$BUILD_ROOT/docs/man/clip-archive.5"
 	grep -q 'clip-archive(5)' <<<"$output"
+}
+
+# complete WORD...: COMPREPLY, sorted, one a line, for the command line "WORD... <TAB>" (the
+# last word the one being completed), with clip found on PATH as a user would have it.
+complete_line() {
+	mkdir -p "$T/bin"
+	ln -sf "$CLIP" "$T/bin/clip"
+	PATH=$T/bin:$PATH bash -c '
+		source "$1"
+		shift
+		COMP_WORDS=("$@")
+		COMP_CWORD=$(($# - 1))
+		complete -p clip >/dev/null || exit 3
+		_clip
+		printf "%s\n" "${COMPREPLY[@]}" | sort' complete "$CLIP_SOURCE_ROOT/completions/clip.bash" "$@"
+}
+
+@test "bash completion: commands, from clip --help" {
+	run complete_line clip mo
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$output" = mount ]
+	run complete_line clip ''
+	[ "$status" -eq 0 ]
+	[ "$output" = "$("$CLIP" --help | awk '/^commands:/ { i = 1; next } i && !NF { exit } i { print $1 }' | sort)" ]
+	[ "$(wc -l <<<"$output")" -ge 10 ]
+	run complete_line clip --v
+	[ "$output" = --version ]
+}
+
+@test "bash completion: a command's options, from its --help" {
+	run complete_line clip mount --no-
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$output" = "$(printf '%s\n' --no-cache --no-checkpoints --no-profile)" ]
+	run complete_line clip mount app.clip --rec
+	echo "$output"
+	[ "$output" = "$(printf '%s\n' --record-profile --record-seconds)" ]
+	run complete_line clip stats --p
+	[ "$output" = --prometheus ]
+	# Every long option of a command's man page completes.
+	run complete_line clip index --
+	local opt
+	for opt in $(sed -n '/^# OPTIONS$/,/^# /p' "$CLIP_SOURCE_ROOT/docs/man/clip-index.1.scd" |
+		grep -o '^\*--[a-z-]*' | tr -d '*'); do
+		grep -qx -- "$opt" <<<"$output"
+	done
+	# Operands and option arguments: nothing, so that bash completes file names.
+	run complete_line clip mount --cache-dir ''
+	[ -z "$output" ]
 }
