@@ -61,6 +61,13 @@ teardown() {
 		[ -z "$stderr" ]
 		grep -q '^NAME' <<<"$output"
 	done
+	# clip(1) lists every command, from the pages.
+	run env MANWIDTH=200 man -l "$BUILD_ROOT/docs/man/clip.1"
+	local command
+	for command in $("$CLIP" --help | awk '/^commands:/ { i = 1; next } i && !NF { exit } i { print $1 }'); do
+		grep -Eq "^ +$command\$" <<<"$output"
+		grep -q "See clip-$command(1)" <<<"$output"
+	done
 	run env MANWIDTH=80 man -l "$BUILD_ROOT/docs/man/clip-mount.1"
 	grep -Eq '^ +--no-checkpoints$' <<<"$output"
 	run env MANWIDTH=80 man -l "$BUILD_ROOT/docs/man/clip-archive.5"
