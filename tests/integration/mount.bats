@@ -514,30 +514,6 @@ PY
 	[[ $stderr == "clip: stats $T: "* ]]
 }
 
-# metrics FILE SELECTOR...: the value of each Prometheus sample that SELECTOR names, one a line.
-# A selector is NAME or NAME{label="value",...} (labels in any order, a subset of the sample's),
-# and sums every matching sample; no match is an error.
-metrics() {
-	python3 - "$@" <<'PY'
-import re, sys
-samples = []
-for line in open(sys.argv[1]):
-    if line.startswith("#") or not line.strip():
-        continue
-    m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line.rstrip("\n"))
-    assert m, "not a sample line: %r" % line
-    labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-    samples.append((m.group(1), labels, float(m.group(3))))
-for sel in sys.argv[2:]:
-    m = re.match(r'([^{]+)(?:\{(.*)\})?$', sel)
-    want = dict(re.findall(r'([a-zA-Z_]+)="([^"]*)"', m.group(2) or ""))
-    found = [v for n, l, v in samples if n == m.group(1) and all(l.get(k) == x for k, x in want.items())]
-    if not found:
-        sys.exit("no sample %s" % sel)
-    print("%d" % sum(found) if all(v == int(v) for v in found) else sum(found))
-PY
-}
-
 # file_layer PATH: the digest of the layer holding PATH's data in the test archive.
 file_layer() {
 	"$CLIP" stat "$ARCHIVE" "$1" | sed -n 's/^ Layer: [0-9]* (\(sha256:[0-9a-f]*\)).*/\1/p'
@@ -599,13 +575,17 @@ file_layer() {
 
 @test "clip stats --prometheus counts whole-layer fetches by reason (--no-checkpoints)" {
 	command -v promtool >/dev/null || skip "promtool not installed (scripts/install-deps)"
-	local layer got
-	clip_mount "$ARCHIVE" "$MNT" --cache-dir "$T/cache" --no-checkpoints
+	local layer got mnt
+	# A mount point with a double quote, which the mountpoint label escapes.
+	mnt=$T/mnt\"quoted
+	mkdir "$mnt"
+	clip_mount "$ARCHIVE" "$mnt" --cache-dir "$T/cache" --no-checkpoints
 	layer=$(file_layer /etc/passwd)
-	cmp "$MNT/etc/passwd" "$ROOTFS/etc/passwd"
-	"$CLIP" stats --prometheus "$MNT" >"$T/metrics"
+	cmp "$mnt/etc/passwd" "$ROOTFS/etc/passwd"
+	"$CLIP" stats --prometheus "$mnt" >"$T/metrics"
 	grep whole "$T/metrics"
 	promtool check metrics <"$T/metrics"
+	grep -qF "{mountpoint=\"$(realpath "$T")/mnt\\\"quoted\"" "$T/metrics"
 	# The read streamed its layer once, from its start.
 	got=$(metrics "$T/metrics" 'clip_whole_layer_fetches_total{reason="no_checkpoints_option"}')
 	[ "$got" -eq 1 ]
@@ -617,8 +597,9 @@ file_layer() {
 	got=$(metrics "$T/metrics" 'clip_tier_hits_total{tier="span"}')
 	[ "$got" -eq 0 ]
 	# --prometheus and --json are one or the other.
-	run --separate-stderr "$CLIP" stats --prometheus --json "$MNT"
+	run --separate-stderr "$CLIP" stats --prometheus --json "$mnt"
 	[ "$status" -eq 2 ]
+	"$CLIP" umount "$mnt"
 }
 
 @test "clip umount unmounts and the daemon exits; fusermount3 -u does too" {
