@@ -211,70 +211,71 @@ static void print_sample(FILE *f, const struct family *fam, const char *mountpoi
 	fputc('\n', f);
 }
 
+/* HELP and TYPE, before the family's first sample. */
+static void header(FILE *f, const struct family *fam, bool *started)
+{
+	if (!*started)
+		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", fam->name, fam->help, fam->name,
+			fam->type);
+	*started = true;
+}
+
 /* The samples of one family in `root`; nothing at all (no HELP, no TYPE)
  * when the mount reports none. */
 static void print_family(FILE *f, const struct family *fam, json_t *root, const char *mountpoint)
 {
 	bool started = false;
-#define HEADER()                                                                                   \
-	do {                                                                                       \
-		if (!started)                                                                      \
-			fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", fam->name, fam->help,           \
-				fam->name, fam->type);                                             \
-		started = true;                                                                    \
-	} while (0)
 	switch (fam->shape) {
 	case ROOT: {
 		json_t *o = fam->object ? json_object_get(root, fam->object) : root;
 		json_t *v = json_object_get(o, fam->field);
 		if (is_value(v)) {
-			HEADER();
+			header(f, fam, &started);
 			print_sample(f, fam, mountpoint, NULL, 0, v);
 		}
 		break;
 	}
 	case PER_TIER: {
+		json_t *tiers = json_object_get(root, "tiers"), *t;
 		const char *tier;
-		json_t *t;
-		json_object_foreach (json_object_get(root, "tiers"), tier, t) {
+		json_object_foreach (tiers, tier, t) {
 			json_t *v = json_object_get(t, fam->field);
 			if (!is_value(v))
 				continue;
-			HEADER();
+			header(f, fam, &started);
 			const char *labels[][2] = { { "tier", tier } };
 			print_sample(f, fam, mountpoint, labels, 1, v);
 		}
 		break;
 	}
 	case PER_KEY: {
+		json_t *o = json_object_get(root, fam->object), *v;
 		const char *key;
-		json_t *v;
-		json_object_foreach (json_object_get(root, fam->object), key, v) {
+		json_object_foreach (o, key, v) {
 			if (!is_value(v))
 				continue;
-			HEADER();
+			header(f, fam, &started);
 			const char *labels[][2] = { { fam->label, key } };
 			print_sample(f, fam, mountpoint, labels, 1, v);
 		}
 		break;
 	}
 	case PER_LAYER: {
+		json_t *layers = json_object_get(root, "layers"), *layer;
 		size_t i;
-		json_t *layer;
-		json_array_foreach (json_object_get(root, "layers"), i, layer) {
+		json_array_foreach (layers, i, layer) {
 			const char *digest = json_string_value(json_object_get(layer, "digest"));
 			const char *reason = json_string_value(json_object_get(layer, "fallback"));
 			json_t *v = json_object_get(layer, fam->field);
 			if (digest == NULL || !is_value(v) || (fam->layer_fallback && !reason))
 				continue;
-			HEADER();
+			header(f, fam, &started);
 			const char *labels[][2] = { { "layer", digest }, { "reason", reason } };
 			print_sample(f, fam, mountpoint, labels, fam->layer_fallback ? 2 : 1, v);
 		}
 		break;
 	}
 	}
-#undef HEADER
 }
 
 void cli_stats_prometheus(FILE *f, json_t *root, const char *mountpoint)
