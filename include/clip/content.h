@@ -171,6 +171,10 @@ struct clip_content_stats {
 	 * or a prefetch; readers waiting on one count once), by the layer's
 	 * reason; [CLIP_FALLBACK_NONE] stays 0. */
 	uint64_t whole_layer_fetches[CLIP_FALLBACK_COUNT];
+	/* Of `reads`, those that fell back to a whole-layer fetch: that ran
+	 * one or waited for one (not those the caches answered after), by
+	 * the layer's reason. */
+	uint64_t whole_layer_reads[CLIP_FALLBACK_COUNT];
 };
 
 /* What programs read of one layer, and its hydration. */
@@ -184,6 +188,7 @@ struct clip_content_layer_stats {
 	uint64_t reads, read_bytes;   /* clip_content_read calls that succeeded, bytes returned */
 	enum clip_fallback fallback;  /* why its reads fetch it whole, or none */
 	uint64_t whole_layer_fetches; /* streams of it from its start */
+	uint64_t whole_layer_reads;   /* of `reads`, those that ran or waited for one */
 };
 
 /* The stats of layer `index` (< the archive's layer count). */

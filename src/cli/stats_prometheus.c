@@ -89,6 +89,14 @@ static const struct family families[] = {
 		  "in ranges), by reason: zstd, no_checkpoints (none in the archive), "
 		  "no_checkpoints_option (--no-checkpoints), no_chunk_hashes (plain tar, format "
 		  "1)." },
+	{ .name = "clip_whole_layer_reads_total",
+	  .type = "counter",
+	  .shape = PER_KEY,
+	  .object = "whole_layer_reads",
+	  .label = "reason",
+	  .help = "Reads that fell back to a whole-layer fetch (ran one or waited for one; not "
+		  "those the caches answered after it), by the reason of "
+		  "clip_whole_layer_fetches_total." },
 	C("clip_spans_inflated_total", NULL, "spans_inflated", "Checkpoint spans inflated."),
 	C("clip_compressed_bytes_total", NULL, "compressed_bytes",
 	  "Compressed bytes read of layer blobs, from the source or the piece cache."),
@@ -117,6 +125,8 @@ static const struct family families[] = {
 	LAYER_C("clip_layer_whole_fetches_total", "whole_layer_fetches", true,
 		"Whole-layer fetches of a layer; reason: why it cannot be read in ranges (none: it "
 		"can)."),
+	LAYER_C("clip_layer_whole_reads_total", "whole_layer_reads", true,
+		"Reads of a layer that fell back to a whole-layer fetch; reason: why."),
 	LAYER_G("clip_layer_units", "units", false,
 		"Checkpoint spans of a layer (plain tar: chunks of the archive's grid); 0: not "
 		"counted."),

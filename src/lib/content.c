@@ -376,11 +376,18 @@ void content_span_batch(const struct clip_content *c, const struct layer_state *
 		*last = hi - 1;
 }
 
+/* Set on a thread whose request needed a whole-layer fetch: it ran one or
+ * waited for another's. A program's read is served on its own thread, so
+ * clip_content_read clears it before the read and finds it set after when
+ * the read fell back to tier 5 (the engine's workers set it unread). */
+static _Thread_local bool fell_back;
+
 /* Tier 4 for chunk_fetch: one whole-layer fetch at a time; the others wait
  * for it and then look for their chunk in the cache (1: look again). */
 static int layer_tier(struct clip_content *c, struct layer_state *l, struct chunk_want *want,
 		      struct clip_err *err)
 {
+	fell_back = true;
 	if (l->streaming) {
 		CLIP_COUNT(c->counters.coalesced, 1);
 		while (l->streaming)
@@ -726,7 +733,9 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 	if (c->recorder)
 		clip_profile_recorder_add(c->recorder, l->index, tar_off, len);
 	ssize_t n;
+	fell_back = false;
 	if (c->cache == NULL && c->rcache == NULL) {
+		fell_back = !content_ranges_vouched(c, l);
 		uint64_t t0 = content_now_ns();
 		n = content_direct_read(c, l, buf, len, tar_off, err);
 		content_count_tier(c,
@@ -747,6 +756,10 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 	CLIP_COUNT(c->counters.read_bytes, n);
 	CLIP_COUNT(l->reads, 1);
 	CLIP_COUNT(l->read_bytes, n);
+	if (fell_back) {
+		CLIP_COUNT(c->counters.whole_layer_reads[l->fallback], 1);
+		CLIP_COUNT(l->whole_layer_reads, 1);
+	}
 	return n;
 }
 
@@ -801,8 +814,10 @@ void clip_content_stats(const struct clip_content *c, struct clip_content_stats 
 		.replay_done = CLIP_COUNTER_LOAD(k->replay_done),
 		.replay_errors = CLIP_COUNTER_LOAD(k->replay_errors),
 	};
-	for (int r = 0; r < CLIP_FALLBACK_COUNT; r++)
+	for (int r = 0; r < CLIP_FALLBACK_COUNT; r++) {
 		out->whole_layer_fetches[r] = CLIP_COUNTER_LOAD(k->whole_layer_fetches[r]);
+		out->whole_layer_reads[r] = CLIP_COUNTER_LOAD(k->whole_layer_reads[r]);
+	}
 	for (int t = 0; t < CLIP_TIER_COUNT; t++) {
 		struct tier_counters *tc = &k->tier[t];
 		out->tier[t] = (struct clip_tier_stats){ CLIP_COUNTER_LOAD(tc->hits),
@@ -837,6 +852,7 @@ void clip_content_layer_stats(struct clip_content *c, uint32_t index,
 		.read_bytes = CLIP_COUNTER_LOAD(l->read_bytes),
 		.fallback = l->fallback,
 		.whole_layer_fetches = CLIP_COUNTER_LOAD(l->whole_layer_fetches),
+		.whole_layer_reads = CLIP_COUNTER_LOAD(l->whole_layer_reads),
 	};
 	pthread_mutex_unlock(&c->lock);
 }
@@ -861,6 +877,8 @@ static json_t *layers_json(struct clip_content *c)
 		json_object_set_new(j, "fallback", json_string(clip_fallback_name(ls.fallback)));
 		json_object_set_new(j, "whole_layer_fetches",
 				    json_integer((json_int_t)ls.whole_layer_fetches));
+		json_object_set_new(j, "whole_layer_reads",
+				    json_integer((json_int_t)ls.whole_layer_reads));
 		json_array_append_new(a, j);
 	}
 	return a;
@@ -908,6 +926,11 @@ char *clip_content_stats_json(const struct clip_content *c)
 		json_object_set_new(fetches, clip_fallback_name((enum clip_fallback)r),
 				    json_integer((json_int_t)s.whole_layer_fetches[r]));
 	json_object_set_new(o, "whole_layer_fetches", fetches);
+	json_t *fell = json_object();
+	for (int r = CLIP_FALLBACK_NONE + 1; r < CLIP_FALLBACK_COUNT; r++)
+		json_object_set_new(fell, clip_fallback_name((enum clip_fallback)r),
+				    json_integer((json_int_t)s.whole_layer_reads[r]));
+	json_object_set_new(o, "whole_layer_reads", fell);
 	json_object_set_new(o, "layers", layers_json((struct clip_content *)c));
 	json_object_set_new(o, "replay",
 			    json_pack("{s:I,s:I,s:I}", "regions", (json_int_t)s.replay_regions,

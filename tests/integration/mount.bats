@@ -568,6 +568,8 @@ file_layer() {
 	# has its sample.
 	got=$(metrics "$T/metrics" clip_whole_layer_fetches_total)
 	[ "$got" -eq 0 ]
+	got=$(metrics "$T/metrics" clip_whole_layer_reads_total)
+	[ "$got" -eq 0 ]
 	for reason in zstd no_checkpoints no_checkpoints_option no_chunk_hashes; do
 		metrics "$T/metrics" "clip_whole_layer_fetches_total{reason=\"$reason\"}"
 	done
@@ -593,6 +595,12 @@ file_layer() {
 		"clip_layer_whole_fetches_total{layer=\"$layer\",reason=\"no_checkpoints_option\"}")
 	[ "$got" -eq 1 ]
 	got=$(metrics "$T/metrics" 'clip_tier_hits_total{tier="layer"}')
+	[ "$got" -eq 1 ]
+	# The read that streamed it fell back; any later one of the file came from the cache.
+	got=$(metrics "$T/metrics" 'clip_whole_layer_reads_total{reason="no_checkpoints_option"}')
+	[ "$got" -eq 1 ]
+	got=$(metrics "$T/metrics" \
+		"clip_layer_whole_reads_total{layer=\"$layer\",reason=\"no_checkpoints_option\"}")
 	[ "$got" -eq 1 ]
 	got=$(metrics "$T/metrics" 'clip_tier_hits_total{tier="span"}')
 	[ "$got" -eq 0 ]

@@ -944,7 +944,8 @@ static void test_memory_tier_keeps_only_verified(void **state)
 /* The whole-layer fallback is counted by reason, per layer and in all: the
  * zstd layer always, the gzip layer only under no_checkpoints, the plain tar
  * (with chunk hashes) never. With a disk cache a layer streams once however
- * often it is read; without one every read streams it again. */
+ * often it is read, and only the read that streamed it fell back (the cache
+ * answers the others); without one every read streams it again. */
 static void test_whole_layer_fallback_counted(void **state)
 {
 	(void)state;
@@ -976,6 +977,7 @@ static void test_whole_layer_fallback_counted(void **state)
 			[LAYER_PLAIN] = CLIP_FALLBACK_NONE,
 		};
 		uint64_t by_reason[CLIP_FALLBACK_COUNT] = { 0 }, read_bytes = 0;
+		uint64_t reads_by_reason[CLIP_FALLBACK_COUNT] = { 0 };
 		for (int layer = 0; layer < NLAYERS; layer++) {
 			struct clip_content_layer_stats ls;
 			clip_content_layer_stats(c, (uint32_t)layer, &ls);
@@ -997,20 +999,30 @@ static void test_whole_layer_fallback_counted(void **state)
 					 layer, (unsigned long long)ls.whole_layer_fetches,
 					 (unsigned long long)fetches);
 			by_reason[want[layer]] += fetches;
+			/* The reads that fell back are the ones that streamed. */
+			if (ls.whole_layer_reads != fetches)
+				fail_msg("%s: layer %d: %llu reads fell back, not %llu", m->name,
+					 layer, (unsigned long long)ls.whole_layer_reads,
+					 (unsigned long long)fetches);
+			reads_by_reason[want[layer]] += fetches;
 		}
 		assert_int_equal(s.read_bytes, read_bytes);
 		assert_int_equal(s.whole_layer_fetches[CLIP_FALLBACK_NONE], 0);
+		assert_int_equal(s.whole_layer_reads[CLIP_FALLBACK_NONE], 0);
 		for (int r = 1; r < CLIP_FALLBACK_COUNT; r++)
 			if (s.whole_layer_fetches[r] != by_reason[r])
 				fail_msg("%s: %llu whole-layer fetches for %s, not %llu", m->name,
 					 (unsigned long long)s.whole_layer_fetches[r],
 					 clip_fallback_name((enum clip_fallback)r),
 					 (unsigned long long)by_reason[r]);
+		for (int r = 1; r < CLIP_FALLBACK_COUNT; r++)
+			assert_int_equal(s.whole_layer_reads[r], reads_by_reason[r]);
 		char *json = clip_content_stats_json(c);
 		assert_non_null(json);
 		assert_non_null(strstr(json, "\"fallback\":\"zstd\""));
 		assert_non_null(
 			strstr(json, "\"whole_layer_fetches\":{\"no_checkpoints_option\":"));
+		assert_non_null(strstr(json, "\"whole_layer_reads\":{\"no_checkpoints_option\":"));
 		free(json);
 		clip_content_close(c);
 	}
