@@ -125,6 +125,26 @@ enum clip_tier {
 	CLIP_TIER_COUNT,
 };
 
+/* Why reads of a layer fall back to tier 5, fetching the whole layer from
+ * its start, instead of the ranges they need. A layer's reason follows from
+ * its compression, the archive and the options, so it is known before the
+ * first read. */
+enum clip_fallback {
+	CLIP_FALLBACK_NONE,	       /* ranges are read: no fallback */
+	CLIP_FALLBACK_OPTION,	       /* gzip, but --no-checkpoints was given */
+	CLIP_FALLBACK_NO_CHECKPOINTS,  /* gzip, and the archive has no checkpoints */
+	CLIP_FALLBACK_ZSTD,	       /* zstd: no resume points are recorded */
+	CLIP_FALLBACK_NO_CHUNK_HASHES, /* plain tar in an archive without chunk
+					  hashes (format 1): only the blob digest
+					  vouches for its bytes */
+	CLIP_FALLBACK_COUNT,
+};
+
+/* "none", "no_checkpoints_option", "no_checkpoints", "zstd",
+ * "no_chunk_hashes": the names of the stats JSON and of `clip stats
+ * --prometheus`'s reason label. */
+const char *clip_fallback_name(enum clip_fallback reason);
+
 struct clip_tier_stats {
 	uint64_t hits;	      /* requests this tier answered */
 	uint64_t misses;      /* requests it could not answer */
@@ -147,6 +167,14 @@ struct clip_content_stats {
 	/* Startup profile replay: regions to fetch, fetched (or found cached),
 	 * and of those stopped by a source error. */
 	uint64_t replay_regions, replay_done, replay_errors;
+	/* Whole-layer fetches (streams of a layer from its start, for a read
+	 * or a prefetch; readers waiting on one count once), by the layer's
+	 * reason; [CLIP_FALLBACK_NONE] stays 0. */
+	uint64_t whole_layer_fetches[CLIP_FALLBACK_COUNT];
+	/* Of `reads`, those that fell back to a whole-layer fetch: that ran
+	 * one or waited for one (not those the caches answered after), by
+	 * the layer's reason. */
+	uint64_t whole_layer_reads[CLIP_FALLBACK_COUNT];
 };
 
 /* What programs read of one layer, and its hydration. */
@@ -155,8 +183,12 @@ struct clip_content_layer_stats {
 	uint64_t touched; /* of them, read by programs */
 	bool hydrating;	  /* hydration started */
 	bool hydrated;	  /* ... and every chunk was looked at */
-	uint64_t hydrated_chunks; /* chunks the hydration fetched */
-	uint64_t chunks;	  /* cache chunks of the layer */
+	uint64_t hydrated_chunks;     /* chunks the hydration fetched */
+	uint64_t chunks;	      /* cache chunks of the layer */
+	uint64_t reads, read_bytes;   /* clip_content_read calls that succeeded, bytes returned */
+	enum clip_fallback fallback;  /* why its reads fetch it whole, or none */
+	uint64_t whole_layer_fetches; /* streams of it from its start */
+	uint64_t whole_layer_reads;   /* of `reads`, those that ran or waited for one */
 };
 
 /* The stats of layer `index` (< the archive's layer count). */

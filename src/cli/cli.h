@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <jansson.h>
 
 #include "clip/archive.h"
 #include "clip/content.h"
@@ -123,6 +124,14 @@ struct cli_content_args {
 void cli_content_args_init(struct cli_content_args *args);
 bool cli_content_option(const char *cmd, int c, const char *arg, struct cli_content_args *args,
 			int *rc);
+
+/* Write `root`, the stats JSON of the mount at `mountpoint`
+ * (clip_content_stats_json), to `f` in the Prometheus text exposition format
+ * (stats_prometheus.c): clip_<thing>_total counters and gauges, each sample
+ * labelled with the mount point, per-tier ones with `tier`, per-layer ones
+ * with `layer` (its digest), whole-layer fetches with `reason`. Fields the
+ * mount does not report are left out. */
+void cli_stats_prometheus(FILE *f, json_t *root, const char *mountpoint);
 
 /* Open an archive or print the error; returns NULL on failure. */
 struct clip_archive *cli_open_archive(const char *path);

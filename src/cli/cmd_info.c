@@ -12,7 +12,11 @@ static void help(void)
 {
 	printf("usage: clip info ARCHIVE\n\n"
 	       "Summarise an archive: the image it came from, its layers, files, bytes,\n"
-	       "checkpoints (and the largest span between two), and its own size.\n");
+	       "checkpoints (and the largest span between two), its startup profile and\n"
+	       "the checkpoints clip optimize added, and its own size.\n"
+	       "\n"
+	       "options:\n"
+	       "  -h, --help                    this text\n");
 }
 
 static const char *compression_name(enum clip_compression c)

@@ -13,10 +13,13 @@ static void help(void)
 {
 	printf("usage: clip ls [-R] [--manifest] ARCHIVE [PATH]\n\n"
 	       "List PATH (default /) of ARCHIVE like ls -l.\n"
-	       "  -R, --recursive  list every directory below PATH too\n"
-	       "      --manifest   one tab-separated line per path (path type mode uid gid size\n"
-	       "                   mtime nlink rdev link xattrs), as scripts/tree-manifest prints\n"
-	       "                   for an unpacked tree\n");
+	       "\n"
+	       "options:\n"
+	       "  -R, --recursive               list every directory below PATH too\n"
+	       "      --manifest                one tab-separated line per path (path type mode\n"
+	       "                                uid gid size mtime nlink rdev link xattrs), as\n"
+	       "                                scripts/tree-manifest prints for an unpacked tree\n"
+	       "  -h, --help                    this text\n");
 }
 
 static void print_long(const struct clip_archive *a, const char *name, size_t name_len,

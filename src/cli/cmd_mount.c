@@ -458,7 +458,10 @@ static void umount_help(void)
 	printf("usage: clip umount MOUNTPOINT\n"
 	       "\n"
 	       "Unmount a clip mount; its daemon then exits. Refuses anything that is not a\n"
-	       "clip mount. Root unmounts directly, others through fusermount3 -u.\n");
+	       "clip mount. Root unmounts directly, others through fusermount3 -u.\n"
+	       "\n"
+	       "options:\n"
+	       "  -h, --help                    this text\n");
 }
 
 static int run_fusermount(const char *mountpoint)
@@ -520,16 +523,23 @@ int cmd_umount(int argc, char **argv)
 
 static void stats_help(void)
 {
-	printf("usage: clip stats [--json] MOUNTPOINT\n"
+	printf("usage: clip stats [--json | --prometheus] MOUNTPOINT\n"
 	       "       clip stats MOUNTPOINT --save-profile FILE\n"
 	       "\n"
 	       "Print the read counters of a clip mount: requests and bytes per read tier\n"
-	       "(disk cache, remote cache, checkpoint spans, whole layers) and what was\n"
-	       "fetched from the source. --json prints them as the mount reports them (the\n"
-	       "%s extended attribute of its root).\n"
+	       "(disk cache, memory cache, remote cache, checkpoint spans, whole layers),\n"
+	       "what was fetched from the source, and per layer what programs read.\n"
 	       "\n"
-	       "--save-profile FILE writes what a mount with --record-profile has recorded\n"
-	       "so far to FILE (atomically), without unmounting.\n",
+	       "options:\n"
+	       "      --json                    print them as the mount reports them (the\n"
+	       "                                %s extended attribute of its root)\n"
+	       "      --prometheus              print them in the Prometheus text format (for\n"
+	       "                                node_exporter's textfile collector), labelled\n"
+	       "                                with the mount point, tier, layer and reason\n"
+	       "      --save-profile FILE       write what a mount recording a profile has\n"
+	       "                                recorded so far to FILE (atomically), without\n"
+	       "                                unmounting\n"
+	       "  -h, --help                    this text\n",
 	       CLIP_FUSE_STATS_XATTR);
 }
 
@@ -689,16 +699,18 @@ int cmd_stats(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "save-profile", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	bool json = false;
+	bool json = false, prometheus = false;
 	const char *save = NULL;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = true; break;
+		case 'P': prometheus = true; break;
 		case 's': save = optarg; break;
 		case 'h': stats_help(); return 0;
 		default: return cli_usage_error("stats", "invalid option");
@@ -707,8 +719,10 @@ int cmd_stats(int argc, char **argv)
 	if (argc - optind != 1)
 		return cli_usage_error("stats", "expected MOUNTPOINT");
 	const char *path = argv[optind];
-	if (save && json)
-		return cli_usage_error("stats", "--save-profile excludes --json");
+	if (save && (json || prometheus))
+		return cli_usage_error("stats", "--save-profile excludes --json and --prometheus");
+	if (json && prometheus)
+		return cli_usage_error("stats", "--json excludes --prometheus");
 	if (save)
 		return save_profile_of(path, save);
 	char *text = read_stats(path);
@@ -723,7 +737,12 @@ int cmd_stats(int argc, char **argv)
 		if (!json_is_object(root))
 			rc = cli_fail(CLI_EXIT_FAILURE, "stats %s: the counters are not JSON: %s",
 				      path, jerr.text);
-		else
+		else if (prometheus) {
+			/* The label names the mount however it was reached. */
+			char *real = realpath(path, NULL);
+			cli_stats_prometheus(stdout, root, real ? real : path);
+			free(real);
+		} else
 			print_stats(root);
 		json_decref(root);
 	}

@@ -13,7 +13,10 @@ static void profile_help(void)
 	       "Summarise a startup profile recorded by `clip mount --record-profile`: its\n"
 	       "regions (reads of programs, merged when closer than 64 KiB) and bytes, in\n"
 	       "all and per layer, and how long the recording ran. The profile's checksum\n"
-	       "is checked first.\n");
+	       "is checked first.\n"
+	       "\n"
+	       "options:\n"
+	       "  -h, --help                    this text\n");
 }
 
 static void print_size(const char *what, uint64_t bytes)

@@ -14,7 +14,11 @@ static void help(void)
 	       "Show the metadata of PATH (symlinks are not followed): type, mode, owner,\n"
 	       "size, mtime with nanoseconds, links, device numbers, xattrs, and for regular\n"
 	       "files the layer and tar offset holding the data.\n"
-	       "  --manifest  print the one manifest line (see 'clip ls --help')\n");
+	       "\n"
+	       "options:\n"
+	       "      --manifest                print the one manifest line (see 'clip ls "
+	       "--help')\n"
+	       "  -h, --help                    this text\n");
 }
 
 static const char *type_name(uint32_t mode)

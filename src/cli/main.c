@@ -30,7 +30,10 @@ static void usage(FILE *f)
 	fprintf(f, "usage: clip COMMAND [OPTIONS] ...\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
-	fprintf(f, "\n'clip COMMAND --help' describes each command.\n");
+	fprintf(f, "\noptions:\n"
+		   "  -h, --help                    this text\n"
+		   "      --version                 print clip's version\n"
+		   "\n'clip COMMAND --help' describes each command; man clip-COMMAND too.\n");
 }
 
 int main(int argc, char **argv)

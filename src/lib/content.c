@@ -125,6 +125,28 @@ int content_load_replay(struct clip_content *c, const struct clip_profile *profi
 	return rc < 0 ? rc : content_engine_replay_load(c, profile, map, err);
 }
 
+/* Why layer l can only be read whole: what content_layer_prepare and
+ * content_ranges_vouched decide, known before the layer is prepared. */
+static enum clip_fallback layer_fallback(const struct clip_content *c, const struct layer_state *l)
+{
+	switch (l->info.compression) {
+	case CLIP_COMPRESSION_GZIP:
+		return c->no_checkpoints	   ? CLIP_FALLBACK_OPTION
+		       : l->info.ncheckpoints == 0 ? CLIP_FALLBACK_NO_CHECKPOINTS
+						   : CLIP_FALLBACK_NONE;
+	case CLIP_COMPRESSION_NONE:
+		return c->hash_bytes ? CLIP_FALLBACK_NONE : CLIP_FALLBACK_NO_CHUNK_HASHES;
+	default: return CLIP_FALLBACK_ZSTD;
+	}
+}
+
+const char *clip_fallback_name(enum clip_fallback reason)
+{
+	static const char *const names[] = { "none", "no_checkpoints_option", "no_checkpoints",
+					     "zstd", "no_chunk_hashes" };
+	return (unsigned)reason < CLIP_ARRAY_SIZE(names) ? names[reason] : "unknown";
+}
+
 int clip_content_open(const struct clip_archive *archive, const struct clip_content_options *o,
 		      struct clip_content **out, struct clip_err *err)
 {
@@ -163,6 +185,8 @@ int clip_content_open(const struct clip_archive *archive, const struct clip_cont
 			 : st.chunk_bytes   ? st.chunk_bytes
 					    : CLIP_DEFAULT_CHUNK_BYTES;
 	c->archive_hashes = st.chunk_bytes != 0 && c->chunk_bytes == st.chunk_bytes;
+	for (uint32_t i = 0; i < c->nlayers; i++)
+		c->layers[i].fallback = layer_fallback(c, &c->layers[i]);
 	int rc = open_source(c, o, err);
 	if (rc < 0) {
 		clip_content_close(c);
@@ -352,11 +376,18 @@ void content_span_batch(const struct clip_content *c, const struct layer_state *
 		*last = hi - 1;
 }
 
+/* Set on a thread whose request needed a whole-layer fetch: it ran one or
+ * waited for another's. A program's read is served on its own thread, so
+ * clip_content_read clears it before the read and finds it set after when
+ * the read fell back to tier 5 (the engine's workers set it unread). */
+static _Thread_local bool fell_back;
+
 /* Tier 4 for chunk_fetch: one whole-layer fetch at a time; the others wait
  * for it and then look for their chunk in the cache (1: look again). */
 static int layer_tier(struct clip_content *c, struct layer_state *l, struct chunk_want *want,
 		      struct clip_err *err)
 {
+	fell_back = true;
 	if (l->streaming) {
 		CLIP_COUNT(c->counters.coalesced, 1);
 		while (l->streaming)
@@ -702,7 +733,9 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 	if (c->recorder)
 		clip_profile_recorder_add(c->recorder, l->index, tar_off, len);
 	ssize_t n;
+	fell_back = false;
 	if (c->cache == NULL && c->rcache == NULL) {
+		fell_back = !content_ranges_vouched(c, l);
 		uint64_t t0 = content_now_ns();
 		n = content_direct_read(c, l, buf, len, tar_off, err);
 		content_count_tier(c,
@@ -721,6 +754,12 @@ ssize_t clip_content_read(struct clip_content *c, uint32_t ino, void *buf, size_
 				    l->info.digest, n, len);
 	CLIP_COUNT(c->counters.reads, 1);
 	CLIP_COUNT(c->counters.read_bytes, n);
+	CLIP_COUNT(l->reads, 1);
+	CLIP_COUNT(l->read_bytes, n);
+	if (fell_back) {
+		CLIP_COUNT(c->counters.whole_layer_reads[l->fallback], 1);
+		CLIP_COUNT(l->whole_layer_reads, 1);
+	}
 	return n;
 }
 
@@ -775,6 +814,10 @@ void clip_content_stats(const struct clip_content *c, struct clip_content_stats 
 		.replay_done = CLIP_COUNTER_LOAD(k->replay_done),
 		.replay_errors = CLIP_COUNTER_LOAD(k->replay_errors),
 	};
+	for (int r = 0; r < CLIP_FALLBACK_COUNT; r++) {
+		out->whole_layer_fetches[r] = CLIP_COUNTER_LOAD(k->whole_layer_fetches[r]);
+		out->whole_layer_reads[r] = CLIP_COUNTER_LOAD(k->whole_layer_reads[r]);
+	}
 	for (int t = 0; t < CLIP_TIER_COUNT; t++) {
 		struct tier_counters *tc = &k->tier[t];
 		out->tier[t] = (struct clip_tier_stats){ CLIP_COUNTER_LOAD(tc->hits),
@@ -805,6 +848,11 @@ void clip_content_layer_stats(struct clip_content *c, uint32_t index,
 		.hydrated = l->hydrated,
 		.hydrated_chunks = CLIP_COUNTER_LOAD(l->hydrated_chunks),
 		.chunks = content_chunk_count(c, l),
+		.reads = CLIP_COUNTER_LOAD(l->reads),
+		.read_bytes = CLIP_COUNTER_LOAD(l->read_bytes),
+		.fallback = l->fallback,
+		.whole_layer_fetches = CLIP_COUNTER_LOAD(l->whole_layer_fetches),
+		.whole_layer_reads = CLIP_COUNTER_LOAD(l->whole_layer_reads),
 	};
 	pthread_mutex_unlock(&c->lock);
 }
@@ -824,6 +872,13 @@ static json_t *layers_json(struct clip_content *c)
 		json_object_set_new(j, "hydrated_chunks",
 				    json_integer((json_int_t)ls.hydrated_chunks));
 		json_object_set_new(j, "chunks", json_integer((json_int_t)ls.chunks));
+		json_object_set_new(j, "reads", json_integer((json_int_t)ls.reads));
+		json_object_set_new(j, "read_bytes", json_integer((json_int_t)ls.read_bytes));
+		json_object_set_new(j, "fallback", json_string(clip_fallback_name(ls.fallback)));
+		json_object_set_new(j, "whole_layer_fetches",
+				    json_integer((json_int_t)ls.whole_layer_fetches));
+		json_object_set_new(j, "whole_layer_reads",
+				    json_integer((json_int_t)ls.whole_layer_reads));
 		json_array_append_new(a, j);
 	}
 	return a;
@@ -866,6 +921,16 @@ char *clip_content_stats_json(const struct clip_content *c)
 	json_object_set_new(o, "hydrate_errors",
 			    json_integer((json_int_t)CLIP_COUNTER_LOAD(
 				    ((struct clip_content *)c)->counters.hydrate_errors)));
+	json_t *fetches = json_object();
+	for (int r = CLIP_FALLBACK_NONE + 1; r < CLIP_FALLBACK_COUNT; r++)
+		json_object_set_new(fetches, clip_fallback_name((enum clip_fallback)r),
+				    json_integer((json_int_t)s.whole_layer_fetches[r]));
+	json_object_set_new(o, "whole_layer_fetches", fetches);
+	json_t *fell = json_object();
+	for (int r = CLIP_FALLBACK_NONE + 1; r < CLIP_FALLBACK_COUNT; r++)
+		json_object_set_new(fell, clip_fallback_name((enum clip_fallback)r),
+				    json_integer((json_int_t)s.whole_layer_reads[r]));
+	json_object_set_new(o, "whole_layer_reads", fell);
 	json_object_set_new(o, "layers", layers_json((struct clip_content *)c));
 	json_object_set_new(o, "replay",
 			    json_pack("{s:I,s:I,s:I}", "regions", (json_int_t)s.replay_regions,

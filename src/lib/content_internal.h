@@ -37,6 +37,8 @@ struct layer_state {
 	uint64_t hydrate_next;
 	unsigned hydrate_runs;		  /* runs under way */
 	_Atomic uint64_t hydrated_chunks; /* chunks the hydration produced */
+	enum clip_fallback fallback;	  /* set at open, never changed */
+	_Atomic uint64_t reads, read_bytes, whole_layer_fetches, whole_layer_reads;
 };
 
 struct tier_counters {
@@ -53,6 +55,8 @@ struct content_counters {
 	_Atomic uint64_t hydrate_errors; /* hydrations the source stopped */
 	_Atomic uint64_t replay_done;	 /* profile regions replayed */
 	_Atomic uint64_t replay_errors;	 /* ... of them, stopped by the source */
+	_Atomic uint64_t whole_layer_fetches[CLIP_FALLBACK_COUNT]; /* by reason */
+	_Atomic uint64_t whole_layer_reads[CLIP_FALLBACK_COUNT];   /* by reason */
 };
 
 #define ENGINE_MAX_WORKERS 8

@@ -273,6 +273,12 @@ static int layer_stream(struct clip_content *c, struct layer_state *l,
 		rc = clip_decoder_new(l->info.compression, &d, err);
 	if (rc == 0)
 		rc = clip_source_blob_stream(&l->blob, &stream, err);
+	/* Counted when it starts, not when it ends: a stream that fails or is
+	 * stopped early (a read without a cache) was still paid for. */
+	if (rc == 0) {
+		CLIP_COUNT(c->counters.whole_layer_fetches[l->fallback], 1);
+		CLIP_COUNT(l->whole_layer_fetches, 1);
+	}
 	struct clip_sha256 blob_sha;
 	clip_sha256_init(&blob_sha);
 	uint64_t consumed = 0;

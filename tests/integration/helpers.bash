@@ -419,3 +419,27 @@ for key in sys.argv[2].split("."):
 print(value)
 PY
 }
+
+# metrics FILE SELECTOR...: the value of each Prometheus sample that SELECTOR names, one a line.
+# A selector is NAME or NAME{label="value",...} (labels in any order, a subset of the sample's),
+# and sums every matching sample; no match is an error.
+metrics() {
+	python3 - "$@" <<'PY'
+import re, sys
+samples = []
+for line in open(sys.argv[1]):
+    if line.startswith("#") or not line.strip():
+        continue
+    m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line.rstrip("\n"))
+    assert m, "not a sample line: %r" % line
+    labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+    samples.append((m.group(1), labels, float(m.group(3))))
+for sel in sys.argv[2:]:
+    m = re.match(r'([^{]+)(?:\{(.*)\})?$', sel)
+    want = dict(re.findall(r'([a-zA-Z_]+)="([^"]*)"', m.group(2) or ""))
+    found = [v for n, l, v in samples if n == m.group(1) and all(l.get(k) == x for k, x in want.items())]
+    if not found:
+        sys.exit("no sample %s" % sel)
+    print("%d" % sum(found) if all(v == int(v) for v in found) else sum(found))
+PY
+}

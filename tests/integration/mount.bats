@@ -491,6 +491,102 @@ PY
 	[[ $stderr == "clip: stats $T: "* ]]
 }
 
+# file_layer PATH: the digest of the layer holding PATH's data in the test archive.
+file_layer() {
+	"$CLIP" stat "$ARCHIVE" "$1" | sed -n 's/^ Layer: [0-9]* (\(sha256:[0-9a-f]*\)).*/\1/p'
+}
+
+@test "clip stats --prometheus: promtool accepts it; bytes read, layers and tiers are right" {
+	command -v promtool >/dev/null || skip "promtool not installed (scripts/install-deps)"
+	mount_default
+	local mnt python size passwd_size python_layer passwd_layer got digests tier reason
+	mnt=$(realpath "$MNT")
+	python=$(cd "$ROOTFS" && ls usr/bin/python3.*[0-9] | head -n 1)
+	size=$(stat -c %s "$ROOTFS/$python")
+	passwd_size=$(stat -c %s "$ROOTFS/etc/passwd")
+	cat "$MNT/$python" "$MNT/etc/passwd" >/dev/null
+	"$CLIP" stats --prometheus "$MNT" >"$T/metrics"
+	cat "$T/metrics"
+	promtool check metrics <"$T/metrics"
+	# Every sample names the mount; every family has HELP and TYPE.
+	if grep -v '^#' "$T/metrics" | grep -vF "{mountpoint=\"$mnt\""; then
+		echo "samples without the mountpoint label"
+		false
+	fi
+	[ "$(grep -c '^# HELP clip_' "$T/metrics")" -eq "$(grep -c '^# TYPE clip_' "$T/metrics")" ]
+	grep -qx '# TYPE clip_read_bytes_total counter' "$T/metrics"
+
+	got=$(metrics "$T/metrics" clip_read_bytes_total)
+	[ "$got" -eq $((size + passwd_size)) ]
+	got=$(metrics "$T/metrics" clip_layer_read_bytes_total)
+	[ "$got" -eq $((size + passwd_size)) ]
+	python_layer=$(file_layer "/$python")
+	passwd_layer=$(file_layer /etc/passwd)
+	[ -n "$python_layer" ] && [ -n "$passwd_layer" ]
+	got=$(metrics "$T/metrics" "clip_layer_read_bytes_total{layer=\"$python_layer\"}")
+	if [ "$python_layer" = "$passwd_layer" ]; then
+		[ "$got" -eq $((size + passwd_size)) ]
+	else
+		[ "$got" -eq "$size" ]
+	fi
+	# One sample per layer of the image, named by digest, in the image's order.
+	digests=$(layer_digests "$IMAGE:latest")
+	got=$(grep '^clip_layer_reads_total{' "$T/metrics" | sed 's/.*layer="\([^"]*\)".*/\1/')
+	[ "$got" = "$digests" ]
+	# Per tier: the bytes of the source tiers (cold cache) cover what was read.
+	for tier in disk memory remote span layer; do
+		metrics "$T/metrics" "clip_tier_hits_total{tier=\"$tier\"}"
+	done
+	got=$(metrics "$T/metrics" 'clip_tier_bytes_total{tier="span"}')
+	[ "$got" -ge "$size" ]
+	got=$(metrics "$T/metrics" clip_source_bytes_total)
+	[ "$got" -gt 0 ]
+	# Gzip layers with checkpoints: no whole-layer fetch, for any reason, and every reason
+	# has its sample.
+	got=$(metrics "$T/metrics" clip_whole_layer_fetches_total)
+	[ "$got" -eq 0 ]
+	got=$(metrics "$T/metrics" clip_whole_layer_reads_total)
+	[ "$got" -eq 0 ]
+	for reason in zstd no_checkpoints no_checkpoints_option no_chunk_hashes; do
+		metrics "$T/metrics" "clip_whole_layer_fetches_total{reason=\"$reason\"}"
+	done
+}
+
+@test "clip stats --prometheus counts whole-layer fetches by reason (--no-checkpoints)" {
+	command -v promtool >/dev/null || skip "promtool not installed (scripts/install-deps)"
+	local layer got mnt
+	# A mount point with a double quote, which the mountpoint label escapes.
+	mnt=$T/mnt\"quoted
+	mkdir "$mnt"
+	clip_mount "$ARCHIVE" "$mnt" --cache-dir "$T/cache" --no-checkpoints
+	layer=$(file_layer /etc/passwd)
+	cmp "$mnt/etc/passwd" "$ROOTFS/etc/passwd"
+	"$CLIP" stats --prometheus "$mnt" >"$T/metrics"
+	grep whole "$T/metrics"
+	promtool check metrics <"$T/metrics"
+	grep -qF "{mountpoint=\"$(realpath "$T")/mnt\\\"quoted\"" "$T/metrics"
+	# The read streamed its layer once, from its start.
+	got=$(metrics "$T/metrics" 'clip_whole_layer_fetches_total{reason="no_checkpoints_option"}')
+	[ "$got" -eq 1 ]
+	got=$(metrics "$T/metrics" \
+		"clip_layer_whole_fetches_total{layer=\"$layer\",reason=\"no_checkpoints_option\"}")
+	[ "$got" -eq 1 ]
+	got=$(metrics "$T/metrics" 'clip_tier_hits_total{tier="layer"}')
+	[ "$got" -eq 1 ]
+	# The read that streamed it fell back; any later one of the file came from the cache.
+	got=$(metrics "$T/metrics" 'clip_whole_layer_reads_total{reason="no_checkpoints_option"}')
+	[ "$got" -eq 1 ]
+	got=$(metrics "$T/metrics" \
+		"clip_layer_whole_reads_total{layer=\"$layer\",reason=\"no_checkpoints_option\"}")
+	[ "$got" -eq 1 ]
+	got=$(metrics "$T/metrics" 'clip_tier_hits_total{tier="span"}')
+	[ "$got" -eq 0 ]
+	# --prometheus and --json are one or the other.
+	run --separate-stderr "$CLIP" stats --prometheus --json "$mnt"
+	[ "$status" -eq 2 ]
+	"$CLIP" umount "$mnt"
+}
+
 @test "clip umount unmounts and the daemon exits; fusermount3 -u does too" {
 	mount_default
 	local pid

@@ -104,6 +104,19 @@ two_nodes() {
 @test "node B reads everything from Redis with the registry stopped" {
 	start_redis
 	two_nodes "redis://127.0.0.1:$REDIS_PORT"
+	# The same in Prometheus's format, the remote cache's own counters included.
+	command -v promtool >/dev/null || skip "promtool not installed (scripts/install-deps)"
+	"$CLIP" stats --prometheus "$T/b" >"$T/metrics"
+	promtool check metrics <"$T/metrics"
+	local got
+	got=$(metrics "$T/metrics" clip_source_requests_total)
+	[ "$got" -eq 0 ]
+	got=$(metrics "$T/metrics" 'clip_tier_hits_total{tier="remote"}')
+	[ "$got" -gt 0 ]
+	got=$(metrics "$T/metrics" clip_remote_cache_hits_total)
+	[ "$got" -gt 0 ]
+	got=$(metrics "$T/metrics" clip_remote_cache_usable)
+	[ "$got" -eq 1 ]
 }
 
 @test "a profile recorded on one node is shared through Redis and replayed by the next" {

@@ -941,6 +941,93 @@ static void test_memory_tier_keeps_only_verified(void **state)
 	}
 }
 
+/* The whole-layer fallback is counted by reason, per layer and in all: the
+ * zstd layer always, the gzip layer only under no_checkpoints, the plain tar
+ * (with chunk hashes) never. With a disk cache a layer streams once however
+ * often it is read, and only the read that streamed it fell back (the cache
+ * answers the others); without one every read streams it again. */
+static void test_whole_layer_fallback_counted(void **state)
+{
+	(void)state;
+	static const struct {
+		struct mode mode;
+		int passes;
+		uint64_t per_read; /* 1: every read streams (no cache); 0: once */
+	} cases[] = {
+		{ { "cache", 0, true, false }, 2, 0 },
+		{ { "cache, no_checkpoints", 0, true, true }, 2, 0 },
+		{ { "no cache, no_checkpoints", 0, false, true }, 1, 1 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct mode *m = &cases[i].mode;
+		char cache[8192];
+		fresh_cache_dir(cache, sizeof(cache), "cache-fallback");
+		struct faults f;
+		faults_init(&f, layout);
+		struct clip_content *c = open_content(archive, &f, m, cache);
+		for (int pass = 0; pass < cases[i].passes; pass++)
+			if (read_all(c, NULL) != 0)
+				fail_msg("%s: a read failed", m->name);
+		struct clip_content_stats s;
+		clip_content_stats(c, &s);
+		const enum clip_fallback want[NLAYERS] = {
+			[LAYER_GZIP] =
+				m->no_checkpoints ? CLIP_FALLBACK_OPTION : CLIP_FALLBACK_NONE,
+			[LAYER_ZSTD] = CLIP_FALLBACK_ZSTD,
+			[LAYER_PLAIN] = CLIP_FALLBACK_NONE,
+		};
+		uint64_t by_reason[CLIP_FALLBACK_COUNT] = { 0 }, read_bytes = 0;
+		uint64_t reads_by_reason[CLIP_FALLBACK_COUNT] = { 0 };
+		for (int layer = 0; layer < NLAYERS; layer++) {
+			struct clip_content_layer_stats ls;
+			clip_content_layer_stats(c, (uint32_t)layer, &ls);
+			assert_int_equal(ls.fallback, want[layer]);
+			uint64_t reads = 0, bytes = 0;
+			for (size_t k = 0; k < NFILES; k++)
+				if (files[k].layer == layer) {
+					reads += (files[k].size + 99999) / 100000;
+					bytes += files[k].size;
+				}
+			assert_int_equal(ls.reads, reads * (uint64_t)cases[i].passes);
+			assert_int_equal(ls.read_bytes, bytes * (uint64_t)cases[i].passes);
+			read_bytes += ls.read_bytes;
+			uint64_t fetches = want[layer] == CLIP_FALLBACK_NONE ? 0
+					   : cases[i].per_read		     ? reads
+									     : 1;
+			if (ls.whole_layer_fetches != fetches)
+				fail_msg("%s: layer %d streamed %llu times, not %llu", m->name,
+					 layer, (unsigned long long)ls.whole_layer_fetches,
+					 (unsigned long long)fetches);
+			by_reason[want[layer]] += fetches;
+			/* The reads that fell back are the ones that streamed. */
+			if (ls.whole_layer_reads != fetches)
+				fail_msg("%s: layer %d: %llu reads fell back, not %llu", m->name,
+					 layer, (unsigned long long)ls.whole_layer_reads,
+					 (unsigned long long)fetches);
+			reads_by_reason[want[layer]] += fetches;
+		}
+		assert_int_equal(s.read_bytes, read_bytes);
+		assert_int_equal(s.whole_layer_fetches[CLIP_FALLBACK_NONE], 0);
+		assert_int_equal(s.whole_layer_reads[CLIP_FALLBACK_NONE], 0);
+		for (int r = 1; r < CLIP_FALLBACK_COUNT; r++)
+			if (s.whole_layer_fetches[r] != by_reason[r])
+				fail_msg("%s: %llu whole-layer fetches for %s, not %llu", m->name,
+					 (unsigned long long)s.whole_layer_fetches[r],
+					 clip_fallback_name((enum clip_fallback)r),
+					 (unsigned long long)by_reason[r]);
+		for (int r = 1; r < CLIP_FALLBACK_COUNT; r++)
+			assert_int_equal(s.whole_layer_reads[r], reads_by_reason[r]);
+		char *json = clip_content_stats_json(c);
+		assert_non_null(json);
+		assert_non_null(strstr(json, "\"fallback\":\"zstd\""));
+		assert_non_null(
+			strstr(json, "\"whole_layer_fetches\":{\"no_checkpoints_option\":"));
+		assert_non_null(strstr(json, "\"whole_layer_reads\":{\"no_checkpoints_option\":"));
+		free(json);
+		clip_content_close(c);
+	}
+}
+
 /* tests/data/v1: numbers.txt holds "1\n" to "100000\n" in a gzip layer. With
  * no_checkpoints only the blob digest vouches for it: the whole layer's
  * chunks are staged and published once it matched. */
@@ -1021,6 +1108,7 @@ int main(void)
 		cmocka_unit_test(test_density_hydrates_the_layer),
 		cmocka_unit_test(test_engine_stress),
 		cmocka_unit_test(test_format1_whole_layer),
+		cmocka_unit_test(test_whole_layer_fallback_counted),
 		cmocka_unit_test(test_profile_record_replay),
 		cmocka_unit_test(test_profile_damaged),
 		cmocka_unit_test(test_memory_tier),
