@@ -71,4 +71,13 @@ struct clip_bundle_options {
 int clip_bundle_spec(const char *config_json, int rootfs_fd, const struct clip_bundle_options *o,
 		     char **out, struct clip_err *err);
 
+/* The program a spec runs (`spec_json`'s process.args[0]), found as execve
+ * and a shell would find it: a name with a '/' as is (relative to
+ * process.cwd), else each directory of the spec's PATH in turn, every path
+ * resolved inside the root `rootfs_fd`. On success *fd is the program's file
+ * opened read-only (the caller's to close) and *path (may be NULL) a new
+ * string naming it in the image; -ENOENT when there is no such file. */
+int clip_bundle_program_open(const char *spec_json, int rootfs_fd, int *fd, char **path,
+			     struct clip_err *err);
+
 #endif

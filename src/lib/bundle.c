@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -289,6 +290,81 @@ static int read_in_root(int rootfs_fd, const char *path, char **out, struct clip
 	buf[len] = '\0';
 	*out = clip_steal(buf);
 	return 0;
+}
+
+static int open_in_root(int rootfs_fd, const char *path)
+{
+	while (*path == '/')
+		path++; /* below the root, not the host's / */
+	struct open_how how = {
+		.flags = O_RDONLY | O_CLOEXEC,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	return (int)syscall(SYS_openat2, rootfs_fd, *path ? path : ".", &how, sizeof(how));
+}
+
+/* Whether `fd` is a regular file someone may execute. */
+static bool executable(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111);
+}
+
+int clip_bundle_program_open(const char *spec_json, int rootfs_fd, int *fd, char **path,
+			     struct clip_err *err)
+{
+	*fd = -1;
+	if (path)
+		*path = NULL;
+	json_t *spec = json_loads(spec_json, 0, NULL);
+	json_t *process = json_object_get(spec, "process");
+	const char *prog = json_string_value(json_array_get(json_object_get(process, "args"), 0));
+	const char *cwd = json_string_value(json_object_get(process, "cwd"));
+	const char *search = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(process, "env"), i, e)
+	{
+		const char *kv = json_string_value(e);
+		if (kv && strncmp(kv, "PATH=", 5) == 0)
+			search = kv + 5;
+	}
+	int r = -ENOENT;
+	char *found = NULL;
+	if (prog == NULL || prog[0] == '\0') {
+		r = clip_err_set(err, EINVAL, "the spec has no program");
+	} else if (strchr(prog, '/')) {
+		if (prog[0] == '/' || asprintf(&found, "%s/%s", cwd ? cwd : "/", prog) < 0)
+			found = prog[0] == '/' ? strdup(prog) : NULL;
+		*fd = found ? open_in_root(rootfs_fd, found) : -1;
+		r = *fd >= 0 ? 0 : -ENOENT;
+	} else {
+		for (const char *dir = search; r < 0;) {
+			size_t len = strcspn(dir, ":");
+			free(found);
+			found = NULL;
+			if (asprintf(&found, "%.*s/%s", (int)len, len ? dir : ".", prog) < 0)
+				break;
+			*fd = open_in_root(rootfs_fd, found);
+			if (*fd >= 0 && executable(*fd))
+				r = 0;
+			else if (*fd >= 0)
+				close(*fd);
+			if (dir[len] == '\0')
+				break;
+			dir += len + 1;
+		}
+	}
+	if (r == -ENOENT)
+		r = clip_err_set(err, ENOENT, "program \"%.100s\": not found in the image", prog);
+	if (r == 0 && path)
+		*path = found;
+	else
+		free(found);
+	if (r < 0)
+		*fd = -1;
+	json_decref(spec);
+	return r;
 }
 
 /* ---- the spec -------------------------------------------------------------- */
