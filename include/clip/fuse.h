@@ -12,7 +12,9 @@
  * The root directory answers getxattr("user.clip.stats") with the read
  * counters as JSON (clip_content_stats_json); the name is not listed by
  * listxattr, so the tree looks exactly like the image. `clip stats MNT`
- * reads it. A mount that records a startup profile answers
+ * reads it. getxattr("user.clip.config") answers the archive's image config
+ * (clip_archive_config_json; `clip bundle --lower MNT` reads it), also
+ * unlisted. A mount that records a startup profile answers
  * getxattr("user.clip.profile.N") with page N (CLIP_FUSE_PROFILE_PAGE bytes,
  * the last one shorter, past the end empty) of the profile recorded so far,
  * made anew for each page: `clip stats MNT --save-profile FILE` joins them
@@ -30,6 +32,7 @@
 #include "clip/err.h"
 
 #define CLIP_FUSE_STATS_XATTR	     "user.clip.stats"
+#define CLIP_FUSE_CONFIG_XATTR	     "user.clip.config"
 #define CLIP_FUSE_PROFILE_XATTR_PAGE "user.clip.profile." /* + page number */
 #define CLIP_FUSE_PROFILE_PAGE	     61440u		  /* under the 64 KiB xattr limit */
 /* The filesystem type a clip mount has in /proc/self/mountinfo. */

@@ -77,6 +77,12 @@ struct clip_image_config {
 	char *os;
 	char *architecture;
 	char *variant;
+	/* The other fields a runtime spec is made from, as a compact JSON
+	 * object with sorted keys, NULL when the image has none of them:
+	 * "Labels" (object of strings), "StopSignal" (string), "ExposedPorts"
+	 * and "Volumes" (objects; only their keys matter), "created" and
+	 * "author" (strings). Checked for these types when parsed. */
+	char *runtime_json;
 };
 
 struct clip_image {

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <getopt.h>
 #include <stdio.h>
 
 #include "clip/archive.h"
@@ -29,6 +30,12 @@ int cmd_umount(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_optimize(int argc, char **argv);
+int cmd_bundle(int argc, char **argv);
+int cmd_unbundle(int argc, char **argv);
+
+/* clip mount's getopt_long table (ends with a zero entry; its short options
+ * are "fo:h"), for commands that pass mount options on (clip bundle). */
+extern const struct option cli_mount_options[];
 
 /* Print "clip: <message>" for a library error; returns CLI_EXIT_FAILURE. */
 int cli_error(const struct clip_err *err);

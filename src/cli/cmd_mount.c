@@ -87,7 +87,9 @@ static void mount_help(void)
 	       "  -f, --foreground              serve in the foreground until unmounted\n"
 	       "  -o OPT[,OPT...]               FUSE mount options: allow_other, allow_root,\n"
 	       "                                suid and dev (root: honour setuid bits and\n"
-	       "                                device nodes, off by default), ...\n"
+	       "                                device nodes, off by default), ...; a mount by\n"
+	       "                                root is allow_other (every user may read what\n"
+	       "                                the image's modes allow) unless noallow_other\n"
 	       "  -h, --help                    this text\n",
 	       CLI_CONTENT_HELP, DEFAULT_THREADS);
 }
@@ -154,29 +156,33 @@ struct mount_args {
 	uint32_t record_seconds;
 };
 
+/* Shared with clip bundle, which passes these options on to the mount it
+ * starts: an option added here works there too. */
+const struct option cli_mount_options[] = {
+	CLI_CONTENT_OPTIONS,
+	{ "cache-max", required_argument, NULL, OPT_CACHE_MAX },
+	{ "chunk-size", required_argument, NULL, OPT_CHUNK_SIZE },
+	{ "no-cache", no_argument, NULL, OPT_NO_CACHE },
+	{ "prefetch", no_argument, NULL, OPT_PREFETCH },
+	{ "log", required_argument, NULL, OPT_LOG },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "remote-timeout", required_argument, NULL, OPT_REMOTE_TIMEOUT },
+	{ "remote-prefix", required_argument, NULL, OPT_REMOTE_PREFIX },
+	{ "hydrate-threshold", required_argument, NULL, OPT_HYDRATE },
+	{ "record-profile", required_argument, NULL, OPT_RECORD },
+	{ "record-seconds", required_argument, NULL, OPT_RECORD_SECS },
+	{ "profile", required_argument, NULL, OPT_PROFILE },
+	{ "no-profile", no_argument, NULL, OPT_NO_PROFILE },
+	{ "memory-cache", required_argument, NULL, OPT_MEMORY_CACHE },
+	{ "foreground", no_argument, NULL, 'f' },
+	{ "help", no_argument, NULL, 'h' },
+	{ 0 },
+};
+
 /* The command line into `a`: CLI_GO_ON, or the exit status to end with. */
 static int parse_args(int argc, char **argv, struct mount_args *a)
 {
-	static const struct option opts[] = {
-		CLI_CONTENT_OPTIONS,
-		{ "cache-max", required_argument, NULL, OPT_CACHE_MAX },
-		{ "chunk-size", required_argument, NULL, OPT_CHUNK_SIZE },
-		{ "no-cache", no_argument, NULL, OPT_NO_CACHE },
-		{ "prefetch", no_argument, NULL, OPT_PREFETCH },
-		{ "log", required_argument, NULL, OPT_LOG },
-		{ "threads", required_argument, NULL, OPT_THREADS },
-		{ "remote-timeout", required_argument, NULL, OPT_REMOTE_TIMEOUT },
-		{ "remote-prefix", required_argument, NULL, OPT_REMOTE_PREFIX },
-		{ "hydrate-threshold", required_argument, NULL, OPT_HYDRATE },
-		{ "record-profile", required_argument, NULL, OPT_RECORD },
-		{ "record-seconds", required_argument, NULL, OPT_RECORD_SECS },
-		{ "profile", required_argument, NULL, OPT_PROFILE },
-		{ "no-profile", no_argument, NULL, OPT_NO_PROFILE },
-		{ "memory-cache", required_argument, NULL, OPT_MEMORY_CACHE },
-		{ "foreground", no_argument, NULL, 'f' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
-	};
+	const struct option *opts = cli_mount_options;
 	memset(a, 0, sizeof(*a));
 	cli_content_args_init(&a->read);
 	struct clip_content_options *co = &a->read.content;

@@ -22,6 +22,8 @@ static const struct command commands[] = {
 	{ "stats", cmd_stats, "print the read counters of a clip mount" },
 	{ "profile", cmd_profile, "summarise a startup profile (mount --record-profile)" },
 	{ "optimize", cmd_optimize, "add checkpoints where a startup profile reads, embed it" },
+	{ "bundle", cmd_bundle, "make an OCI runtime bundle (runc) over a clip mount" },
+	{ "unbundle", cmd_unbundle, "unmount and remove what clip bundle made" },
 };
 
 static void usage(FILE *f)

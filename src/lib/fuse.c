@@ -567,6 +567,14 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 			reply_xattr(req, json, strlen(json), size);
 		return;
 	}
+	if (ino == FUSE_ROOT_ID && strcmp(name, CLIP_FUSE_CONFIG_XATTR) == 0) {
+		const char *config = clip_archive_config_json(fs->archive);
+		if (config == NULL)
+			fuse_reply_err(req, ENODATA);
+		else
+			reply_xattr(req, config, strlen(config), size);
+		return;
+	}
 	size_t plen = strlen(CLIP_FUSE_PROFILE_XATTR_PAGE);
 	if (ino == FUSE_ROOT_ID && strncmp(name, CLIP_FUSE_PROFILE_XATTR_PAGE, plen) == 0) {
 		reply_profile_page(req, fs, name + plen, size);
@@ -1011,16 +1019,35 @@ static int resolve_mountpoint(const char *given, char **out, struct clip_err *er
 
 /* The -o list for libfuse into `out`. The user's options come first, so that
  * ours win: a clip mount is always read-only, checked by the kernel, and
- * recognisable by its type. */
+ * recognisable by its type. A mount made by root is also allow_other: every
+ * user then sees exactly what the image's modes allow them (the kernel
+ * checks them, default_permissions), as in a container whose image says
+ * USER 1000; "noallow_other", which libfuse does not know, opts out and is
+ * dropped here. setuid bits and device nodes stay inert (nosuid, nodev:
+ * libfuse's default) unless "suid" or "dev" is given. */
 static int mount_options(const struct clip_fuse_options *options, char *out, size_t cap,
 			 struct clip_err *err)
 {
+	const char *given = options->fuse_options ? options->fuse_options : "";
+	if (strlen(given) > cap / 2)
+		return clip_err_set(err, E2BIG, "-o %s: too long", given);
 	out[0] = '\0';
-	if (options->fuse_options && options->fuse_options[0]) {
-		if (strlen(options->fuse_options) > cap / 2)
-			return clip_err_set(err, E2BIG, "-o %s: too long", options->fuse_options);
-		snprintf(out, cap, "%s,", options->fuse_options);
+	bool opt_out = false, allow = false;
+	for (const char *p = given; *p;) {
+		size_t len = strcspn(p, ",");
+		if (len == strlen("noallow_other") && strncmp(p, "noallow_other", len) == 0)
+			opt_out = true;
+		else if (len > 0)
+			snprintf(out + strlen(out), cap - strlen(out), "%.*s,", (int)len, p);
+		if ((len == 11 && strncmp(p, "allow_other", 11) == 0) ||
+		    (len == 10 && strncmp(p, "allow_root", 10) == 0))
+			allow = true;
+		p += len;
+		if (*p == ',')
+			p++;
 	}
+	if (geteuid() == 0 && !opt_out && !allow)
+		snprintf(out + strlen(out), cap - strlen(out), "allow_other,");
 	size_t used = strlen(out);
 	snprintf(out + used, cap - used, "ro,default_permissions,subtype=clip,fsname=");
 	append_escaped(out, cap, options->fsname ? options->fsname : "clip");

@@ -748,6 +748,7 @@ static void config_free(struct clip_image_config *c)
 	free(c->os);
 	free(c->architecture);
 	free(c->variant);
+	free(c->runtime_json);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -798,6 +799,63 @@ static int dup_string(const json_t *obj, const char *key, bool required, const c
 	return 0;
 }
 
+/* The runtime fields of a config (see clip_image_config.runtime_json) into
+ * *out, a new string or NULL when there are none; -EBADMSG naming the field
+ * when one has the wrong type. */
+static int runtime_fields(const json_t *root, const json_t *cc, char **out, struct clip_err *err)
+{
+	static const struct {
+		bool in_config; /* under "config", else at the top */
+		const char *key;
+		json_type type;
+	} fields[] = {
+		{ true, "Labels", JSON_OBJECT },       { true, "StopSignal", JSON_STRING },
+		{ true, "ExposedPorts", JSON_OBJECT }, { true, "Volumes", JSON_OBJECT },
+		{ false, "created", JSON_STRING },     { false, "author", JSON_STRING },
+	};
+	*out = NULL;
+	json_t *o = json_object();
+	if (o == NULL)
+		return clip_err_nomem(err);
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		const json_t *from = fields[i].in_config ? cc : root;
+		json_t *v = from ? json_object_get(from, fields[i].key) : NULL;
+		if (v == NULL || json_is_null(v))
+			continue;
+		if (json_typeof(v) != fields[i].type) {
+			json_decref(o);
+			return clip_err_set(err, EBADMSG, "config: %s\"%s\" must be %s, not %s",
+					    fields[i].in_config ? "config: " : "", fields[i].key,
+					    fields[i].type == JSON_OBJECT ? "an object"
+									  : "a string",
+					    json_type_name(v));
+		}
+		if (strcmp(fields[i].key, "Labels") == 0) {
+			const char *k;
+			json_t *lv;
+			json_object_foreach (v, k, lv)
+				if (!json_is_string(lv)) {
+					json_decref(o);
+					return clip_err_set(
+						err, EBADMSG,
+						"config: config: Labels[\"%.100s\"] must be a "
+						"string, not %s",
+						k, json_type_name(lv));
+				}
+		}
+		json_object_set(o, fields[i].key, v);
+	}
+	if (json_object_size(o) > 0) {
+		*out = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+		if (*out == NULL) {
+			json_decref(o);
+			return clip_err_nomem(err);
+		}
+	}
+	json_decref(o);
+	return 0;
+}
+
 int clip_image_parse_config(const void *json, size_t len, struct clip_image *img,
 			    struct clip_err *err)
 {
@@ -828,7 +886,8 @@ int clip_image_parse_config(const void *json, size_t len, struct clip_image *img
 	}
 	if ((r = dup_string(root, "os", true, what, &c.os, err)) < 0 ||
 	    (r = dup_string(root, "architecture", true, what, &c.architecture, err)) < 0 ||
-	    (r = dup_string(root, "variant", false, what, &c.variant, err)) < 0)
+	    (r = dup_string(root, "variant", false, what, &c.variant, err)) < 0 ||
+	    (r = runtime_fields(root, cc, &c.runtime_json, err)) < 0)
 		goto out;
 
 	const char *type;

@@ -863,6 +863,12 @@ static char *config_json(const struct clip_image *img)
 			    c->architecture ? json_string(c->architecture) : json_null());
 	if (c->variant)
 		json_object_set_new(o, "variant", json_string(c->variant));
+	if (c->runtime_json) {
+		json_t *extra = json_loads(c->runtime_json, 0, NULL);
+		if (extra)
+			json_object_update(o, extra);
+		json_decref(extra);
+	}
 	char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(o);
 	return s;
