@@ -112,7 +112,7 @@ bool cli_registry_option(const char *cmd, int c, const char *arg,
 	"      --remote-cache URL        read through (and fill) a cache of chunks shared\n"       \
 	"                                by every node (a Redis Cluster is detected):\n"           \
 	"                                redis://[user:password@]host:port[/db] or\n"              \
-	"                                unix:///path\n" CLI_REGISTRY_HELP
+	"                                unix:///path (empty: none)\n" CLI_REGISTRY_HELP
 
 /* What the read options set. cli_content_args_init zeroes it and points
  * content.registry at registry, so that content is ready to pass to

@@ -288,7 +288,11 @@ bool cli_content_option(const char *cmd, int c, const char *arg, struct cli_cont
 	case CLI_OPT_SOURCE: args->content.source = arg; return true;
 	case CLI_OPT_NO_CHECKPOINTS: args->content.no_checkpoints = true; return true;
 	case CLI_OPT_CACHE_DIR: args->content.cache_dir = arg; return true;
-	case CLI_OPT_REMOTE_CACHE: args->content.remote_cache = arg; return true;
+	case CLI_OPT_REMOTE_CACHE:
+		/* Empty: none, so that a service's environment file (systemd/) can
+		 * leave CLIP_REMOTE_CACHE empty and keep one command line. */
+		args->content.remote_cache = arg[0] ? arg : NULL;
+		return true;
 	default: return cli_registry_option(cmd, c, arg, &args->registry, rc);
 	}
 }

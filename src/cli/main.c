@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "clip/version.h"
 
 struct command {
 	const char *name;
@@ -48,7 +49,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(argv[1], "--version") == 0) {
-		printf("clip 0.1.0\n");
+		printf("clip %s\n", CLIP_VERSION);
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

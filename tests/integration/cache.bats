@@ -302,3 +302,9 @@ small_disk_mount() {
 	[ "$(json_field "$s" '"memory_cache" in s')" = False ]
 	[ "$(json_field "$s" 's["inflated_bytes"]')" -gt $((4 * (16 << 20))) ]
 }
+
+@test "an empty --remote-cache is no remote cache (clip-mount@.service leaves it empty)" {
+	run -0 "$CLIP" cat --remote-cache '' --cache-dir "$T/cache" "$W/sample.clip" /hello.txt
+	[ "$output" = "$(cat "$W/bundle/rootfs/hello.txt")" ]
+	run -1 "$CLIP" cat --remote-cache 'nosuch://x' "$W/sample.clip" /hello.txt
+}
