@@ -323,8 +323,7 @@ int clip_bundle_program_open(const char *spec_json, int rootfs_fd, int *fd, char
 	const char *search = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 	size_t i;
 	json_t *e;
-	json_array_foreach(json_object_get(process, "env"), i, e)
-	{
+	json_array_foreach (json_object_get(process, "env"), i, e) {
 		const char *kv = json_string_value(e);
 		if (kv && strncmp(kv, "PATH=", 5) == 0)
 			search = kv + 5;

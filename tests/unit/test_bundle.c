@@ -358,6 +358,73 @@ static void test_reads_stay_in_root(void **state)
 	free(dir);
 }
 
+static void put_file(const char *dir, const char *rel, mode_t mode)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	tt_write_file(path, "#!/bin/sh\n", 10);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static void expect_program(const char *spec, int fd, const char *want)
+{
+	int pfd = -1;
+	char *path = NULL;
+	struct clip_err err = { 0 };
+	int r = clip_bundle_program_open(spec, fd, &pfd, &path, &err);
+	if (want == NULL) {
+		assert_int_equal(r, -ENOENT);
+		assert_int_equal(pfd, -1);
+		assert_non_null(strstr(err.msg, "not found in the image"));
+		return;
+	}
+	if (r != 0)
+		print_error("%s\n", err.msg);
+	assert_int_equal(r, 0);
+	assert_string_equal(path, want);
+	assert_true(pfd >= 0);
+	close(pfd);
+	free(path);
+}
+
+/* The program is found as execve and a shell find it, inside the image's
+ * root: through the spec's PATH, skipping what is not executable, or by a
+ * path relative to the working directory. */
+static void test_program_open(void **state)
+{
+	(void)state;
+	char *dir = tt_tmpdir();
+	char path[4096];
+	const char *dirs[] = { "usr", "usr/bin", "opt", "opt/bin", "srv" };
+	for (size_t i = 0; i < 5; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, dirs[i]);
+		assert_int_equal(mkdir(path, 0755), 0);
+	}
+	put_file(dir, "usr/bin/tool", 0755);
+	put_file(dir, "opt/bin/tool", 0644); /* first in PATH, not executable */
+	put_file(dir, "srv/run.sh", 0755);
+	snprintf(path, sizeof(path), "%s/usr/bin/link", dir);
+	assert_int_equal(symlink("/usr/bin/tool", path), 0); /* absolute: inside the root */
+	int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	expect_program("{\"process\":{\"args\":[\"tool\"],\"env\":[\"PATH=/opt/bin:/usr/bin\"]}}",
+		       fd, "/usr/bin/tool");
+	expect_program("{\"process\":{\"args\":[\"link\"],\"env\":[\"PATH=/usr/bin\"]}}", fd,
+		       "/usr/bin/link");
+	expect_program("{\"process\":{\"args\":[\"/srv/run.sh\"]}}", fd, "/srv/run.sh");
+	expect_program("{\"process\":{\"args\":[\"./run.sh\"],\"cwd\":\"/srv\"}}", fd,
+		       "/srv/./run.sh");
+	/* without PATH in the env, the default one */
+	expect_program("{\"process\":{\"args\":[\"tool\"],\"env\":[]}}", fd, "/usr/bin/tool");
+	expect_program("{\"process\":{\"args\":[\"missing\"],\"env\":[\"PATH=/usr/bin\"]}}", fd,
+		       NULL);
+	/* the host's /bin/sh is not the image's */
+	expect_program("{\"process\":{\"args\":[\"sh\"],\"env\":[\"PATH=/bin\"]}}", fd, NULL);
+	close(fd);
+	tt_rm_rf(dir);
+	free(dir);
+}
+
 /* clip_image_parse_config keeps what a spec's annotations come from. */
 static void test_image_runtime_fields(void **state)
 {
@@ -392,6 +459,7 @@ int main(void)
 		cmocka_unit_test(test_spec_errors),
 		cmocka_unit_test(test_reads_stay_in_root),
 		cmocka_unit_test(test_image_runtime_fields),
+		cmocka_unit_test(test_program_open),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
