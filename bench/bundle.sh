@@ -110,8 +110,13 @@ def chroot_run(name, program):
     os.makedirs(mnt, exist_ok=True)
     t0 = time.perf_counter()
     sh(clip, "mount", f"{T}/{name}.clip", mnt, "--cache-dir", T + "/cache")
+    # /proc and /dev, as a runtime gives them (and as large-image.sh does)
+    sh("mount", "-t", "proc", "proc", mnt + "/proc")
+    sh("mount", "--bind", "/dev", mnt + "/dev")
     r = subprocess.run(["chroot", mnt, *program], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     t = time.perf_counter() - t0
+    sh("umount", mnt + "/dev")
+    sh("umount", mnt + "/proc")
     sh(clip, "umount", mnt)
     assert r.returncode == 0, r.stderr
     return t
