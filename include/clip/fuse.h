@@ -10,7 +10,8 @@
  * the image records them.
  *
  * The root directory answers getxattr("user.clip.stats") with the read
- * counters as JSON (clip_content_stats_json); the name is not listed by
+ * counters as JSON (clip_content_stats_json), preceded by "server_pid", the
+ * serving process; the name is not listed by
  * listxattr, so the tree looks exactly like the image. `clip stats MNT`
  * reads it. getxattr("user.clip.config") answers the archive's image config
  * (clip_archive_config_json; `clip bundle --lower MNT` reads it), also

@@ -457,8 +457,10 @@ static void umount_help(void)
 {
 	printf("usage: clip umount MOUNTPOINT\n"
 	       "\n"
-	       "Unmount a clip mount; its daemon then exits. Refuses anything that is not a\n"
-	       "clip mount. Root unmounts directly, others through fusermount3 -u.\n"
+	       "Unmount a clip mount and wait (up to 30 s) for its daemon to exit, so that a\n"
+	       "profile it records is on disk when the command returns. Refuses anything\n"
+	       "that is not a clip mount. Root unmounts directly, others through\n"
+	       "fusermount3 -u.\n"
 	       "\n"
 	       "options:\n"
 	       "  -h, --help                    this text\n");
@@ -486,6 +488,44 @@ static int run_fusermount(const char *mountpoint)
 	return cli_fail(CLI_EXIT_FAILURE, "umount %s: fusermount3 failed", mountpoint);
 }
 
+/* The pid of the process serving the clip mount at `path`, from its stats;
+ * 0 when it cannot be told (a dead mount). Silent. */
+static pid_t server_pid(const char *path)
+{
+	char buf[1 << 16];
+	ssize_t n = getxattr(path, CLIP_FUSE_STATS_XATTR, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	json_t *root = json_loads(buf, 0, NULL);
+	json_int_t pid = json_integer_value(json_object_get(root, "server_pid"));
+	json_decref(root);
+	return pid > 0 ? (pid_t)pid : 0;
+}
+
+/* Wait up to UMOUNT_WAIT_MS for process `pid` to be gone (a zombie counts:
+ * its parent is init's to reap); false when it is still there. /proc is read
+ * rather than kill(pid, 0), which a user unmounting root's mount may not
+ * send. */
+#define UMOUNT_WAIT_MS 30000
+static bool wait_exit(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	for (int waited = 0; waited < UMOUNT_WAIT_MS; waited += 5) {
+		FILE *f = fopen(path, "re");
+		if (f == NULL)
+			return true;
+		char state = 0;
+		int got = fscanf(f, "%*d (%*[^)]) %c", &state);
+		fclose(f);
+		if (got != 1 || state == 'Z' || state == 'X')
+			return true;
+		usleep(5000);
+	}
+	return false;
+}
+
 int cmd_umount(int argc, char **argv)
 {
 	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -509,11 +549,23 @@ int cmd_umount(int argc, char **argv)
 		rc = cli_fail(CLI_EXIT_FAILURE, "umount %s: %s", path, strerror(errno));
 	} else if (found < 0) {
 		rc = cli_fail(CLI_EXIT_FAILURE, "umount %s", err.msg);
-	} else if (geteuid() == 0) {
-		if (umount2(path, UMOUNT_NOFOLLOW) < 0)
-			rc = cli_fail(CLI_EXIT_FAILURE, "umount %s: %s", path, strerror(errno));
 	} else {
-		rc = run_fusermount(path);
+		/* Wait for the server: it writes a recorded profile and shares it
+		 * after the unmount, and a caller that goes on (removes the
+		 * directory, reads the profile) must find that done. */
+		pid_t pid = server_pid(path);
+		if (geteuid() == 0) {
+			if (umount2(path, UMOUNT_NOFOLLOW) < 0)
+				rc = cli_fail(CLI_EXIT_FAILURE, "umount %s: %s", path,
+					      strerror(errno));
+		} else {
+			rc = run_fusermount(path);
+		}
+		if (rc == 0 && pid > 0 && !wait_exit(pid))
+			fprintf(stderr,
+				"clip: warning: umount %s: its server (pid %ld) is still running "
+				"after %d s\n",
+				path, (long)pid, UMOUNT_WAIT_MS / 1000);
 	}
 	free(path);
 	return rc;

@@ -560,8 +560,14 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		return;
 	}
 	if (ino == FUSE_ROOT_ID && strcmp(name, CLIP_FUSE_STATS_XATTR) == 0) {
-		cleanup_free char *json = clip_content_stats_json(fs->content);
-		if (json == NULL)
+		/* The serving process's pid first: `clip umount` waits for it
+		 * to exit, so that what it writes at unmount is there when
+		 * umount returns. */
+		cleanup_free char *counters = clip_content_stats_json(fs->content);
+		cleanup_free char *json = NULL;
+		if (counters == NULL || counters[0] != '{' ||
+		    asprintf(&json, "{\"server_pid\":%ld%s%s", (long)getpid(),
+			     counters[1] == '}' ? "" : ",", counters + 1) < 0)
 			fuse_reply_err(req, ENOMEM);
 		else
 			reply_xattr(req, json, strlen(json), size);
