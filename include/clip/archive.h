@@ -30,6 +30,10 @@
 #include "clip/image.h"
 #include "clip/tree.h"
 
+/* The newest archive format this build reads (and the one it writes); it
+ * reads every one from 1. */
+#define CLIP_ARCHIVE_FORMAT 3u
+
 /* ---- writing ------------------------------------------------------------ */
 
 /* What the writer needs to know about each layer. */

@@ -103,6 +103,59 @@ int clip_registry_blob_stream(struct clip_registry *reg, const char *digest, uin
 ssize_t clip_registry_blob_read(struct clip_registry *reg, const char *digest, void *buf,
 				size_t len, uint64_t offset, struct clip_err *err);
 
+/* ---- documents and writes (clip push, archives found by reference) ------ */
+
+/* A manifest or index as the registry served it. */
+struct clip_registry_document {
+	char *body; /* NUL-terminated, `len` bytes */
+	size_t len;
+	char *media_type; /* its mediaType, else the Content-Type, else guessed */
+	char digest[72];  /* "sha256:..." of body */
+	char *etag;	  /* the ETag answered, for a conditional write; NULL: none */
+};
+
+/* GET manifests/<reference> (a tag or digest) as it is, image index or
+ * manifest, without following anything: checked against the digest asked
+ * for, or the Docker-Content-Digest answered for a tag. -ENOENT when there
+ * is none; errors otherwise as clip_registry_resolve's. On success *out is
+ * the caller's (clip_registry_document_clear). */
+int clip_registry_manifest_get(struct clip_registry *reg, const char *reference,
+			       struct clip_registry_document *out, struct clip_err *err);
+
+/* Free what *doc holds and zero it. */
+void clip_registry_document_clear(struct clip_registry_document *doc);
+
+/* HEAD blobs/<digest>: 1 when the repository has the blob, 0 when not. */
+int clip_registry_blob_exists(struct clip_registry *reg, const char *digest, struct clip_err *err);
+
+/* Store `len` bytes as blob `digest` unless the repository has it already:
+ * the bytes are checked against `digest` first (-EBADMSG), then uploaded
+ * whole (POST blobs/uploads/, one PUT with ?digest= to the Location
+ * answered). 0, or a negative errno naming the request (-EACCES when the
+ * credentials do not allow pushing). */
+int clip_registry_blob_put(struct clip_registry *reg, const char *digest, const void *data,
+			   size_t len, struct clip_err *err);
+
+/* PUT manifests/<reference> with `len` bytes of `media_type`. `if_match`
+ * (an ETag, or NULL) makes the write conditional where the registry honours
+ * it: -EAGAIN when it answered 412 (the document changed since it was read).
+ * *subject_seen (NULL: not wanted) tells whether the registry answered
+ * OCI-Subject, that is, took note of the document's subject for the
+ * referrers API. */
+int clip_registry_manifest_put(struct clip_registry *reg, const char *reference,
+			       const char *media_type, const void *data, size_t len,
+			       const char *if_match, bool *subject_seen, struct clip_err *err);
+
+/* GET referrers/<digest>?artifactType=<artifact_type> (OCI 1.1): the image
+ * index of the manifests whose subject is `digest`. -ENOENT when the
+ * registry does not implement the API (it answers 404; one that does
+ * answers an empty index). *filtered tells whether the registry applied
+ * the artifactType filter (OCI-Filters-Applied); when not, the caller
+ * filters. On success *out is the caller's. */
+int clip_registry_referrers(struct clip_registry *reg, const char *digest,
+			    const char *artifact_type, struct clip_registry_document *out,
+			    bool *filtered, struct clip_err *err);
+
 /* "host[:port]/repository", for messages (borrowed). */
 const char *clip_registry_name(const struct clip_registry *reg);
 

@@ -33,6 +33,8 @@ int cmd_profile(int argc, char **argv);
 int cmd_optimize(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_unbundle(int argc, char **argv);
+int cmd_push(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 
 /* clip mount's getopt_long table (ends with a zero entry; its short options
  * are "fo:h"), for commands that pass mount options on (clip bundle). */
@@ -132,6 +134,55 @@ bool cli_content_option(const char *cmd, int c, const char *arg, struct cli_cont
  * with `layer` (its digest), whole-layer fetches with `reason`. Fields the
  * mount does not report are left out. */
 void cli_stats_prometheus(FILE *f, json_t *root, const char *mountpoint);
+
+/* The user's cache directory for clip (a new string; NULL when there is
+ * none: no HOME, or out of memory): $XDG_CACHE_HOME/clip, /var/cache/clip
+ * for root, ~/.cache/clip. */
+char *cli_default_cache_dir(void);
+
+/* ---- archives by image reference (archive_ref.c) ----------------------- */
+
+/* How cli_archive_for_ref finds the archive of an image. */
+struct cli_ref_options {
+	const struct clip_registry_options *registry;
+	const struct clip_platform *platform; /* NULL: the host's */
+	const char *store_dir;		      /* the local archive store: CACHE/archives */
+	const char *archive_digest;	      /* this artifact only; NULL: the best listed */
+	bool no_index;			      /* none found: fail instead of indexing */
+	bool push_index;		      /* indexed here: push it for the other nodes */
+	bool quiet;			      /* no progress or notes on stderr */
+};
+
+/* Where the archive came from and what it cost. */
+struct cli_ref_result {
+	char *path;	    /* the archive in the store (the caller frees it) */
+	char *source;	    /* "domain/repository@sha256:..": the image, for --source */
+	const char *origin; /* "store", "registry" or "indexed" */
+	char manifest[72];  /* the image manifest */
+	char artifact[72];  /* the artifact fetched; "" when none */
+	uint64_t bytes;	    /* archive bytes downloaded */
+	uint64_t requests;  /* registry requests made */
+	double seconds;	    /* from the start to the archive on disk */
+};
+
+/* Whether the ARCHIVE argument `arg` is to be read as an image reference:
+ * no file by that name, and not a path to a .clip file. */
+bool cli_is_image_ref(const char *arg);
+
+/* Find the archive of image `ref` ([docker://]REF, resolved to its manifest
+ * for o->platform): in the local store; else an artifact in the registry
+ * (clip/artifact.h), checked, into the store; else, unless o->no_index,
+ * index it here into the store (and push it with o->push_index; a failed
+ * push is only a warning). 0 with *res filled (cli_ref_result_clear), or the
+ * exit status after printing why not. */
+int cli_archive_for_ref(const char *ref, const struct cli_ref_options *o,
+			struct cli_ref_result *res);
+
+void cli_ref_result_clear(struct cli_ref_result *res);
+
+/* The result's counters as JSON members ("archive_origin":...,) for the
+ * stats of a mount; a new string, NULL when out of memory. */
+char *cli_ref_result_stats_json(const struct cli_ref_result *res);
 
 /* Open an archive or print the error; returns NULL on failure. */
 struct clip_archive *cli_open_archive(const char *path);

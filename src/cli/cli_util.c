@@ -296,3 +296,22 @@ bool cli_content_option(const char *cmd, int c, const char *arg, struct cli_cont
 	default: return cli_registry_option(cmd, c, arg, &args->registry, rc);
 	}
 }
+
+/* The default cache directory: $XDG_CACHE_HOME/clip, /var/cache/clip for
+ * root, ~/.cache/clip. */
+char *cli_default_cache_dir(void)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	char *out = NULL;
+	if (xdg && xdg[0] == '/') {
+		if (asprintf(&out, "%s/clip", xdg) < 0)
+			return NULL;
+	} else if (geteuid() == 0) {
+		out = strdup("/var/cache/clip");
+	} else if (home && home[0] == '/') {
+		if (asprintf(&out, "%s/.cache/clip", home) < 0)
+			return NULL;
+	}
+	return out;
+}

@@ -127,23 +127,6 @@ static char *absolute_source(const char *source)
 	return strdup(source);
 }
 
-static char *default_cache_dir(void)
-{
-	const char *xdg = getenv("XDG_CACHE_HOME");
-	const char *home = getenv("HOME");
-	char *out = NULL;
-	if (xdg && xdg[0] == '/') {
-		if (asprintf(&out, "%s/clip", xdg) < 0)
-			return NULL;
-	} else if (geteuid() == 0) {
-		out = strdup("/var/cache/clip");
-	} else if (home && home[0] == '/') {
-		if (asprintf(&out, "%s/.cache/clip", home) < 0)
-			return NULL;
-	}
-	return out;
-}
-
 struct mount_args {
 	struct cli_content_args read; /* the options shared with cat */
 	struct clip_rcache_options remote;
@@ -300,7 +283,8 @@ static int make_paths_absolute(struct mount_args *a, struct mount_paths *p)
 	struct clip_content_options *co = &a->read.content;
 	struct clip_registry_options *ro = &a->read.registry;
 	if (!a->no_cache) {
-		p->cache_dir = co->cache_dir ? absolute_path(co->cache_dir) : default_cache_dir();
+		p->cache_dir =
+			co->cache_dir ? absolute_path(co->cache_dir) : cli_default_cache_dir();
 		if (p->cache_dir == NULL && co->cache_dir)
 			return cli_fail(CLI_EXIT_FAILURE, "--cache-dir %s: %s", co->cache_dir,
 					strerror(errno));

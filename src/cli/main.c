@@ -17,6 +17,8 @@ static const struct command commands[] = {
 	{ "ls", cmd_ls, "list a directory of an archive (ls -l like)" },
 	{ "stat", cmd_stat, "show the metadata of one path" },
 	{ "cat", cmd_cat, "print a file's bytes, read lazily from its layer" },
+	{ "push", cmd_push, "store an archive in the registry next to its image" },
+	{ "pull", cmd_pull, "get an image's archive from the registry, or index it" },
 	{ "mount", cmd_mount, "serve an archive as a lazy read-only FUSE filesystem" },
 	{ "umount", cmd_umount, "unmount a clip mount" },
 	{ "stats", cmd_stats, "print the read counters of a clip mount" },

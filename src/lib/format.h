@@ -8,12 +8,14 @@
 
 #include <stdint.h>
 
+#include "clip/archive.h"
+
 #define CLIP_FORMAT_MAGIC     "CLIPARC\0"
 #define CLIP_FORMAT_MAGIC_LEN 8
 /* Readers accept 1..CLIP_FORMAT_VERSION. New optional sections do not bump
  * the version (old readers skip unknown sections without the REQUIRED flag);
  * a change old readers would misread does. */
-#define CLIP_FORMAT_VERSION 3u
+#define CLIP_FORMAT_VERSION CLIP_ARCHIVE_FORMAT
 /* Version 2 added per-chunk SHA-256 of each layer's uncompressed data
  * (CHUNKS, META_CHUNK_BYTES, LAYER_CHUNK_*). Version 1 archives have none of
  * them: the fields were reserved zeros and the section is absent.

@@ -127,7 +127,7 @@ void clip_registry_cancel(struct clip_registry *reg)
 
 /* ---- manifests -------------------------------------------------------- */
 
-static bool tag_valid(const char *s)
+bool clip_registry_tag_valid(const char *s)
 {
 	size_t n = strlen(s);
 	if (n == 0 || n > 128)
@@ -142,9 +142,8 @@ static bool tag_valid(const char *s)
 	return true;
 }
 
-/* An API request under /v2/<repository>/. */
-static int registry_transfer(struct clip_registry *reg, const char *kind, const char *reference,
-			     struct clip_transfer *x, struct clip_err *err)
+int clip_registry_api_transfer(struct clip_registry *reg, const char *method, const char *kind,
+			       const char *reference, struct clip_transfer *x, struct clip_err *err)
 {
 	cleanup_free char *path = NULL;
 	cleanup_free char *url = NULL;
@@ -153,7 +152,7 @@ static int registry_transfer(struct clip_registry *reg, const char *kind, const 
 	    asprintf(&url, "%s%s", reg->base, path) < 0 ||
 	    asprintf(&what, "registry %s", reg->ref.api_host) < 0)
 		return clip_err_nomem(err);
-	return clip_transfer_init(x, reg, "GET", what, path, url, true, err);
+	return clip_transfer_init(x, reg, method, what, path, url, true, err);
 }
 
 /* What a fetched manifest or index is: its own mediaType, else the
@@ -182,7 +181,7 @@ static char *document_media_type(const char *buf, size_t len, const char *conten
  * when the registry sends one. *digest_out gets the document's digest. */
 static int fetch_manifest(struct clip_registry *reg, const char *reference, const char *digest,
 			  uint64_t size, char **buf, size_t *len, char **media_type,
-			  char digest_out[72], struct clip_err *err)
+			  char digest_out[72], char **etag, struct clip_err *err)
 {
 	if (size > CLIP_IMAGE_MAX_JSON)
 		return clip_err_set(
@@ -190,7 +189,7 @@ static int fetch_manifest(struct clip_registry *reg, const char *reference, cons
 			"manifest %s: descriptor size %llu is more than the limit of %u", reference,
 			(unsigned long long)size, CLIP_IMAGE_MAX_JSON);
 	struct clip_transfer x;
-	int r = registry_transfer(reg, "manifests", reference, &x, err);
+	int r = clip_registry_api_transfer(reg, "GET", "manifests", reference, &x, err);
 	if (r < 0)
 		return r;
 	x.accept = manifest_accept;
@@ -217,6 +216,13 @@ static int fetch_manifest(struct clip_registry *reg, const char *reference, cons
 		if (*media_type == NULL)
 			r = clip_err_nomem(err);
 	}
+	if (r == 0 && etag != NULL) {
+		*etag = x.etag != NULL ? strdup(x.etag) : NULL;
+		if (x.etag != NULL && *etag == NULL) {
+			free(*media_type);
+			r = clip_err_nomem(err);
+		}
+	}
 	clip_transfer_clear(&x);
 	if (r < 0)
 		return r;
@@ -233,7 +239,7 @@ static int fetch_small_blob(struct clip_registry *reg, const char *digest, uint6
 		return clip_err_set(err, EFBIG, "descriptor size %llu is more than the limit of %u",
 				    (unsigned long long)size, CLIP_IMAGE_MAX_JSON);
 	struct clip_transfer x;
-	int r = registry_transfer(reg, "blobs", digest, &x, err);
+	int r = clip_registry_api_transfer(reg, "GET", "blobs", digest, &x, err);
 	if (r < 0)
 		return r;
 	cleanup_free char *b = NULL;
@@ -305,7 +311,7 @@ static int resolve(struct clip_registry *reg, const char *reference,
 	cleanup_free char *mt = NULL;
 	size_t len;
 	int r = fetch_manifest(reg, reference, by_digest ? reference : NULL, 0, &buf, &len, &mt,
-			       digest, err);
+			       digest, NULL, err);
 	if (r < 0)
 		return r;
 	bool from_index = false;
@@ -328,7 +334,8 @@ static int resolve(struct clip_registry *reg, const char *reference,
 		buf = NULL;
 		cleanup_free char *fetched_mt = NULL;
 		char got[72];
-		r = fetch_manifest(reg, digest, digest, size, &buf, &len, &fetched_mt, got, err);
+		r = fetch_manifest(reg, digest, digest, size, &buf, &len, &fetched_mt, got, NULL,
+				   err);
 		if (r < 0)
 			return r; /* the message names the request, hence the digest */
 		from_index = true;
@@ -368,7 +375,8 @@ int clip_registry_resolve(struct clip_registry *reg, const char *reference,
 	struct clip_err scratch;
 	if (err == NULL)
 		err = &scratch;
-	if (reference == NULL || !(clip_digest_valid(reference) || tag_valid(reference)))
+	if (reference == NULL ||
+	    !(clip_digest_valid(reference) || clip_registry_tag_valid(reference)))
 		return clip_err_set(err, EINVAL, "registry %s: invalid tag or digest \"%.200s\"",
 				    reg->name, reference != NULL ? reference : "(null)");
 	struct clip_image tmp;
@@ -383,6 +391,34 @@ int clip_registry_resolve(struct clip_registry *reg, const char *reference,
 	}
 	*img = tmp;
 	return 0;
+}
+
+int clip_registry_manifest_get(struct clip_registry *reg, const char *reference,
+			       struct clip_registry_document *out, struct clip_err *err)
+{
+	struct clip_err scratch;
+	if (err == NULL)
+		err = &scratch;
+	if (reference == NULL ||
+	    !(clip_digest_valid(reference) || clip_registry_tag_valid(reference)))
+		return clip_err_set(err, EINVAL, "registry %s: invalid tag or digest \"%.200s\"",
+				    reg->name, reference != NULL ? reference : "(null)");
+	struct clip_registry_document d = { 0 };
+	bool by_digest = strncmp(reference, "sha256:", 7) == 0;
+	int r = fetch_manifest(reg, reference, by_digest ? reference : NULL, 0, &d.body, &d.len,
+			       &d.media_type, d.digest, &d.etag, err);
+	if (r < 0)
+		return r;
+	*out = d;
+	return 0;
+}
+
+void clip_registry_document_clear(struct clip_registry_document *doc)
+{
+	free(doc->body);
+	free(doc->media_type);
+	free(doc->etag);
+	memset(doc, 0, sizeof(*doc));
 }
 
 /* ---- blobs ------------------------------------------------------------ */
@@ -430,7 +466,7 @@ int clip_registry_blob_stream(struct clip_registry *reg, const char *digest, uin
 	struct blob_stream *s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return clip_err_nomem(err);
-	int r = registry_transfer(reg, "blobs", digest, &s->x, err);
+	int r = clip_registry_api_transfer(reg, "GET", "blobs", digest, &s->x, err);
 	if (r < 0) {
 		free(s);
 		return r;
@@ -467,7 +503,7 @@ ssize_t clip_registry_blob_read(struct clip_registry *reg, const char *digest, v
 		return clip_err_set(err, EINVAL, "registry %s: blob %s: range out of bounds",
 				    reg->name, digest);
 	struct clip_transfer x;
-	int r = registry_transfer(reg, "blobs", digest, &x, err);
+	int r = clip_registry_api_transfer(reg, "GET", "blobs", digest, &x, err);
 	if (r < 0)
 		return r;
 	x.ranged = true;

@@ -115,9 +115,7 @@ static char *url_origin(const char *url)
 	return out;
 }
 
-/* `location` resolved against `base` (a new string); NULL when it is not an
- * http(s) URL. */
-static char *resolve_location(const char *base, const char *location)
+char *clip_registry_url_resolve(const char *base, const char *location, const char *query)
 {
 	CURLU *u = curl_url();
 	if (u == NULL)
@@ -127,6 +125,8 @@ static char *resolve_location(const char *base, const char *location)
 	    curl_url_set(u, CURLUPART_URL, location, 0) == CURLUE_OK &&
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
 	    (strcasecmp(scheme, "http") == 0 || strcasecmp(scheme, "https") == 0) &&
+	    (query == NULL || curl_url_set(u, CURLUPART_QUERY, query,
+					   CURLU_APPENDQUERY | CURLU_URLENCODE) == CURLUE_OK) &&
 	    curl_url_get(u, CURLUPART_URL, &full, 0) == CURLUE_OK)
 		out = strdup(full);
 	curl_free(full);
@@ -212,7 +212,11 @@ static void response_reset(struct clip_transfer *x)
 	free(x->content_range);
 	free(x->content_type);
 	free(x->docker_digest);
+	free(x->etag);
+	free(x->oci_subject);
+	free(x->oci_filters);
 	x->location = x->retry_after = x->content_range = x->content_type = x->docker_digest = NULL;
+	x->etag = x->oci_subject = x->oci_filters = NULL;
 	for (size_t i = 0; i < x->nwww; i++)
 		free(x->www_auth[i]);
 	x->nwww = 0;
@@ -346,6 +350,12 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *user)
 		slot = &x->content_type;
 	else if (header_is(line, len, "Docker-Content-Digest"))
 		slot = &x->docker_digest;
+	else if (header_is(line, len, "ETag"))
+		slot = &x->etag;
+	else if (header_is(line, len, "OCI-Subject"))
+		slot = &x->oci_subject;
+	else if (header_is(line, len, "OCI-Filters-Applied"))
+		slot = &x->oci_filters;
 	if (slot != NULL) {
 		free(*slot);
 		*slot = header_value(line, len, strcspn(line, ":"));
@@ -544,6 +554,10 @@ static int exchange_headers(struct clip_transfer *x, const char *origin, struct 
 	}
 	if (x->post_body != NULL)
 		ok = header_append(&hl, "Content-Type: application/x-www-form-urlencoded") && ok;
+	if (x->upload_type != NULL)
+		ok = header_append(&hl, x->upload_type) && ok;
+	if (x->extra_header != NULL)
+		ok = header_append(&hl, x->extra_header) && ok;
 	x->headers = hl;
 	if (!ok)
 		return clip_err_nomem(err);
@@ -587,6 +601,15 @@ static CURLcode exchange_options(struct clip_transfer *x)
 	if (x->post_body != NULL) {
 		SETOPT(CURLOPT_POSTFIELDS, x->post_body);
 		SETOPT(CURLOPT_POSTFIELDSIZE, (long)strlen(x->post_body));
+	} else if (strcmp(x->method, "POST") == 0 || strcmp(x->method, "PUT") == 0) {
+		/* The whole body from memory: sent again as it is on a retry,
+		 * with no read callback to rewind. An empty POST still is one. */
+		SETOPT(CURLOPT_POSTFIELDS, x->upload != NULL ? x->upload : "");
+		SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->upload_len);
+		if (strcmp(x->method, "PUT") == 0)
+			SETOPT(CURLOPT_CUSTOMREQUEST, "PUT");
+	} else if (strcmp(x->method, "HEAD") == 0) {
+		SETOPT(CURLOPT_NOBODY, 1L);
 	}
 #undef SETOPT
 	return c;
@@ -880,9 +903,10 @@ static int follow_redirect(struct clip_transfer *x, struct clip_err *err)
 		return clip_transfer_error(x, err, EBADMSG, "HTTP %ld without a Location", status);
 	if (++x->hops > MAX_REDIRECTS)
 		return clip_transfer_error(x, err, ELOOP, "more than %d redirects", MAX_REDIRECTS);
-	if (x->post_body != NULL)
-		return clip_transfer_error(x, err, EBADMSG, "HTTP %ld redirect of a POST", status);
-	cleanup_free char *next = resolve_location(x->url, x->location);
+	if (strcmp(x->method, "GET") != 0 && strcmp(x->method, "HEAD") != 0)
+		return clip_transfer_error(x, err, EBADMSG, "HTTP %ld redirect of a %s", status,
+					   x->method);
+	cleanup_free char *next = clip_registry_url_resolve(x->url, x->location, NULL);
 	if (next == NULL)
 		return clip_transfer_error(x, err, EBADMSG, "HTTP %ld to an invalid Location",
 					   status);

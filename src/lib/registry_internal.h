@@ -89,7 +89,7 @@ struct clip_registry {
 struct clip_transfer {
 	struct clip_registry *reg;
 	/* The request. */
-	const char *method; /* "GET" or "POST" */
+	const char *method; /* "GET", "HEAD", "POST" or "PUT" */
 	char *what;	    /* "registry HOST" or "token server HOST", for messages */
 	char *target;	    /* the path, for messages */
 	char *start_url;
@@ -98,6 +98,13 @@ struct clip_transfer {
 	const char *accept;    /* a whole "Accept: ..." header line, or NULL */
 	char *explicit_auth;   /* secret "Authorization: ..." for start_origin only */
 	char *post_body;       /* secret form body of a POST */
+	/* A body of the caller's (borrowed, kept until the transfer is
+	 * cleared) sent with POST or PUT, with its "Content-Type: ..." line,
+	 * and one more request header line ("If-Match: ..."), or NULLs. */
+	const void *upload;
+	size_t upload_len;
+	const char *upload_type;
+	const char *extra_header;
 	bool ranged;
 	uint64_t range_start,
 		range_end; /* inclusive; range_end CLIP_TRANSFER_OPEN_END: to the end */
@@ -130,6 +137,7 @@ struct clip_transfer {
 	bool stopped;  /* we ended the transfer on purpose: everything wanted arrived */
 	bool paused;
 	char *location, *retry_after, *content_range, *content_type, *docker_digest;
+	char *etag, *oci_subject, *oci_filters;
 	char *www_auth[CLIP_TRANSFER_MAX_CHALLENGES];
 	size_t nwww;
 	char errbody[CLIP_TRANSFER_ERROR_BODY_MAX];
@@ -176,6 +184,15 @@ const char *clip_registry_current_token(const struct clip_registry *reg);
 int clip_registry_fetch_token(struct clip_registry *reg, const struct clip_auth_challenge *ch,
 			      struct clip_err *err);
 
+/* Whether `s` is a valid tag (the Distribution spec's grammar). */
+bool clip_registry_tag_valid(const char *s);
+
+/* Set up *x to `method` (a string literal) /v2/<repository>/<kind>/<reference>
+ * with the registry's credentials (clip_transfer_init). */
+int clip_registry_api_transfer(struct clip_registry *reg, const char *method, const char *kind,
+			       const char *reference, struct clip_transfer *x,
+			       struct clip_err *err);
+
 /* ---- registry_http.c: the transport of one registry ---------------------- */
 
 /* Load libcurl (curl_lazy.h) and initialise it, once per process. Errors
@@ -193,6 +210,11 @@ int clip_registry_http_init(struct clip_registry *reg, const struct clip_ref *re
 /* Release what clip_registry_http_init set up in `reg` and the connections
  * kept since; the rest of `reg` is the caller's. */
 void clip_registry_http_release(struct clip_registry *reg);
+
+/* `location` resolved against `base`, with `query` ("name=value", encoded
+ * here; NULL: none) added to its query: a new string, or NULL when it is not
+ * an http(s) URL or out of memory. */
+char *clip_registry_url_resolve(const char *base, const char *location, const char *query);
 
 /* ---- registry_http.c: transfers ------------------------------------------ */
 
