@@ -54,6 +54,9 @@ struct clip_fuse_options {
 	 * touch, so that a recorded startup profile holds what they read and
 	 * not what the kernel guessed (slower; for recording). */
 	bool exact_reads;
+	/* JSON object members ("name":value,...) added to the stats after
+	 * server_pid (how the archive was obtained); NULL: none. Borrowed. */
+	const char *stats_extra_json;
 	/* Called in the serving process (the daemon) once it served and the
 	 * mount is gone, before clip_fuse_serve returns there; never in the
 	 * caller that a daemon leaves. A failure is logged. NULL: nothing. */

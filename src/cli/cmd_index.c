@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "clip/artifact.h"
 #include "clip/image.h"
 #include "clip/indexer.h"
+#include "clip/ref.h"
 
 static void help(void)
 {
@@ -40,7 +42,11 @@ static void help(void)
 	       "(64K-64M,\n"
 	       "                                default 1M)\n"
 	       "  -j, --jobs N                  layers indexed at once (default: "
-	       "cores)\n" CLI_REGISTRY_HELP
+	       "cores)\n"
+	       "      --push                    then push the archive to the image's repository\n"
+	       "                                (clip push), for other nodes to mount by "
+	       "reference\n"
+	       "" CLI_REGISTRY_HELP
 	       "  -q, --quiet                   print nothing on success (no progress either)\n"
 	       "  -h, --help                    this text\n");
 }
@@ -93,6 +99,29 @@ static void progress_update(void *opaque, size_t layer, size_t nlayers, uint64_t
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* --push: the archive just written into the image's repository. */
+static int push_archive(const char *image, const char *path, const struct clip_registry_options *ro,
+			bool quiet)
+{
+	const char *text = strncmp(image, "docker://", 9) == 0 ? image + 9 : image;
+	struct clip_err err = { 0 };
+	struct clip_ref ref;
+	if (clip_ref_parse(text, &ref, &err) < 0)
+		return cli_error(&err);
+	struct clip_registry *reg = NULL;
+	struct clip_artifact_pushed pushed;
+	int rc = 0;
+	if (clip_registry_open(&ref, ro, &reg, &err) < 0 ||
+	    clip_artifact_push(reg, path, &pushed, &err) < 0)
+		rc = cli_error(&err);
+	else if (!quiet)
+		printf("pushed %s to %s/%s as %s\n", path, ref.domain, ref.repository,
+		       pushed.digest);
+	clip_registry_free(reg);
+	clip_ref_clear(&ref);
+	return rc;
+}
+
 int cmd_index(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -102,6 +131,7 @@ int cmd_index(int argc, char **argv)
 		{ "large-file-threshold", required_argument, NULL, 'l' },
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "chunk-size", required_argument, NULL, 'C' },
+		{ "push", no_argument, NULL, 'P' },
 		CLI_REGISTRY_OPTIONS,
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -110,7 +140,7 @@ int cmd_index(int argc, char **argv)
 	struct clip_index_options o = { 0 };
 	struct clip_registry_options ro = { 0 };
 	struct clip_platform platform;
-	bool quiet = false;
+	bool quiet = false, push = false;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "o:j:qh", opts, NULL)) != -1) {
@@ -166,6 +196,7 @@ int cmd_index(int argc, char **argv)
 						       "to 64M",
 						       optarg);
 			break;
+		case 'P': push = true; break;
 		case 'q': quiet = true; break;
 		case 'h': help(); return 0;
 		default: return cli_usage_error("index", "invalid option");
@@ -175,6 +206,9 @@ int cmd_index(int argc, char **argv)
 		return cli_usage_error("index", "expected exactly one IMAGE");
 	if (o.output == NULL)
 		return cli_usage_error("index", "missing -o OUT.clip");
+	if (push && strncmp(argv[optind], "oci:", 4) == 0)
+		return cli_usage_error("index", "--push needs an image in a registry, not %s",
+				       argv[optind]);
 	o.image_ref = argv[optind];
 	o.registry = &ro;
 	struct progress progress = { .start = now() };
@@ -204,5 +238,5 @@ int cmd_index(int argc, char **argv)
 		       (double)s.compressed_bytes / 1e6, (double)s.uncompressed_bytes / 1e6, secs,
 		       o.output);
 	}
-	return 0;
+	return push ? push_archive(o.image_ref, o.output, &ro, quiet) : 0;
 }

@@ -40,12 +40,20 @@
 #define OPT_PROFILE	   2012
 #define OPT_NO_PROFILE	   2014
 #define OPT_MEMORY_CACHE   2013
+#define OPT_PLATFORM	   2015
+#define OPT_ARCHIVE_DIGEST 2016
+#define OPT_NO_INDEX	   2017
+#define OPT_PUSH_INDEX	   2018
 
 static void mount_help(void)
 {
 	printf("usage: clip mount [options] ARCHIVE MOUNTPOINT\n"
+	       "       clip mount [options] IMAGE MOUNTPOINT\n"
 	       "\n"
 	       "Serve the image indexed in ARCHIVE as a read-only filesystem at MOUNTPOINT.\n"
+	       "Given an IMAGE reference ([docker://]REF in a registry) instead, its archive\n"
+	       "comes from the local archive store (CACHE/archives), else from the registry\n"
+	       "(clip push), checked against the image, else the image is indexed here.\n"
 	       "File contents are read on demand from the image source recorded in the\n"
 	       "archive (or --source) and kept in a disk cache. Without -f the command returns\n"
 	       "once the mount is ready, leaving a daemon serving it; `clip umount MOUNTPOINT`,\n"
@@ -55,6 +63,12 @@ static void mount_help(void)
 	       "      --cache-dir DIR           disk cache of uncompressed chunks, shared by\n"
 	       "                                mounts (default: $XDG_CACHE_HOME/clip, else\n"
 	       "                                /var/cache/clip for root, ~/.cache/clip)\n"
+	       "      --platform OS/ARCH[/VAR]  IMAGE: manifest to pick from an image index\n"
+	       "                                (default: host)\n"
+	       "      --archive-digest DIGEST   IMAGE: this archive artifact, not the best listed\n"
+	       "      --no-index                IMAGE: fail when the registry has no usable\n"
+	       "                                archive, rather than index the image here\n"
+	       "      --push-index              IMAGE: push an archive indexed here\n"
 	       "      --cache-max SIZE          bound of the disk cache, least recently used\n"
 	       "                                chunks evicted (default 10G; 0: unbounded)\n"
 	       "      --chunk-size SIZE         disk cache chunk size (default: 1M)\n"
@@ -134,6 +148,8 @@ struct mount_args {
 	const char *log_path;
 	bool no_cache;
 	const char *archive;
+	struct cli_ref_options by_ref; /* ARCHIVE is an image reference */
+	struct clip_platform platform;
 	const char *record_path, *profile_path;
 	bool no_profile;
 	uint32_t record_seconds;
@@ -157,6 +173,10 @@ const struct option cli_mount_options[] = {
 	{ "profile", required_argument, NULL, OPT_PROFILE },
 	{ "no-profile", no_argument, NULL, OPT_NO_PROFILE },
 	{ "memory-cache", required_argument, NULL, OPT_MEMORY_CACHE },
+	{ "platform", required_argument, NULL, OPT_PLATFORM },
+	{ "archive-digest", required_argument, NULL, OPT_ARCHIVE_DIGEST },
+	{ "no-index", no_argument, NULL, OPT_NO_INDEX },
+	{ "push-index", no_argument, NULL, OPT_PUSH_INDEX },
 	{ "foreground", no_argument, NULL, 'f' },
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 },
@@ -239,6 +259,22 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			a->record_seconds = (uint32_t)n;
 			break;
 		case OPT_PROFILE: a->profile_path = optarg; break;
+		case OPT_PLATFORM: {
+			struct clip_err perr = { 0 };
+			if (clip_platform_parse(optarg, &a->platform, &perr) < 0)
+				return cli_usage_error("mount", "%s", perr.msg);
+			a->by_ref.platform = &a->platform;
+			break;
+		}
+		case OPT_ARCHIVE_DIGEST:
+			if (!clip_digest_valid(optarg))
+				return cli_usage_error(
+					"mount", "--archive-digest %s: expected sha256:<64 hex>",
+					optarg);
+			a->by_ref.archive_digest = optarg;
+			break;
+		case OPT_NO_INDEX: a->by_ref.no_index = true; break;
+		case OPT_PUSH_INDEX: a->by_ref.push_index = true; break;
 		case OPT_NO_PROFILE: a->no_profile = true; break;
 		case 'f': a->fuse.foreground = true; break;
 		case 'o': a->fuse.fuse_options = optarg; break;
@@ -255,6 +291,8 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		return cli_usage_error("mount", "--no-profile excludes --profile");
 	if (a->record_seconds && !a->record_path)
 		return cli_usage_error("mount", "--record-seconds needs --record-profile");
+	if (a->by_ref.no_index && a->by_ref.push_index)
+		return cli_usage_error("mount", "--no-index excludes --push-index");
 	a->archive = argv[optind];
 	a->fuse.mountpoint = argv[optind + 1];
 	return CLI_GO_ON;
@@ -264,6 +302,7 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
  * directory. The arguments then point at these strings. */
 struct mount_paths {
 	char *archive, *cache_dir, *source, *log, *ca_file, *record;
+	char *stats_extra; /* how the archive of an image reference was found */
 };
 
 static void mount_paths_free(struct mount_paths *p)
@@ -274,6 +313,42 @@ static void mount_paths_free(struct mount_paths *p)
 	free(p->log);
 	free(p->ca_file);
 	free(p->record);
+	free(p->stats_extra);
+}
+
+/* ARCHIVE is an image reference: its archive into p->archive, and the
+ * image into p->source unless --source named another. 0, or the exit
+ * status after printing why not. */
+static int archive_by_ref(struct mount_args *a, struct mount_paths *p)
+{
+	if (p->cache_dir == NULL)
+		return cli_fail(CLI_EXIT_FAILURE,
+				"mount %s: an image reference needs the disk cache (its archive "
+				"store); drop --no-cache",
+				a->archive);
+	char *store = NULL;
+	if (asprintf(&store, "%s/archives", p->cache_dir) < 0)
+		return cli_fail(CLI_EXIT_FAILURE, "out of memory");
+	a->by_ref.registry = &a->read.registry;
+	a->by_ref.store_dir = store;
+	struct cli_ref_result res;
+	int rc = cli_archive_for_ref(a->archive, &a->by_ref, &res);
+	a->by_ref.store_dir = NULL;
+	free(store);
+	if (rc != 0)
+		return rc;
+	p->archive = res.path;
+	res.path = NULL;
+	if (a->read.content.source == NULL) {
+		p->source = res.source;
+		res.source = NULL;
+	}
+	p->stats_extra = cli_ref_result_stats_json(&res);
+	cli_ref_result_clear(&res);
+	if (p->stats_extra == NULL)
+		return cli_fail(CLI_EXIT_FAILURE, "out of memory");
+	a->fuse.stats_extra_json = p->stats_extra;
+	return 0;
 }
 
 /* Fill `p` from `a` and point `a` at it: 0, or the exit status after
@@ -296,9 +371,13 @@ static int make_paths_absolute(struct mount_args *a, struct mount_paths *p)
 	if ((co->source && (p->source = absolute_source(co->source)) == NULL) ||
 	    (a->log_path && (p->log = absolute_path(a->log_path)) == NULL))
 		return cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));
-	p->archive = realpath(a->archive, NULL);
-	if (p->archive == NULL)
+	if (cli_is_image_ref(a->archive)) {
+		int rc = archive_by_ref(a, p);
+		if (rc != 0)
+			return rc;
+	} else if ((p->archive = realpath(a->archive, NULL)) == NULL) {
 		return cli_fail(CLI_EXIT_FAILURE, "archive %s: %s", a->archive, strerror(errno));
+	}
 	if ((ro->ca_file && (p->ca_file = absolute_path(ro->ca_file)) == NULL) ||
 	    (a->record_path && (p->record = absolute_path(a->record_path)) == NULL))
 		return cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));

@@ -45,10 +45,11 @@ struct fs {
 	unsigned max_read; /* -o max_read=N, which init must repeat to libfuse */
 	int log_fd;	   /* --log file, -1 if none */
 	bool foreground;
-	int report_fd;	  /* daemon: the pipe to the waiting parent until ready */
-	bool served;	  /* the mount came up (mount_ready) */
-	bool prefetch;	  /* start clip_content_prefetch once ready */
-	bool exact_reads; /* no kernel read-ahead */
+	int report_fd;		 /* daemon: the pipe to the waiting parent until ready */
+	bool served;		 /* the mount came up (mount_ready) */
+	bool prefetch;		 /* start clip_content_prefetch once ready */
+	bool exact_reads;	 /* no kernel read-ahead */
+	const char *stats_extra; /* options->stats_extra_json: ",..." or "" */
 	bool prefetching;
 	pthread_t prefetch_thread;
 	atomic_bool stop_prefetch;
@@ -566,7 +567,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		cleanup_free char *counters = clip_content_stats_json(fs->content);
 		cleanup_free char *json = NULL;
 		if (counters == NULL || counters[0] != '{' ||
-		    asprintf(&json, "{\"server_pid\":%ld%s%s", (long)getpid(),
+		    asprintf(&json, "{\"server_pid\":%ld%s%s%s%s", (long)getpid(),
+			     fs->stats_extra[0] ? "," : "", fs->stats_extra,
 			     counters[1] == '}' ? "" : ",", counters + 1) < 0)
 			fuse_reply_err(req, ENOMEM);
 		else
@@ -1198,6 +1200,7 @@ int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 		.max_read = find_max_read(options->fuse_options),
 		.prefetch = options->prefetch,
 		.exact_reads = options->exact_reads,
+		.stats_extra = options->stats_extra_json ? options->stats_extra_json : "",
 		.log_fd = -1,
 		.report_fd = -1,
 	};
