@@ -112,7 +112,7 @@ static char *store_newest(const char *dir)
  * none would do (each refused one is reported), another error when the
  * registry failed. */
 static int fetch_listed(struct clip_registry *reg, const char *dir, const char *ref,
-			const struct cli_ref_options *o, struct cli_ref_result *res)
+			const struct cli_ref_options *o, bool *refused, struct cli_ref_result *res)
 {
 	struct clip_err err = { 0 };
 	struct clip_artifact_list list = { 0 };
@@ -152,10 +152,13 @@ static int fetch_listed(struct clip_registry *reg, const char *dir, const char *
 			r = 0;
 		} else {
 			free(path);
+			*refused = true;
 			if (!o->quiet || o->archive_digest != NULL)
 				fprintf(stderr, "clip: %s: archive refused: %s\n", ref, err.msg);
 		}
 	}
+	if (unreadable)
+		*refused = true;
 	if (unreadable && !o->quiet && r != 0)
 		fprintf(stderr,
 			"clip: %s: %zu archive(s) in the registry are of a format this clip does "
@@ -183,14 +186,14 @@ static void index_progress(void *opaque, size_t layer, size_t nlayers, uint64_t 
 
 /* Index the image here into DIR/local.clip. */
 static int index_here(const char *dir, const char *ref, const struct cli_ref_options *o,
-		      struct cli_ref_result *res)
+		      bool refused, struct cli_ref_result *res)
 {
 	char *path = NULL;
 	if (asprintf(&path, "%s/local.clip", dir) < 0)
 		return cli_fail(CLI_EXIT_FAILURE, "out of memory");
 	if (!o->quiet)
-		fprintf(stderr, "clip: %s: no archive in the registry; indexing the image here\n",
-			ref);
+		fprintf(stderr, "clip: %s: no %sarchive in the registry; indexing the image here\n",
+			ref, refused ? "usable " : "");
 	double last = now();
 	struct clip_index_options io = {
 		.image_ref = res->source,
@@ -265,7 +268,8 @@ int cli_archive_for_ref(const char *text, const struct cli_ref_options *o,
 		goto out;
 	}
 
-	r = fetch_listed(reg, dir, text, o, res);
+	bool refused = false;
+	r = fetch_listed(reg, dir, text, o, &refused, res);
 	if (r == 0)
 		goto out;
 	if (r != -ENOENT) {
@@ -284,7 +288,7 @@ int cli_archive_for_ref(const char *text, const struct cli_ref_options *o,
 			      text, res->manifest);
 		goto out;
 	}
-	rc = index_here(dir, text, o, res);
+	rc = index_here(dir, text, o, refused, res);
 	if (rc == 0 && o->push_index) {
 		struct clip_artifact_pushed pushed;
 		if (clip_artifact_push(reg, res->path, &pushed, &err) < 0)

@@ -169,7 +169,8 @@ reg_wait_port_file() {
 }
 
 # registry_start NAME MODE [TOKEN-SERVER-NAME]: start a docker-registry in MODE (anonymous,
-# htpasswd, token, tls) on a free port and wait until it answers. The token mode names a token
+# readonly: anonymous with every write refused, htpasswd, token, tls) on a free port and wait
+# until it answers. The token mode names a token
 # server started before with token_server_start. A registry started again under the same NAME
 # (after server_stop) keeps its port.
 registry_start() {
@@ -197,6 +198,8 @@ registry_start() {
 				  maintenance:
 				    uploadpurging:
 				      enabled: false
+				    readonly:
+				      enabled: $([ "$mode" = readonly ] && echo true || echo false)
 				http:
 				  addr: 127.0.0.1:$port
 				  secret: clip-test-http-secret
@@ -204,7 +207,7 @@ registry_start() {
 				    X-Content-Type-Options: [nosniff]
 			EOF
 			case $mode in
-			anonymous) ;;
+			anonymous | readonly) ;;
 			tls)
 				cat <<-EOF
 					  tls:
@@ -298,6 +301,18 @@ fault_proxy_start() {
 	reg_spawn "$name" python3 "$REG_TOOLS/fault_proxy.py" --upstream "$(server_addr "$upstream")" \
 		--control "$REG_DIR/$name.control" --log "$REG_DIR/$name.requests" \
 		--port-file "$REG_DIR/$name.port" "$@"
+	reg_wait_port_file "$name"
+}
+
+# referrers_proxy_start NAME UPSTREAM-NAME: start tools/referrers_proxy.py (the OCI 1.1
+# referrers API) in front of a plain-HTTP registry; requests logged to NAME.requests.
+referrers_proxy_start() {
+	local name=$1 upstream=$2
+	rm -f "$REG_DIR/$name.port"
+	: >"$REG_DIR/$name.requests"
+	reg_spawn "$name" python3 "$REG_TOOLS/referrers_proxy.py" --upstream "$(server_addr "$upstream")" \
+		--state "$REG_DIR/$name.state" --log "$REG_DIR/$name.requests" \
+		--port-file "$REG_DIR/$name.port"
 	reg_wait_port_file "$name"
 }
 
