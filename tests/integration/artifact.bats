@@ -37,11 +37,15 @@ setup_file() {
 	reg_init
 	registry_start reg anonymous
 	registry_start ro readonly
+	registry_start basic htpasswd
+	token_server_start tok
+	registry_start token token tok
 	referrers_proxy_start api reg
 	REG=$(server_addr reg)
-	export REG RO=$(server_addr ro) API=$(server_addr api)
+	export REG RO=$(server_addr ro) API=$(server_addr api) BASIC=$(server_addr basic) \
+		TOKEN=$(server_addr token)
 	local repo
-	for repo in basic race forge api ro; do
+	for repo in basic race forge api ro cred; do
 		push_image "oci:$IMAGE:latest" "$REG/test/$repo:v1"
 	done
 	push_image "oci:$W/imgb:latest" "$REG/test/forge:b"
@@ -315,6 +319,38 @@ same_file() {
 	run "$CLIP" pull --cache-dir "$T/c2" --no-index "$RO/test/ro:v1" -o "$T/p.clip"
 	[ "$status" -eq 0 ]
 	cmp "$T/i.clip" "$T/p.clip"
+}
+
+# as_user ARGS...: $CLIP with only the credentials of $T/docker/config.json.
+as_user() {
+	mkdir -p "$T/docker" "$T/home"
+	env -u REGISTRY_AUTH_FILE HOME="$T/home" DOCKER_CONFIG="$T/docker" XDG_RUNTIME_DIR="$T/xdg" \
+		"$CLIP" "$@"
+}
+
+@test "push with credentials: Basic where the registry wants them, Bearer tokens with push scope" {
+	run --separate-stderr as_user push "$W/a.clip" --to "$BASIC/test/cred"
+	echo "$stderr"
+	[ "$status" -ne 0 ]
+	[[ $stderr == *"$BASIC"*"401"* ]]
+	mkdir -p "$T/docker"
+	printf '{"auths": {"%s": {"auth": "%s"}}}\n' "$BASIC" \
+		"$(printf '%s:%s' "$REG_USER" "$REG_PASSWORD" | base64 -w0)" >"$T/docker/config.json"
+	run --separate-stderr as_user push "$W/a.clip" --to "$BASIC/test/cred"
+	echo "$output $stderr"
+	[ "$status" -eq 0 ]
+	[ "$(listed test/cred | wc -l)" -eq 1 ]
+	# Bearer: the token for pulls is not enough; the 401 on the upload asks for push.
+	: >"$REG_DIR/tok.requests"
+	run --separate-stderr as_user push "$W/a.clip" --to "$TOKEN/test/cred"
+	echo "$output $stderr"
+	[ "$status" -eq 0 ]
+	cat "$REG_DIR/tok.requests"
+	grep -q 'test/cred:pull,push\|test/cred:push' "$REG_DIR/tok.requests"
+	run --separate-stderr as_user pull --cache-dir "$T/c" --no-index "$TOKEN/test/cred:v1" \
+		-o "$T/p.clip"
+	[ "$status" -eq 0 ]
+	cmp "$W/a.clip" "$T/p.clip"
 }
 
 @test "bad references and unreachable registries fail clearly" {
