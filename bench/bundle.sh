@@ -16,7 +16,9 @@
 # cache removed, the page cache dropped):
 #   - clip bundle ARCHIVE BUNDLE -- PROGRAM + runc run (then runc's exit, clip unbundle not timed);
 #   - clip mount + chroot MNT PROGRAM: the chroot figure of bench/mount.sh and large-image.sh;
-#   - skopeo copy + umoci unpack + runc run of the same PROGRAM, from the same registry.
+#   - skopeo copy + umoci unpack + runc run of the same PROGRAM, from the same registry;
+#   - clip bundle + runc run again with the archive `clip optimize` made from the profile of one
+#     recorded start (recorded once before the timed runs).
 # PROGRAM: `python3 -c 'print(1)'` on the Debian image, `python3 /app/start.py` (imports torch,
 # sklearn and pandas) on the large one. Targets: bundle + runc <= 0.12x the reference, and within
 # 10 % of clip's chroot time. Prints a markdown table on stdout; progress on stderr. Needs root.
@@ -92,10 +94,11 @@ def fresh():
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3\n")
 
-def bundle_run(name, program):
+def bundle_run(name, program, archive=None):
     fresh()
     t0 = time.perf_counter()
-    sh(clip, "bundle", "--cache-dir", T + "/cache", f"{T}/{name}.clip", T + "/bundle", "--", *program)
+    sh(clip, "bundle", "--cache-dir", T + "/cache", archive or f"{T}/{name}.clip", T + "/bundle",
+       "--", *program)
     r = subprocess.run(["runc", "run", "-b", T + "/bundle", "bench-" + name],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     t = time.perf_counter() - t0
@@ -104,12 +107,13 @@ def bundle_run(name, program):
     assert r.returncode == 0, r.stderr
     return t, stats["source_bytes"]
 
-def chroot_run(name, program):
+def chroot_run(name, program, record=None):
     fresh()
     mnt = T + "/mnt"
     os.makedirs(mnt, exist_ok=True)
     t0 = time.perf_counter()
-    sh(clip, "mount", f"{T}/{name}.clip", mnt, "--cache-dir", T + "/cache")
+    sh(clip, "mount", f"{T}/{name}.clip", mnt, "--cache-dir", T + "/cache",
+       *(["--record-profile", record] if record else []))
     # /proc and /dev, as a runtime gives them (and as large-image.sh does)
     sh("mount", "-t", "proc", "proc", mnt + "/proc")
     sh("mount", "--bind", "/dev", mnt + "/dev")
@@ -137,23 +141,40 @@ def reference_run(name, ref, program):
     assert r.returncode == 0, r.stderr
     return t
 
+def optimized(name, program):
+    """The archive as a user would publish it after one recorded start: `clip optimize` with
+    the profile of that start (checkpoints around what it reads, the profile embedded, so
+    that every mount replays it in parallel)."""
+    profile = f"{T}/{name}.profile"
+    chroot_run(name, program, record=profile)
+    out = f"{T}/{name}-opt.clip"
+    sh(clip, "optimize", f"{T}/{name}.clip", "--profile", profile, "-o", out)
+    return out
+
 print("### Time to first program under runc from nothing (loopback registry)\n")
 print("| image | clip bundle + runc run (s) | MB fetched | clip mount + chroot (s) | "
-      "skopeo + umoci unpack + runc run (s) | ratio (target <= 0.12) | bundle / chroot (target <= 1.10) |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+      "skopeo + umoci unpack + runc run (s) | ratio (target <= 0.12) | bundle / chroot (target <= 1.10) "
+      "| bundle, optimized archive (s) | its MB fetched | its ratio |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name, ref in cases:
     program = PROGRAMS[name]
-    b, c, p = [], [], []
-    for _ in range(runs):  # interleaved, so that drift on this shared machine hits all three
+    opt = optimized(name, program)
+    b, c, p, o = [], [], [], []
+    for _ in range(runs):  # interleaved, so that drift on this shared machine hits all of them
         b.append(bundle_run(name, program))
         c.append(chroot_run(name, program))
         p.append(reference_run(name, ref, program))
+        o.append(bundle_run(name, program, archive=opt))
         print(f"bundle.sh: {name}: bundle {b[-1][0]:.2f} s, chroot {c[-1]:.2f} s, "
-              f"reference {p[-1]:.2f} s", file=sys.stderr)
+              f"reference {p[-1]:.2f} s, bundle optimized {o[-1][0]:.2f} s", file=sys.stderr)
     bt = statistics.median(t for t, _ in b)
     mb = statistics.median(x for _, x in b) / 1e6
+    ot = statistics.median(t for t, _ in o)
+    omb = statistics.median(x for _, x in o) / 1e6
     ct, pt = statistics.median(c), statistics.median(p)
     print(f"| {LABELS[name]} | {bt:.3f} | {mb:.1f} | {ct:.3f} | {pt:.3f} | {bt / pt:.3f} | "
-          f"{bt / ct:.3f} |")
-print(f"\nMedians of {runs} runs, each from empty caches.")
+          f"{bt / ct:.3f} | {ot:.3f} | {omb:.1f} | {ot / pt:.3f} |")
+print(f"\nMedians of {runs} runs, each from empty caches. The optimized archive is the plain one "
+      "after `clip optimize` with the profile of one recorded start (`clip mount "
+      "--record-profile`): what a user publishes with `clip push` once.")
 PY
