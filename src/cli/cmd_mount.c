@@ -40,6 +40,8 @@
 #define OPT_PROFILE	   2012
 #define OPT_NO_PROFILE	   2014
 #define OPT_MEMORY_CACHE   2013
+#define OPT_SUPERVISE	   2015
+#define OPT_SERVE_FD	   2016
 
 static void mount_help(void)
 {
@@ -84,6 +86,9 @@ static void mount_help(void)
 	       "      --log FILE                append errors after start-up (failed reads) to\n"
 	       "                                FILE (default: syslog; standard error with -f)\n"
 	       "      --threads N               requests served at once (default %d)\n"
+	       "      --supervise               a supervisor keeps the mount and replaces a\n"
+	       "                                server that dies without failing a request\n"
+	       "                                (Linux 6.9+); `clip restart` starts a new one\n"
 	       "  -f, --foreground              serve in the foreground until unmounted\n"
 	       "  -o OPT[,OPT...]               FUSE mount options: allow_other, allow_root,\n"
 	       "                                suid and dev (root: honour setuid bits and\n"
@@ -174,6 +179,9 @@ const struct option cli_mount_options[] = {
 	{ "profile", required_argument, NULL, OPT_PROFILE },
 	{ "no-profile", no_argument, NULL, OPT_NO_PROFILE },
 	{ "memory-cache", required_argument, NULL, OPT_MEMORY_CACHE },
+	{ "supervise", no_argument, NULL, OPT_SUPERVISE },
+	/* Internal: how a supervisor starts a server (docs/TAKEOVER.md). */
+	{ "serve-fd", required_argument, NULL, OPT_SERVE_FD },
 	{ "foreground", no_argument, NULL, 'f' },
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 },
@@ -257,6 +265,13 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 			break;
 		case OPT_PROFILE: a->profile_path = optarg; break;
 		case OPT_NO_PROFILE: a->no_profile = true; break;
+		case OPT_SUPERVISE: a->fuse.supervise = true; break;
+		case OPT_SERVE_FD:
+			if (!cli_parse_u64(optarg, &n) || n < 3 || n > 1024)
+				return cli_usage_error("mount", "--serve-fd %s: not a descriptor",
+						       optarg);
+			a->fuse.serve_fd = (int)n;
+			break;
 		case 'f': a->fuse.foreground = true; break;
 		case 'o': a->fuse.fuse_options = optarg; break;
 		case 'h': mount_help(); return 0;
@@ -274,6 +289,8 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		return cli_usage_error("mount", "--record-seconds needs --record-profile");
 	a->archive = argv[optind];
 	a->fuse.mountpoint = argv[optind + 1];
+	/* A supervisor starts later servers with the same arguments. */
+	a->fuse.server_argv = argv;
 	return CLI_GO_ON;
 }
 
@@ -332,10 +349,13 @@ static int make_paths_absolute(struct mount_args *a, struct mount_paths *p)
  * descriptors: a pipe the caller waits to see closed (a test harness, a
  * shell's command substitution) would never close, a file it holds keeps a
  * filesystem busy. Nothing of clip's own is open yet beyond stdio. */
-static void close_inherited_fds(void)
+static void close_inherited_fds(int keep)
 {
-	if (close_range(3, ~0U, 0) < 0)
-		for (int fd = 3; fd < 4096; fd++)
+	unsigned first = keep > 0 ? (unsigned)keep + 1 : 3;
+	for (int fd = 3; fd < keep; fd++)
+		close(fd);
+	if (close_range(first, ~0U, 0) < 0)
+		for (int fd = (int)first; fd < 4096; fd++)
 			close(fd);
 }
 
@@ -385,8 +405,8 @@ int cmd_mount(int argc, char **argv)
 	rc = make_paths_absolute(&a, &paths);
 	if (rc != 0)
 		goto out;
-	if (!a.fuse.foreground)
-		close_inherited_fds();
+	if (!a.fuse.foreground || a.fuse.serve_fd > 0)
+		close_inherited_fds(a.fuse.serve_fd);
 	archive = cli_open_archive(paths.archive);
 	if (archive == NULL) {
 		rc = CLI_EXIT_FAILURE;
