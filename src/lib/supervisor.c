@@ -67,6 +67,7 @@ struct supervisor {
 	bool ever_ready, stopping, eio, reported;
 	struct timespec stop_at;
 	bool resend_unsupported;
+	bool no_resend; /* CLIP_TAKEOVER_NO_RESEND set: a test */
 	char last_error[CLIP_ERR_MSG_MAX];
 	unsigned char *eio_buf;
 	sigset_t old_mask;
@@ -116,6 +117,10 @@ static int backoff_ms(int failures)
  * on the queue. One write of a bare header; see docs/TAKEOVER.md. */
 static void write_resend(struct supervisor *s)
 {
+	/* For tests/integration/takeover.bats only: shows that without the
+	 * resend, requests are lost (the test of the resend can fail). */
+	if (s->no_resend)
+		return;
 	struct fuse_out_header h = {
 		.len = sizeof(h),
 		.error = FUSE_NOTIFY_RESEND,
@@ -713,6 +718,7 @@ int clip_supervisor_run(const struct clip_supervisor_config *cfg, struct clip_er
 		rc = clip_err_errno(err, errno, "supervisor: mmap");
 		goto out;
 	}
+	s.no_resend = getenv("CLIP_TAKEOVER_NO_RESEND") != NULL;
 	s.shared->version = CLIP_SUPERVISOR_SHARED_VERSION;
 	atomic_store(&s.shared->supervisor_pid, (uint64_t)getpid());
 	sigset_t mask;
