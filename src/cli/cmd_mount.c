@@ -508,10 +508,12 @@ static int run_fusermount(const char *mountpoint)
 	return cli_fail(CLI_EXIT_FAILURE, "umount %s: fusermount3 failed", mountpoint);
 }
 
-/* The pid of the process serving the clip mount at `path`, from its stats;
- * 0 when it cannot be told (a dead mount). Silent. */
-static pid_t server_pid(const char *path)
+/* The pid of the process serving the clip mount at `path`, from its stats,
+ * and in *supervisor its supervisor's (0 without one); 0 when it cannot be
+ * told (a dead mount). Silent. */
+static pid_t server_pid(const char *path, pid_t *supervisor)
 {
+	*supervisor = 0;
 	char buf[1 << 16];
 	ssize_t n = getxattr(path, CLIP_FUSE_STATS_XATTR, buf, sizeof(buf) - 1);
 	if (n <= 0)
@@ -519,7 +521,9 @@ static pid_t server_pid(const char *path)
 	buf[n] = '\0';
 	json_t *root = json_loads(buf, 0, NULL);
 	json_int_t pid = json_integer_value(json_object_get(root, "server_pid"));
+	json_int_t sup = json_integer_value(json_object_get(root, "supervisor_pid"));
 	json_decref(root);
+	*supervisor = sup > 0 ? (pid_t)sup : 0;
 	return pid > 0 ? (pid_t)pid : 0;
 }
 
@@ -573,7 +577,8 @@ int cmd_umount(int argc, char **argv)
 		/* Wait for the server: it writes a recorded profile and shares it
 		 * after the unmount, and a caller that goes on (removes the
 		 * directory, reads the profile) must find that done. */
-		pid_t pid = server_pid(path);
+		pid_t supervisor;
+		pid_t pid = server_pid(path, &supervisor);
 		if (geteuid() == 0) {
 			if (umount2(path, UMOUNT_NOFOLLOW) < 0)
 				rc = cli_fail(CLI_EXIT_FAILURE, "umount %s: %s", path,
@@ -586,6 +591,12 @@ int cmd_umount(int argc, char **argv)
 				"clip: warning: umount %s: its server (pid %ld) is still running "
 				"after %d s\n",
 				path, (long)pid, UMOUNT_WAIT_MS / 1000);
+		/* A supervisor (clip mount --supervise) exits once its server has. */
+		else if (rc == 0 && supervisor > 0 && !wait_exit(supervisor))
+			fprintf(stderr,
+				"clip: warning: umount %s: its supervisor (pid %ld) is still "
+				"running after %d s\n",
+				path, (long)supervisor, UMOUNT_WAIT_MS / 1000);
 	}
 	free(path);
 	return rc;
