@@ -58,6 +58,9 @@ struct supervisor {
 	unsigned char init[CLIP_SUPERVISOR_INIT_MAX];
 	size_t init_len;
 	struct server cur, next;
+	/* A server started ahead, its archive open, waiting for its hello:
+	 * a death costs the replay of INIT, not a process start. */
+	struct server spare;
 	int failures, next_failures; /* failed starts in a row */
 	bool pausing;		     /* no server since pause_from */
 	struct timespec pause_from;
@@ -232,8 +235,10 @@ static char **server_argv(struct supervisor *s, const char *binary)
 }
 
 /* Start a server into `srv`: forked (the first one, with the mount's
- * archive already open) or fork + exec of `binary`. */
-static int start_server(struct supervisor *s, struct server *srv, const char *binary, bool forked)
+ * archive already open) or fork + exec of `binary`; with `hello`, hand it
+ * the mount at once, else it waits (a spare, see activate). */
+static int start_server(struct supervisor *s, struct server *srv, const char *binary, bool forked,
+			bool hello)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -276,11 +281,35 @@ static int start_server(struct supervisor *s, struct server *srv, const char *bi
 	free(argv);
 	close(sv[1]);
 	*srv = (struct server){ .pid = pid, .sock = sv[0] };
-	int rc = send_hello(s, sv[0]);
-	if (rc < 0)
-		slog(s, LOG_ERR, "mount %s: server %ld: %s", s->cfg->mountpoint, (long)pid,
-		     strerror(-rc)); /* it will fail, and be counted */
+	if (hello) {
+		int rc = send_hello(s, sv[0]);
+		if (rc < 0)
+			slog(s, LOG_ERR, "mount %s: server %ld: %s", s->cfg->mountpoint, (long)pid,
+			     strerror(-rc)); /* it will fail, and be counted */
+	}
 	return 0;
+}
+
+/* Make the spare the server: it gets the mount now. */
+static void activate_spare(struct supervisor *s)
+{
+	s->cur = s->spare;
+	s->spare = (struct server){ .pid = 0, .sock = -1 };
+	int rc = send_hello(s, s->cur.sock);
+	if (rc < 0)
+		slog(s, LOG_ERR, "mount %s: server %ld: %s", s->cfg->mountpoint, (long)s->cur.pid,
+		     strerror(-rc)); /* it will fail, and be counted */
+}
+
+/* Drop the spare (a restart changed the binary, or the mount ends); its
+ * death is reaped as a stranger's. */
+static void drop_spare(struct supervisor *s)
+{
+	if (s->spare.pid)
+		kill(s->spare.pid, SIGKILL);
+	if (s->spare.sock >= 0)
+		close(s->spare.sock);
+	s->spare = (struct server){ .pid = 0, .sock = -1 };
 }
 
 static void report(struct supervisor *s, const char *failure)
@@ -316,6 +345,7 @@ static void begin_stop(struct supervisor *s, bool unmount)
 	s->start_cur_pending = s->start_next_pending = false;
 	if (s->next.pid)
 		kill(s->next.pid, SIGKILL);
+	drop_spare(s);
 	reply_restart(s, "the mount is being unmounted", 0);
 	if (unmount)
 		s->cfg->unmount(s->cfg->opaque);
@@ -359,6 +389,11 @@ static void promote(struct supervisor *s, struct server *srv)
 	}
 	s->eio = false;
 	s->start_cur_pending = false;
+	/* The next death is taken over by a server started now. A spare that
+	 * died is replaced only here, once a server serves: never in a loop. */
+	if (!s->stopping && s->spare.pid == 0 &&
+	    start_server(s, &s->spare, s->binary, false, false) < 0)
+		s->spare = (struct server){ .pid = 0, .sock = -1 };
 }
 
 static void server_ready(struct supervisor *s, struct server *srv, const unsigned char *init,
@@ -382,6 +417,7 @@ static void server_ready(struct supervisor *s, struct server *srv, const unsigne
 	if (s->next_binary) {
 		free(s->binary);
 		s->binary = clip_steal(s->next_binary);
+		drop_spare(s); /* of the old binary */
 	}
 	if (s->cur.pid) {
 		s->pausing = true;
@@ -460,8 +496,16 @@ static void server_exited(struct supervisor *s, pid_t pid, int status)
 		reply_restart(s, msg, 0);
 		return;
 	}
+	if (pid == s->spare.pid) {
+		slog(s, LOG_WARNING, "mount %s: spare server %ld died (%s)", s->cfg->mountpoint,
+		     (long)pid, how);
+		if (s->spare.sock >= 0)
+			close(s->spare.sock);
+		s->spare = (struct server){ .pid = 0, .sock = -1 };
+		return;
+	}
 	if (pid != s->cur.pid)
-		return; /* not ours (nothing else is started) */
+		return; /* a dropped spare */
 	bool was_ready = s->cur.ready;
 	bool failed = failed_start(&s->cur);
 	if (s->cur.sock >= 0)
@@ -588,7 +632,8 @@ static void control_request(struct supervisor *s)
 	s->next_binary = req[8] ? strdup(req + 8) : NULL;
 	s->next_failures = 0;
 	s->last_error[0] = '\0';
-	int rc = start_server(s, &s->next, s->next_binary ? s->next_binary : s->binary, false);
+	int rc =
+		start_server(s, &s->next, s->next_binary ? s->next_binary : s->binary, false, true);
 	if (rc < 0)
 		reply_restart(s, strerror(-rc), 0);
 }
@@ -618,7 +663,11 @@ static void run_timers(struct supervisor *s)
 	struct timespec t = now();
 	if (s->start_cur_pending && us_between(&s->start_cur_at, &t) >= 0 && !s->cur.pid) {
 		s->start_cur_pending = false;
-		int rc = start_server(s, &s->cur, s->binary, false);
+		int rc = 0;
+		if (s->spare.pid)
+			activate_spare(s);
+		else
+			rc = start_server(s, &s->cur, s->binary, false, true);
 		if (rc < 0) {
 			slog(s, LOG_ERR, "mount %s: cannot start a server: %s", s->cfg->mountpoint,
 			     strerror(-rc));
@@ -628,7 +677,7 @@ static void run_timers(struct supervisor *s)
 	if (s->start_next_pending && us_between(&s->start_next_at, &t) >= 0 && !s->next.pid) {
 		s->start_next_pending = false;
 		int rc = start_server(s, &s->next, s->next_binary ? s->next_binary : s->binary,
-				      false);
+				      false, true);
 		if (rc < 0)
 			reply_restart(s, strerror(-rc), 0);
 	}
@@ -637,6 +686,7 @@ static void run_timers(struct supervisor *s)
 			kill(s->cur.pid, SIGKILL);
 		if (s->next.pid)
 			kill(s->next.pid, SIGKILL);
+		drop_spare(s);
 	}
 }
 
@@ -701,6 +751,7 @@ int clip_supervisor_run(const struct clip_supervisor_config *cfg, struct clip_er
 		.ctl_client = -1,
 		.cur = { .sock = -1 },
 		.next = { .sock = -1 },
+		.spare = { .sock = -1 },
 	};
 	int rc = 0;
 	s.binary = strdup(cfg->binary);
@@ -738,7 +789,7 @@ int clip_supervisor_run(const struct clip_supervisor_config *cfg, struct clip_er
 		rc = s.ctl_listen;
 		goto out_mask;
 	}
-	rc = start_server(&s, &s.cur, s.binary, cfg->serve_forked != NULL);
+	rc = start_server(&s, &s.cur, s.binary, cfg->serve_forked != NULL, true);
 	if (rc < 0) {
 		rc = clip_err_errno(err, -rc, "supervisor: starting the server");
 		goto out_mask;
@@ -763,6 +814,7 @@ out:
 		close(s.cur.sock);
 	if (s.next.sock >= 0)
 		close(s.next.sock);
+	drop_spare(&s);
 	if (s.shared)
 		munmap(s.shared, sizeof(*s.shared));
 	if (s.shared_fd >= 0)

@@ -174,6 +174,8 @@ wait_new_server() {
 	server=$(stats_field "$MNT" server_pid)
 	[ "$supervisor" != "$server" ]
 	[ "$(stats_field "$MNT" restarts)" = 0 ]
+	# Beside the server, a spare waits to take over.
+	[ "$(ps -o pid= --ppid "$supervisor" | wc -l)" = 2 ]
 	start_stress
 	for i in 1 2 3; do
 		kill -KILL "$server"
@@ -235,6 +237,15 @@ wait_new_server() {
 	rm "$T/clip"
 	printf '#!/bin/sh\nexit 3\n' >"$T/clip"
 	chmod +x "$T/clip"
+	# The spare server the supervisor keeps ready runs the old binary: it goes first (a
+	# spare that dies is replaced only once a server serves).
+	local child
+	for child in $(ps -o pid= --ppid "$supervisor"); do
+		if [ "$child" != "$server" ]; then
+			kill -KILL "$child"
+			wait_gone "$child"
+		fi
+	done
 	kill -KILL "$server"
 	# Five starts with 50 to 400 ms between them: within seconds, every request is EIO.
 	run timeout 20 cat "$MNT/usr/bin/python3.11"
