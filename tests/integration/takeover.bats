@@ -224,7 +224,7 @@ wait_new_server() {
 	STRESS_PID=
 }
 
-@test "a crash loop ends in EIO answers, not a hang, and the mount still unmounts" {
+@test "a crash loop ends in EIO answers, not a hang; clip restart recovers; SIGTERM unmounts" {
 	# The supervisor starts later servers from the binary's path: a copy of clip, mounted
 	# from, then replaced by a program that dies at once, as a broken upgrade would.
 	cp "$CLIP" "$T/clip"
@@ -257,18 +257,26 @@ wait_new_server() {
 	[ "$status" -ne 0 ]
 	grep -q "giving up" "$T/log"
 	[ -e "/proc/$supervisor" ]
+	# The supervisor answers the stats itself, saying so.
+	[ "$(stats_field "$MNT" gave_up)" = True ]
+	[ "$(stats_field "$MNT" supervisor_pid)" = "$supervisor" ]
+	# A working binary brings the mount back.
+	run --separate-stderr "$CLIP" restart --binary "$CLIP" "$MNT"
+	echo "status $status, output: $output, stderr: $stderr"
+	[ "$status" -eq 0 ]
+	cmp "$MNT/etc/debian_version" <(printf 'clip-test over debian\n')
 	# The supervisor still owns the mount, and unmounts it when told.
 	kill -TERM "$supervisor"
 	wait_gone "$supervisor"
 	not_mounted "$MNT"
 }
 
-@test "a mount whose first server cannot start fails, and leaves nothing behind" {
-	# --serve-fd is what a supervisor passes its servers; a server handed a descriptor
-	# that is not its supervisor's socket says so and exits 1, which is not a mount.
+@test "a server handed something other than its supervisor's socket says so and exits 1" {
+	# --serve-fd is what a supervisor passes the servers it starts.
 	run --separate-stderr "$CLIP" mount --serve-fd=9 "$ARCHIVE" "$MNT" 9</dev/null
 	echo "status $status, stderr: $stderr"
 	[ "$status" -eq 1 ]
+	[[ $stderr == *"supervisor: receiving the descriptor"* ]]
 	not_mounted "$MNT"
 }
 
