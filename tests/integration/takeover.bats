@@ -94,9 +94,9 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 PY
 }
 
-# mount_supervised [ARGS...]: the test archive at $MNT, supervised, with its own cache and log.
+# mount_supervised: the test archive at $MNT, supervised, with its own cache and log.
 mount_supervised() {
-	"$CLIP" mount --supervise "$ARCHIVE" "$MNT" --cache-dir "$T/cache" --log "$T/log" "$@" 3>&-
+	"$CLIP" mount --supervise "$ARCHIVE" "$MNT" --cache-dir "$T/cache" --log "$T/log" 3>&-
 }
 
 # start_stress: the read stress over $MNT in the background, until $T/stop exists.
