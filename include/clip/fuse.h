@@ -11,7 +11,9 @@
  *
  * The root directory answers getxattr("user.clip.stats") with the read
  * counters as JSON (clip_content_stats_json), preceded by "server_pid", the
- * serving process; the name is not listed by
+ * serving process, and on a supervised mount by "supervisor_pid", "restarts"
+ * (servers that replaced another) and "takeover_pause_max_ms" (the longest
+ * time without a server); the name is not listed by
  * listxattr, so the tree looks exactly like the image. `clip stats MNT`
  * reads it. getxattr("user.clip.config") answers the archive's image config
  * (clip_archive_config_json; `clip bundle --lower MNT` reads it), also
@@ -31,6 +33,7 @@
 #include "clip/archive.h"
 #include "clip/content.h"
 #include "clip/err.h"
+#include "clip/supervisor.h"
 
 #define CLIP_FUSE_STATS_XATTR	     "user.clip.stats"
 #define CLIP_FUSE_CONFIG_XATTR	     "user.clip.config"
@@ -62,6 +65,18 @@ struct clip_fuse_options {
 	 * caller that a daemon leaves. A failure is logged. NULL: nothing. */
 	int (*unmounted)(void *opaque, struct clip_err *err);
 	void *unmounted_opaque;
+	/* A supervisor owns the mount and replaces a server that dies
+	 * (docs/TAKEOVER.md, clip/supervisor.h). Later servers are started as
+	 * `server_binary server_argv[0] --serve-fd=N server_argv[1...]` in
+	 * the caller's working directory. */
+	bool supervise;
+	const char *server_binary; /* NULL: this process's executable */
+	char *const *server_argv;  /* the `clip mount` arguments, argv[0] "mount" */
+	/* Not 0: this process is a server of a supervised mount, started by
+	 * its supervisor with its end of their socketpair at this descriptor:
+	 * it serves the mount it is handed (mountpoint only names it in
+	 * messages) and returns when told to stop or the mount is gone. */
+	int serve_fd;
 };
 
 /* Mount `archive` at options->mountpoint and serve it until unmounted
@@ -76,7 +91,9 @@ struct clip_fuse_options {
  * it redirects its standard streams to /dev/null and returns from this
  * function, 0 or a negative errno, only when the mount is gone.
  * In the foreground the calling process serves and returns when the mount is
- * gone. */
+ * gone. With options->supervise the process that would serve supervises
+ * instead (returning when the mount is gone), and its servers are other
+ * processes. */
 int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 		    const struct clip_fuse_options *options, struct clip_err *err);
 

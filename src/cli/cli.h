@@ -28,6 +28,7 @@ int cmd_stat(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
+int cmd_restart(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_optimize(int argc, char **argv);

@@ -40,10 +40,12 @@
 #define OPT_PROFILE	   2012
 #define OPT_NO_PROFILE	   2014
 #define OPT_MEMORY_CACHE   2013
-#define OPT_PLATFORM	   2015
-#define OPT_ARCHIVE_DIGEST 2016
-#define OPT_NO_INDEX	   2017
-#define OPT_PUSH_INDEX	   2018
+#define OPT_SUPERVISE	   2015
+#define OPT_SERVE_FD	   2016
+#define OPT_PLATFORM	   2017
+#define OPT_ARCHIVE_DIGEST 2018
+#define OPT_NO_INDEX	   2019
+#define OPT_PUSH_INDEX	   2020
 
 static void mount_help(void)
 {
@@ -98,6 +100,9 @@ static void mount_help(void)
 	       "      --log FILE                append errors after start-up (failed reads) to\n"
 	       "                                FILE (default: syslog; standard error with -f)\n"
 	       "      --threads N               requests served at once (default %d)\n"
+	       "      --supervise               a supervisor keeps the mount and replaces a\n"
+	       "                                server that dies without failing a request\n"
+	       "                                (Linux 6.9+); `clip restart` starts a new one\n"
 	       "  -f, --foreground              serve in the foreground until unmounted\n"
 	       "  -o OPT[,OPT...]               FUSE mount options: allow_other, allow_root,\n"
 	       "                                suid and dev (root: honour setuid bits and\n"
@@ -148,6 +153,8 @@ struct mount_args {
 	const char *log_path;
 	bool no_cache;
 	const char *archive;
+	int archive_arg;	       /* its index in argv (getopt puts the operands last) */
+	bool source_given;	       /* --source was on the command line */
 	struct cli_ref_options by_ref; /* ARCHIVE is an image reference */
 	struct clip_platform platform;
 	const char *record_path, *profile_path;
@@ -177,6 +184,9 @@ const struct option cli_mount_options[] = {
 	{ "archive-digest", required_argument, NULL, OPT_ARCHIVE_DIGEST },
 	{ "no-index", no_argument, NULL, OPT_NO_INDEX },
 	{ "push-index", no_argument, NULL, OPT_PUSH_INDEX },
+	{ "supervise", no_argument, NULL, OPT_SUPERVISE },
+	/* Internal: how a supervisor starts a server (docs/TAKEOVER.md). */
+	{ "serve-fd", required_argument, NULL, OPT_SERVE_FD },
 	{ "foreground", no_argument, NULL, 'f' },
 	{ "help", no_argument, NULL, 'h' },
 	{ 0 },
@@ -276,6 +286,13 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 		case OPT_NO_INDEX: a->by_ref.no_index = true; break;
 		case OPT_PUSH_INDEX: a->by_ref.push_index = true; break;
 		case OPT_NO_PROFILE: a->no_profile = true; break;
+		case OPT_SUPERVISE: a->fuse.supervise = true; break;
+		case OPT_SERVE_FD:
+			if (!cli_parse_u64(optarg, &n) || n < 3 || n > 1024)
+				return cli_usage_error("mount", "--serve-fd %s: not a descriptor",
+						       optarg);
+			a->fuse.serve_fd = (int)n;
+			break;
 		case 'f': a->fuse.foreground = true; break;
 		case 'o': a->fuse.fuse_options = optarg; break;
 		case 'h': mount_help(); return 0;
@@ -294,7 +311,10 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
 	if (a->by_ref.no_index && a->by_ref.push_index)
 		return cli_usage_error("mount", "--no-index excludes --push-index");
 	a->archive = argv[optind];
+	a->archive_arg = optind;
 	a->fuse.mountpoint = argv[optind + 1];
+	/* A supervisor starts later servers with the same arguments. */
+	a->fuse.server_argv = argv;
 	return CLI_GO_ON;
 }
 
@@ -302,7 +322,8 @@ static int parse_args(int argc, char **argv, struct mount_args *a)
  * directory. The arguments then point at these strings. */
 struct mount_paths {
 	char *archive, *cache_dir, *source, *log, *ca_file, *record;
-	char *stats_extra; /* how the archive of an image reference was found */
+	char *stats_extra;  /* how the archive of an image reference was found */
+	char **server_argv; /* the arguments of later servers, when they differ */
 };
 
 static void mount_paths_free(struct mount_paths *p)
@@ -314,6 +335,7 @@ static void mount_paths_free(struct mount_paths *p)
 	free(p->ca_file);
 	free(p->record);
 	free(p->stats_extra);
+	free(p->server_argv);
 }
 
 /* ARCHIVE is an image reference: its archive into p->archive, and the
@@ -351,6 +373,32 @@ static int archive_by_ref(struct mount_args *a, struct mount_paths *p)
 	return 0;
 }
 
+/* After archive_by_ref: a supervisor's later servers (clip mount
+ * --serve-fd) are given the archive found and the image's source, so that a
+ * takeover never waits for the registry to resolve the reference again. */
+static int server_args_by_ref(struct mount_args *a, struct mount_paths *p)
+{
+	char *const *argv = a->fuse.server_argv;
+	size_t n = 0;
+	while (argv[n] != NULL)
+		n++;
+	bool add_source = !a->source_given && p->source != NULL;
+	char **out = calloc(n + 3, sizeof(*out));
+	if (out == NULL)
+		return cli_fail(CLI_EXIT_FAILURE, "out of memory");
+	size_t j = 0;
+	out[j++] = argv[0];
+	if (add_source) {
+		out[j++] = (char *)"--source";
+		out[j++] = p->source;
+	}
+	for (size_t i = 1; i < n; i++)
+		out[j++] = (int)i == a->archive_arg ? p->archive : argv[i];
+	p->server_argv = out;
+	a->fuse.server_argv = out;
+	return 0;
+}
+
 /* Fill `p` from `a` and point `a` at it: 0, or the exit status after
  * printing why not. */
 static int make_paths_absolute(struct mount_args *a, struct mount_paths *p)
@@ -372,7 +420,10 @@ static int make_paths_absolute(struct mount_args *a, struct mount_paths *p)
 	    (a->log_path && (p->log = absolute_path(a->log_path)) == NULL))
 		return cli_fail(CLI_EXIT_FAILURE, "mount: %s", strerror(errno));
 	if (cli_is_image_ref(a->archive)) {
+		a->source_given = co->source != NULL;
 		int rc = archive_by_ref(a, p);
+		if (rc == 0)
+			rc = server_args_by_ref(a, p);
 		if (rc != 0)
 			return rc;
 	} else if ((p->archive = realpath(a->archive, NULL)) == NULL) {
@@ -395,10 +446,13 @@ static int make_paths_absolute(struct mount_args *a, struct mount_paths *p)
  * descriptors: a pipe the caller waits to see closed (a test harness, a
  * shell's command substitution) would never close, a file it holds keeps a
  * filesystem busy. Nothing of clip's own is open yet beyond stdio. */
-static void close_inherited_fds(void)
+static void close_inherited_fds(int keep)
 {
-	if (close_range(3, ~0U, 0) < 0)
-		for (int fd = 3; fd < 4096; fd++)
+	unsigned first = keep > 0 ? (unsigned)keep + 1 : 3;
+	for (int fd = 3; fd < keep; fd++)
+		close(fd);
+	if (close_range(first, ~0U, 0) < 0)
+		for (int fd = (int)first; fd < 4096; fd++)
 			close(fd);
 }
 
@@ -448,8 +502,8 @@ int cmd_mount(int argc, char **argv)
 	rc = make_paths_absolute(&a, &paths);
 	if (rc != 0)
 		goto out;
-	if (!a.fuse.foreground)
-		close_inherited_fds();
+	if (!a.fuse.foreground || a.fuse.serve_fd > 0)
+		close_inherited_fds(a.fuse.serve_fd);
 	archive = cli_open_archive(paths.archive);
 	if (archive == NULL) {
 		rc = CLI_EXIT_FAILURE;
@@ -551,10 +605,12 @@ static int run_fusermount(const char *mountpoint)
 	return cli_fail(CLI_EXIT_FAILURE, "umount %s: fusermount3 failed", mountpoint);
 }
 
-/* The pid of the process serving the clip mount at `path`, from its stats;
- * 0 when it cannot be told (a dead mount). Silent. */
-static pid_t server_pid(const char *path)
+/* The pid of the process serving the clip mount at `path`, from its stats,
+ * and in *supervisor its supervisor's (0 without one); 0 when it cannot be
+ * told (a dead mount). Silent. */
+static pid_t server_pid(const char *path, pid_t *supervisor)
 {
+	*supervisor = 0;
 	char buf[1 << 16];
 	ssize_t n = getxattr(path, CLIP_FUSE_STATS_XATTR, buf, sizeof(buf) - 1);
 	if (n <= 0)
@@ -562,7 +618,9 @@ static pid_t server_pid(const char *path)
 	buf[n] = '\0';
 	json_t *root = json_loads(buf, 0, NULL);
 	json_int_t pid = json_integer_value(json_object_get(root, "server_pid"));
+	json_int_t sup = json_integer_value(json_object_get(root, "supervisor_pid"));
 	json_decref(root);
+	*supervisor = sup > 0 ? (pid_t)sup : 0;
 	return pid > 0 ? (pid_t)pid : 0;
 }
 
@@ -616,7 +674,8 @@ int cmd_umount(int argc, char **argv)
 		/* Wait for the server: it writes a recorded profile and shares it
 		 * after the unmount, and a caller that goes on (removes the
 		 * directory, reads the profile) must find that done. */
-		pid_t pid = server_pid(path);
+		pid_t supervisor;
+		pid_t pid = server_pid(path, &supervisor);
 		if (geteuid() == 0) {
 			if (umount2(path, UMOUNT_NOFOLLOW) < 0)
 				rc = cli_fail(CLI_EXIT_FAILURE, "umount %s: %s", path,
@@ -629,6 +688,12 @@ int cmd_umount(int argc, char **argv)
 				"clip: warning: umount %s: its server (pid %ld) is still running "
 				"after %d s\n",
 				path, (long)pid, UMOUNT_WAIT_MS / 1000);
+		/* A supervisor (clip mount --supervise) exits once its server has. */
+		else if (rc == 0 && supervisor > 0 && !wait_exit(supervisor))
+			fprintf(stderr,
+				"clip: warning: umount %s: its supervisor (pid %ld) is still "
+				"running after %d s\n",
+				path, (long)supervisor, UMOUNT_WAIT_MS / 1000);
 	}
 	free(path);
 	return rc;

@@ -21,6 +21,7 @@ static const struct command commands[] = {
 	{ "pull", cmd_pull, "get an image's archive from the registry, or index it" },
 	{ "mount", cmd_mount, "serve an archive as a lazy read-only FUSE filesystem" },
 	{ "umount", cmd_umount, "unmount a clip mount" },
+	{ "restart", cmd_restart, "replace the server of a supervised mount, failing no request" },
 	{ "stats", cmd_stats, "print the read counters of a clip mount" },
 	{ "profile", cmd_profile, "summarise a startup profile (mount --record-profile)" },
 	{ "optimize", cmd_optimize, "add checkpoints where a startup profile reads, embed it" },

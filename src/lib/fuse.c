@@ -16,14 +16,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "supervisor.h"
 #include "util.h"
 
 /* The image never changes while mounted: let the kernel keep names and
@@ -53,6 +56,18 @@ struct fs {
 	bool prefetching;
 	pthread_t prefetch_thread;
 	atomic_bool stop_prefetch;
+	/* A server of a supervised mount (docs/TAKEOVER.md): */
+	int supervisor_sock;			     /* -1: not supervised */
+	const struct clip_supervisor_shared *shared; /* the supervisor's counters */
+	/* A fresh mount: the kernel's INIT request, kept by the read hook
+	 * and sent to the supervisor once its reply reached the kernel. */
+	atomic_bool init_seen, init_reported;
+	uint64_t init_unique;
+	unsigned char init[CLIP_SUPERVISOR_INIT_MAX];
+	size_t init_len;
+	/* A takeover: the replayed INIT's reply is kept from the kernel. */
+	bool swallow_reply;
+	int swallowed_error;
 };
 
 /* ---- messages ------------------------------------------------------------ */
@@ -566,8 +581,16 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		 * umount returns. */
 		cleanup_free char *counters = clip_content_stats_json(fs->content);
 		cleanup_free char *json = NULL;
+		char supervised[160] = "";
+		if (fs->shared)
+			snprintf(supervised, sizeof(supervised),
+				 ",\"supervisor_pid\":%llu,\"restarts\":%llu,"
+				 "\"takeover_pause_max_ms\":%.1f",
+				 (unsigned long long)atomic_load(&fs->shared->supervisor_pid),
+				 (unsigned long long)atomic_load(&fs->shared->restarts),
+				 (double)atomic_load(&fs->shared->max_pause_us) / 1000.0);
 		if (counters == NULL || counters[0] != '{' ||
-		    asprintf(&json, "{\"server_pid\":%ld%s%s%s%s", (long)getpid(),
+		    asprintf(&json, "{\"server_pid\":%ld%s%s%s%s%s", (long)getpid(), supervised,
 			     fs->stats_extra[0] ? "," : "", fs->stats_extra,
 			     counters[1] == '}' ? "" : ",", counters + 1) < 0)
 			fuse_reply_err(req, ENOMEM);
@@ -978,10 +1001,8 @@ static int redirect_stdio(int log_fd)
 	return 0;
 }
 
-/* Called from init, the first request the kernel sends on a new mount: the
- * connection works and requests are being served. Messages now go to the
- * log, and a waiting parent is told that the mount is ready. */
-static void mount_ready(struct fs *fs)
+/* Messages go to the log from now on (the mount works). */
+static void logger_start(const struct fs *fs)
 {
 	pthread_mutex_lock(&logger.lock);
 	if (fs->log_fd >= 0) {
@@ -993,6 +1014,15 @@ static void mount_ready(struct fs *fs)
 	}
 	logger.capture = false;
 	pthread_mutex_unlock(&logger.lock);
+}
+
+/* Called from init, the first request the kernel sends on a new mount (or
+ * the one replayed by a taking-over server): the connection works and
+ * requests are being served. Messages now go to the log, and a waiting
+ * parent is told that the mount is ready. */
+static void mount_ready(struct fs *fs)
+{
+	logger_start(fs);
 	if (fs->report_fd >= 0) {
 		report_to_parent(fs->report_fd, NULL);
 		fs->report_fd = -1;
@@ -1104,7 +1134,7 @@ struct session {
  * list `mount_options`. session_stop undoes whatever was done, also after a
  * failure. */
 static int session_start(struct session *s, struct fs *fs, const char *mount_options,
-			 const char *mountpoint, struct clip_err *err)
+			 const char *mountpoint, bool handlers, struct clip_err *err)
 {
 	/* Until the mount is ready, libfuse's messages become the error;
 	 * fusermount3 (used when not root) prints its own on standard error,
@@ -1121,9 +1151,9 @@ static int session_start(struct session *s, struct fs *fs, const char *mount_opt
 		return clip_err_set(err, EINVAL, "%s",
 				    logger.captured[0] ? logger.captured
 						       : "cannot start a FUSE session");
-	if (fuse_set_signal_handlers(s->se) < 0)
+	if (handlers && fuse_set_signal_handlers(s->se) < 0)
 		return clip_err_set(err, EIO, "cannot install signal handlers");
-	s->handlers = true;
+	s->handlers = handlers;
 	if (fuse_session_mount(s->se, mountpoint) != 0)
 		return clip_err_set(err, EIO, "%s",
 				    logger.captured[0] ? logger.captured
@@ -1160,14 +1190,16 @@ static int leave_caller(int log_fd, struct clip_err *err)
 /* Serve requests until the mount is gone or a signal stops the loop: 0 for
  * a clean stop. */
 static int serve_requests(struct fuse_session *se, const struct clip_fuse_options *options,
-			  const char *mountpoint, struct clip_err *err)
+			  const char *mountpoint, bool clone_fd, struct clip_err *err)
 {
 	struct fuse_loop_config *loop_config = fuse_loop_cfg_create();
 	if (loop_config == NULL)
 		return clip_err_nomem(err);
 	/* A /dev/fuse descriptor per thread: requests are handed out without
-	 * the threads contending on one. */
-	fuse_loop_cfg_set_clone_fd(loop_config, 1);
+	 * the threads contending on one. Not under a supervisor: the requests
+	 * a clone holds are failed when it closes, where those on the shared
+	 * descriptor can be resent (docs/TAKEOVER.md). */
+	fuse_loop_cfg_set_clone_fd(loop_config, clone_fd ? 1 : 0);
 	if (options->max_threads)
 		fuse_loop_cfg_set_max_threads(loop_config, options->max_threads);
 	int loop_rc = fuse_session_loop_mt(se, loop_config);
@@ -1190,6 +1222,261 @@ static int serve_requests(struct fuse_session *se, const struct clip_fuse_option
 	return rc;
 }
 
+/* ---- a server of a supervised mount ------------------------------------------ */
+
+/* The two headers of the FUSE wire protocol that the hooks below look at,
+ * as <linux/fuse.h> defines them (that header and libfuse's clash). */
+struct wire_in_header {
+	uint32_t len;
+	uint32_t opcode;
+	uint64_t unique;
+	uint64_t nodeid;
+	uint32_t uid, gid, pid;
+	uint16_t total_extlen, padding;
+};
+struct wire_out_header {
+	uint32_t len;
+	int32_t error;
+	uint64_t unique;
+};
+#define WIRE_FUSE_INIT 26
+
+/* libfuse's reads through the shared descriptor, as read(2) does them; the
+ * kernel's FUSE_INIT of a fresh mount is kept for the supervisor. */
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	struct fs *fs = userdata;
+	ssize_t n = read(fd, buf, len);
+	struct wire_in_header h;
+	if (n >= (ssize_t)sizeof(h) && !atomic_load(&fs->init_seen)) {
+		memcpy(&h, buf, sizeof(h));
+		if (h.opcode == WIRE_FUSE_INIT && (size_t)n <= sizeof(fs->init)) {
+			memcpy(fs->init, buf, (size_t)n);
+			fs->init_len = (size_t)n;
+			fs->init_unique = h.unique;
+			atomic_store(&fs->init_seen, true);
+		}
+	}
+	return n;
+}
+
+static size_t iov_total(const struct iovec *iov, int count)
+{
+	size_t total = 0;
+	for (int i = 0; i < count; i++)
+		total += iov[i].iov_len;
+	return total;
+}
+
+/* libfuse's replies, as writev(2) does them, except that the reply to a
+ * replayed INIT is kept from the kernel (it had its INIT long ago and would
+ * take a second reply as an error), and that the reply to a fresh mount's
+ * INIT, once the kernel has it, tells the supervisor the server is ready. */
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct fs *fs = userdata;
+	struct wire_out_header h = { 0 };
+	if (count > 0 && iov[0].iov_len >= sizeof(h))
+		memcpy(&h, iov[0].iov_base, sizeof(h));
+	if (fs->swallow_reply) {
+		fs->swallowed_error = h.error ? h.error : fs->swallowed_error;
+		return (ssize_t)iov_total(iov, count);
+	}
+	ssize_t n = writev(fd, iov, count);
+	if (n >= 0 && atomic_load(&fs->init_seen) && h.unique == fs->init_unique &&
+	    !atomic_exchange(&fs->init_reported, true)) {
+		int saved = errno;
+		if (h.error == 0)
+			clip_supervisor_send(fs->supervisor_sock, CLIP_SUPERVISOR_MSG_READY,
+					     fs->init, fs->init_len);
+		else
+			clip_supervisor_send(fs->supervisor_sock, CLIP_SUPERVISOR_MSG_ERROR,
+					     "the kernel's INIT was refused",
+					     strlen("the kernel's INIT was refused"));
+		errno = saved;
+	}
+	return n;
+}
+
+static const struct fuse_custom_io supervised_io = {
+	.read = io_read,
+	.writev = io_writev,
+};
+
+/* Feed libfuse the INIT the kernel sent the first server, so that it sets
+ * up the session (and runs op_init) as then; its reply is swallowed. */
+static int replay_init(struct fs *fs, struct fuse_session *se, unsigned char *init, size_t len,
+		       struct clip_err *err)
+{
+	struct fuse_buf buf = { .mem = init, .size = len };
+	fs->swallowed_error = 0;
+	fs->swallow_reply = true;
+	fuse_session_process_buf(se, &buf);
+	fs->swallow_reply = false;
+	if (fs->swallowed_error)
+		return clip_err_set(err, EPROTO, "replaying the mount's INIT: libfuse answered %s",
+				    strerror(-fs->swallowed_error));
+	if (!fs->served)
+		return clip_err_set(err, EPROTO, "replaying the mount's INIT: not accepted");
+	return 0;
+}
+
+/* Serve as a server of a supervised mount, whose supervisor is at the other
+ * end of `sock` (taken): receive the descriptor, take over or start fresh,
+ * serve until told to stop or unmounted. 0 for a clean stop. */
+static int serve_supervised(struct fs *fs, const struct clip_fuse_options *options, int sock,
+			    const char *mountpoint, struct clip_err *err)
+{
+	fs->supervisor_sock = sock;
+	fs->report_fd = -1;
+	int fuse_fd = -1, shared_fd = -1;
+	unsigned char init[CLIP_SUPERVISOR_INIT_MAX];
+	size_t init_len = 0;
+	struct session s = { .args = FUSE_ARGS_INIT(0, NULL) };
+	/* Until the mount serves, libfuse's messages become the error the
+	 * supervisor logs. */
+	logger.capture = true;
+	logger.captured[0] = '\0';
+	fuse_set_log_func(log_from_libfuse);
+	int rc = clip_supervisor_receive_hello(sock, &fuse_fd, &shared_fd, init, &init_len, err);
+	if (rc < 0)
+		goto out;
+	void *shared = mmap(NULL, sizeof(struct clip_supervisor_shared), PROT_READ, MAP_SHARED,
+			    shared_fd, 0);
+	close(shared_fd);
+	if (shared != MAP_FAILED && ((const struct clip_supervisor_shared *)shared)->version ==
+					    CLIP_SUPERVISOR_SHARED_VERSION)
+		fs->shared = shared;
+	if (fuse_opt_add_arg(&s.args, "clip") < 0) {
+		close(fuse_fd);
+		rc = clip_err_nomem(err);
+		goto out;
+	}
+	s.se = fuse_session_new(&s.args, &ops, sizeof(ops), fs);
+	if (s.se == NULL) {
+		close(fuse_fd);
+		rc = clip_err_set(err, EINVAL, "cannot start a FUSE session");
+		goto out;
+	}
+	if (fuse_session_custom_io(s.se, &supervised_io, fuse_fd) < 0) {
+		close(fuse_fd);
+		rc = clip_err_set(err, EINVAL, "cannot give the FUSE session its descriptor");
+		goto out;
+	}
+	if (fuse_set_signal_handlers(s.se) < 0) {
+		rc = clip_err_set(err, EIO, "cannot install signal handlers");
+		goto out;
+	}
+	s.handlers = true;
+	if (init_len > 0) {
+		rc = replay_init(fs, s.se, init, init_len, err);
+		if (rc < 0)
+			goto out;
+		clip_supervisor_send(sock, CLIP_SUPERVISOR_MSG_READY, NULL, 0);
+	}
+	rc = serve_requests(s.se, options, mountpoint, false, err);
+out:
+	if (rc < 0 && !fs->served)
+		clip_supervisor_send(sock, CLIP_SUPERVISOR_MSG_ERROR, err->msg, strlen(err->msg));
+	prefetch_stop(fs);
+	session_stop(&s);
+	struct clip_err hook_err = { 0 };
+	if (rc == 0 && fs->served && options->unmounted &&
+	    options->unmounted(options->unmounted_opaque, &hook_err) < 0)
+		log_msg(LOG_ERR, "mount %s: at unmount: %s", mountpoint, hook_err.msg);
+	if (fs->shared)
+		munmap((void *)fs->shared, sizeof(struct clip_supervisor_shared));
+	fs->shared = NULL;
+	close(sock);
+	return rc;
+}
+
+/* ---- the supervisor's side ------------------------------------------------------- */
+
+struct supervised {
+	struct fs *fs;
+	const struct clip_fuse_options *options;
+	const char *mountpoint;
+	struct session *session;
+};
+
+/* The first server: a child of the supervisor, with the archive and the
+ * content the mount opened. */
+static void serve_forked(void *opaque, int sock)
+{
+	struct supervised *sv = opaque;
+	if (sv->fs->report_fd >= 0)
+		close(sv->fs->report_fd);
+	sv->fs->report_fd = -1;
+	struct clip_err err = { 0 };
+	int rc = serve_supervised(sv->fs, sv->options, sock, sv->mountpoint, &err);
+	_exit(rc < 0 ? 1 : 0);
+}
+
+static void supervised_unmount(void *opaque)
+{
+	struct supervised *sv = opaque;
+	if (sv->session->mounted)
+		fuse_session_unmount(sv->session->se);
+	sv->session->mounted = false;
+}
+
+static void supervised_report(void *opaque, const char *failure)
+{
+	struct supervised *sv = opaque;
+	if (sv->fs->report_fd >= 0)
+		report_to_parent(sv->fs->report_fd, failure);
+	sv->fs->report_fd = -1;
+}
+
+static void supervised_log(void *opaque, int priority, const char *msg)
+{
+	log_msg(priority, "%s", msg);
+}
+
+/* The supervisor's life: mount, supervise servers, unmount. */
+static int supervise(struct fs *fs, const struct clip_fuse_options *options, const char *mount_opts,
+		     const char *mountpoint, int log_fd, struct clip_err *err)
+{
+	cleanup_free char *binary = NULL;
+	if (options->server_binary == NULL) {
+		binary = realpath("/proc/self/exe", NULL);
+		if (binary == NULL)
+			return clip_err_errno(err, errno, "/proc/self/exe");
+	}
+	char cwd[PATH_MAX];
+	if (getcwd(cwd, sizeof(cwd)) == NULL)
+		return clip_err_errno(err, errno, "working directory");
+	struct session s = { .args = FUSE_ARGS_INIT(0, NULL) };
+	int rc = session_start(&s, fs, mount_opts, mountpoint, false, err);
+	if (rc == 0 && fs->report_fd >= 0)
+		rc = leave_caller(log_fd, err);
+	if (rc == 0) {
+		logger_start(fs);
+		struct supervised sv = {
+			.fs = fs, .options = options, .mountpoint = mountpoint, .session = &s
+		};
+		struct clip_supervisor_config cfg = {
+			.fuse_fd = fuse_session_fd(s.se),
+			.mountpoint = mountpoint,
+			.binary = options->server_binary ? options->server_binary : binary,
+			.argv = options->server_argv,
+			.cwd = cwd,
+			.serve_forked = serve_forked,
+			.unmount = supervised_unmount,
+			.report = supervised_report,
+			.log = supervised_log,
+			.opaque = &sv,
+		};
+		if (options->server_argv == NULL)
+			rc = clip_err_set(err, EINVAL, "supervised, but no arguments for servers");
+		else
+			rc = clip_supervisor_run(&cfg, err);
+	}
+	session_stop(&s);
+	return rc;
+}
+
 int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 		    const struct clip_fuse_options *options, struct clip_err *err)
 {
@@ -1203,12 +1490,18 @@ int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 		.stats_extra = options->stats_extra_json ? options->stats_extra_json : "",
 		.log_fd = -1,
 		.report_fd = -1,
+		.supervisor_sock = -1,
 	};
 	clip_archive_stats(archive, &fs.stats);
 	cleanup_free char *mountpoint = NULL;
-	int rc = resolve_mountpoint(options->mountpoint, &mountpoint, err);
-	if (rc < 0)
+	int rc;
+	if (options->serve_fd > 0)
+		/* Mounted already, by our supervisor. */
+		mountpoint = strdup(options->mountpoint);
+	else if ((rc = resolve_mountpoint(options->mountpoint, &mountpoint, err)) < 0)
 		return rc;
+	if (mountpoint == NULL)
+		return clip_err_nomem(err);
 	cleanup_close int log_fd = -1;
 	if (options->log_path) {
 		log_fd = open(options->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -1216,6 +1509,12 @@ int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 			return clip_err_errno(err, errno, "log file %s", options->log_path);
 	}
 	fs.log_fd = log_fd;
+	if (options->serve_fd > 0) {
+		rc = serve_supervised(&fs, options, options->serve_fd, mountpoint, err);
+		if (rc < 0)
+			clip_err_prefix(err, "mount %s", options->mountpoint);
+		return rc;
+	}
 	char mount_opts[4096];
 	rc = mount_options(options, mount_opts, sizeof(mount_opts), err);
 	if (rc < 0)
@@ -1228,11 +1527,15 @@ int clip_fuse_serve(struct clip_archive *archive, struct clip_content *content,
 	}
 
 	struct session s = { .args = FUSE_ARGS_INIT(0, NULL) };
-	rc = session_start(&s, &fs, mount_opts, mountpoint, err);
-	if (rc == 0 && fs.report_fd >= 0)
-		rc = leave_caller(log_fd, err);
-	if (rc == 0)
-		rc = serve_requests(s.se, options, mountpoint, err);
+	if (options->supervise) {
+		rc = supervise(&fs, options, mount_opts, mountpoint, log_fd, err);
+	} else {
+		rc = session_start(&s, &fs, mount_opts, mountpoint, true, err);
+		if (rc == 0 && fs.report_fd >= 0)
+			rc = leave_caller(log_fd, err);
+		if (rc == 0)
+			rc = serve_requests(s.se, options, mountpoint, true, err);
+	}
 	prefetch_stop(&fs);
 	session_stop(&s);
 	struct clip_err hook_err = { 0 };

@@ -367,3 +367,19 @@ as_user() {
 	[ "$status" -ne 0 ]
 	[[ $stderr == *"not in this repository"* ]]
 }
+
+@test "a supervised mount by reference restarts from its stored archive, the registry gone" {
+	"$CLIP" push -q "$W/a.clip" --to "$REG/test/basic"
+	"$CLIP" mount --supervise --cache-dir "$T/c" --no-index "$REG/test/basic:v1" "$T/m"
+	same_file "$T/m" /usr/lib/os-release
+	local server
+	server=$(stats_field "$T/m" server_pid)
+	server_stop reg
+	kill -KILL "$server"
+	echo 3 >/proc/sys/vm/drop_caches
+	same_file "$T/m" /usr/lib/os-release
+	[ "$(stats_field "$T/m" restarts)" -ge 1 ]
+	[ "$(stats_field "$T/m" server_pid)" != "$server" ]
+	"$CLIP" umount "$T/m"
+	registry_start reg anonymous
+}
