@@ -99,11 +99,12 @@ mount_supervised() {
 	"$CLIP" mount --supervise "$ARCHIVE" "$MNT" --cache-dir "$T/cache" --log "$T/log" 3>&-
 }
 
-# start_stress: the read stress over $MNT in the background, until $T/stop exists.
+# start_stress [THREADS]: the read stress over $MNT in the background (8 threads), until
+# $T/stop exists.
 start_stress() {
 	rm -f "$T/stop"
 	python3 "$STRESS" stress "$MNT" "$W/reference.json" "$T/stop" "$T/stress.json" \
-		--threads 8 --mapped 4 3>&- &
+		--threads "${1:-8}" --mapped 4 3>&- &
 	STRESS_PID=$!
 	# Let it reach full speed (and the mapped files be mapped) before the first kill.
 	sleep 2
@@ -167,7 +168,7 @@ wait_new_server() {
 
 # ---- tests -----------------------------------------------------------------------------------
 
-@test "a supervised mount survives SIGKILL of its server three times under a read stress" {
+@test "a supervised mount survives SIGKILL of its server three times under a 16-thread read stress and a python3 loop" {
 	mount_supervised
 	local supervisor server new i
 	supervisor=$(stats_field "$MNT" supervisor_pid)
@@ -176,7 +177,19 @@ wait_new_server() {
 	[ "$(stats_field "$MNT" restarts)" = 0 ]
 	# Beside the server, a spare waits to take over.
 	[ "$(ps -o pid= --ppid "$supervisor" | wc -l)" = 2 ]
-	start_stress
+	start_stress 16
+	# A program of the image keeps starting from the mount throughout, as a container would.
+	(
+		while [ ! -e "$T/stop" ]; do
+			if chroot "$MNT" /usr/bin/python3 -c 'import argparse, email, hashlib; print(1)' \
+				>/dev/null 2>>"$T/python.err"; then
+				echo ok >>"$T/python.runs"
+			else
+				echo failed >>"$T/python.runs"
+			fi
+		done
+	) 3>&- &
+	local python_loop=$!
 	for i in 1 2 3; do
 		kill -KILL "$server"
 		new=$(wait_new_server "$server")
@@ -184,6 +197,11 @@ wait_new_server() {
 		sleep 1
 	done
 	stop_stress
+	wait "$python_loop"
+	echo "python3 in a chroot: $(grep -c ok "$T/python.runs") runs, $(grep -c failed "$T/python.runs") failed"
+	cat "$T/python.err" 2>/dev/null || true
+	[ "$(grep -c ok "$T/python.runs")" -ge 3 ]
+	! grep -q failed "$T/python.runs"
 	[ "$(stats_field "$MNT" supervisor_pid)" = "$supervisor" ]
 	[ "$(stats_field "$MNT" restarts)" = 3 ]
 	local pause
