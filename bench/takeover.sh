@@ -21,6 +21,8 @@
 #   kills        clip mount --supervise, the server SIGKILLed N times: for each kill, the
 #                longest read() that was in flight at the kill or began within 0.5 s after it
 #                (the pause a program saw); p50 and max over the kills; failed and wrong reads
+#   after        clip mount --supervise, the server SIGKILLed N times before the stress, then
+#                no kills: the throughput after restarts, next to "supervised" (before them)
 # Prints a markdown table on stdout; progress on stderr.
 #
 # Needs: root, /dev/fuse, Linux 6.9+, python3, the clip binary ($CLIP, default build/clip).
@@ -73,6 +75,20 @@ run() {
 	shift 2
 	"$CLIP" mount "$T/a.clip" "$MNT" --cache-dir "$T/cache" --log "$T/$name.log" "$@" 3>&-
 	find "$MNT" -type f -exec cat {} + >/dev/null 2>&1 || true
+	# PREKILLS: restarts before the stress, one after the other (the "after" run).
+	local k old now
+	for ((k = 0; k < ${PREKILLS:-0}; k++)); do
+		old=$(stats_field server_pid)
+		kill -KILL "$old"
+		now=$old
+		while [ -z "$now" ] || [ "$now" = "$old" ]; do
+			sleep 0.05
+			now=$(stats_field server_pid 2>/dev/null || true)
+		done
+		# A server killed within 0.5 s of its start counts as a failed start (the
+		# crash-loop guard): these restarts are of servers that ran.
+		sleep 0.7
+	done
 	rm -f "$T/stop"
 	: >"$T/$name.kills"
 	python3 "$STRESS" stress "$MNT" "$T/reference.json" "$T/stop" "$T/$name.json" \
@@ -97,6 +113,8 @@ bench_note "supervised mount, no kills"
 run supervised 0 --supervise
 bench_note "supervised mount, $kills kills ${interval} s apart"
 run kills 1 --supervise
+bench_note "supervised mount after $kills restarts, no kills"
+PREKILLS=$kills run after 0 --supervise
 
 python3 - "$T" "$kills" "$threads" <<'PY'
 import json, statistics, sys
@@ -105,7 +123,7 @@ def load(name):
     return json.load(open("%s/%s.json" % (T, name)))
 def mbps(s):
     return s["bytes"] / s["seconds"] / 1e6
-plain, sup, k = load("plain"), load("supervised"), load("kills")
+plain, sup, k, after = load("plain"), load("supervised"), load("kills"), load("after")
 import re
 def window(s, t):
     worst = 0.0
@@ -123,7 +141,8 @@ takeovers = [float(m) for m in re.findall(r"took over after ([0-9.]+) ms",
 print("| run | reads (files) | MB/s | failed | wrong | longest read (ms) |")
 print("|---|---:|---:|---:|---:|---:|")
 for name, s in (("plain mount, no kills", plain), ("--supervise, no kills", sup),
-                ("--supervise, %d SIGKILLs" % kills, k)):
+                ("--supervise, %d SIGKILLs" % kills, k),
+                ("--supervise, after %d restarts, no kills" % kills, after)):
     slowest = max([d for _, d in s["slow"]] or [0]) * 1000
     print("| %s | %d | %.0f | %d | %d | %.0f |" % (name, s["files"], mbps(s), s["failed"],
                                                    s["wrong"], slowest))
@@ -138,6 +157,7 @@ print("| the same measure at the %d instants of the run without kills (the load 
 print("| takeover seen by the supervisor: death to the successor serving (log) | %.1f | %.1f |"
       % (statistics.median(takeovers or [0]), max(takeovers or [0])))
 print()
-print("%d reader threads; `clip stats` takeover_pause_max_ms after the kills: %.1f ms."
-      % (threads, sup_max))
+print("%d reader threads; `clip stats` takeover_pause_max_ms after the kills: %.1f ms. "
+      "Throughput after %d restarts over before them: %.2f."
+      % (threads, sup_max, kills, mbps(after) / mbps(sup)))
 PY
