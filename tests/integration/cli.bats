@@ -106,7 +106,7 @@ complete_line() {
 	run complete_line clip mount --no-
 	echo "$output"
 	[ "$status" -eq 0 ]
-	[ "$output" = "$(printf '%s\n' --no-cache --no-checkpoints --no-profile)" ]
+	[ "$output" = "$(printf '%s\n' --no-cache --no-checkpoints --no-index --no-profile)" ]
 	run complete_line clip mount app.clip --rec
 	echo "$output"
 	[ "$output" = "$(printf '%s\n' --record-profile --record-seconds)" ]
