@@ -15,21 +15,14 @@ load helpers
 load registry
 
 setup_file() {
-	CLIP_SKIP_REASON=$(require_env umoci debootstrap python3 docker-registry skopeo curl \
+	CLIP_SKIP_REASON=$(require_env /dev/fuse umoci debootstrap python3 docker-registry skopeo curl \
 		openssl htpasswd timeout fusermount3)
-	[ -n "$CLIP_SKIP_REASON" ] || [ -c /dev/fuse ] || CLIP_SKIP_REASON="no /dev/fuse"
 	export CLIP_SKIP_REASON
 	[ -z "$CLIP_SKIP_REASON" ] || return 0
 
 	W=$(make_workdir)
 	export W REG_DIR=$W/servers
-	if [ -n "${CLIP_TEST_IMAGE:-}" ]; then
-		IMAGE=$CLIP_TEST_IMAGE
-	else
-		IMAGE=$W/image
-		"$CLIP_SOURCE_ROOT/scripts/build-test-image" "$IMAGE" >/dev/null 2>"$W/build.log" ||
-			{ cat "$W/build.log" >&2; return 1; }
-	fi
+	IMAGE=$(test_image "$W/image") || return 1
 	export IMAGE
 	# Image B: A with another config, so another manifest digest (the layers are shared).
 	cp -a "$IMAGE" "$W/imgb"

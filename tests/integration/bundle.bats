@@ -15,26 +15,14 @@
 load helpers
 
 setup_file() {
-	CLIP_SKIP_REASON=$(require_env umoci debootstrap python3 runc setpriv findmnt fusermount3)
-	if [ -z "$CLIP_SKIP_REASON" ] && [ ! -c /dev/fuse ]; then
-		CLIP_SKIP_REASON="no /dev/fuse: FUSE is not available here"
-	fi
+	CLIP_SKIP_REASON=$(require_env /dev/fuse umoci debootstrap python3 runc setpriv findmnt fusermount3)
 	export CLIP_SKIP_REASON
 	[ -z "$CLIP_SKIP_REASON" ] || return 0
 
 	W=$(make_workdir)
 	export W
 	local base
-	if [ -n "${CLIP_TEST_IMAGE:-}" ]; then
-		base=$CLIP_TEST_IMAGE
-	else
-		base=$W/base
-		if ! "$CLIP_SOURCE_ROOT/scripts/build-test-image" "$base" >/dev/null \
-			2>"$W/build.log"; then
-			cat "$W/build.log" >&2
-			return 1
-		fi
-	fi
+	base=$(test_image "$W/base") || return 1
 	# The same layers with an image config that says USER 1000 and has a label, a working
 	# directory and an exposed port: what a runtime spec is made from. umoci only adds a
 	# config and a manifest, so a copy of the layout is cheap.
@@ -92,16 +80,6 @@ export LIST_TREE
 # must not hold it).
 bundle() {
 	"$CLIP" bundle --cache-dir "$T/cache" "$@" 3>&-
-}
-
-# no_mount_under DIR: fail if anything is mounted at or below DIR.
-no_mount_under() {
-	local left
-	left=$(awk '{ print $5 }' /proc/self/mountinfo | grep -F "$1" || true)
-	if [ -n "$left" ]; then
-		echo "still mounted: $left"
-		return 1
-	fi
 }
 
 @test "python3 runs under runc as root: output, exit code and SIGKILL come back" {
@@ -230,18 +208,6 @@ PY
 	no_mount_under "$B"
 	[ "$(ls "$B")" = upper ]
 	[ "$(cat "$B/upper/kept")" = kept ]
-}
-
-# wait_for_no_daemon MNT: the daemon of an unmounted MNT exits within 10 s.
-wait_for_no_daemon() {
-	local tries=0
-	while [ -n "$(daemon_pids "$1")" ]; do
-		[ $((tries += 1)) -le 200 ] || {
-			echo "the daemon of $1 is still running"
-			return 1
-		}
-		sleep 0.05
-	done
 }
 
 @test "--lower uses an existing clip mount and unbundle leaves it mounted" {

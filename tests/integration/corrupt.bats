@@ -13,10 +13,7 @@
 load helpers
 
 setup_file() {
-	CLIP_SKIP_REASON=$(require_env umoci python3 tar zstd findmnt fusermount3)
-	if [ -z "$CLIP_SKIP_REASON" ] && [ ! -c /dev/fuse ]; then
-		CLIP_SKIP_REASON="no /dev/fuse: FUSE is not available here"
-	fi
+	CLIP_SKIP_REASON=$(require_env /dev/fuse umoci python3 tar zstd findmnt fusermount3)
 	export CLIP_SKIP_REASON
 	[ -z "$CLIP_SKIP_REASON" ] || return 0
 	W=$(make_workdir)

@@ -16,8 +16,8 @@ CLIP=${CLIP:-$CLIP_SOURCE_ROOT/build/clip}
 export CLIP CLIP_SOURCE_ROOT
 
 # require_env TOOL...: print why the tests cannot run here (not root, a tool missing), or
-# nothing. bats 1.8 cannot skip from setup_file, so setup_file stores this reason and every
-# test's setup() skips with it.
+# nothing. The pseudo-tool /dev/fuse asks for FUSE. bats 1.8 cannot skip from setup_file, so
+# setup_file stores this reason and every test's setup() skips with it.
 require_env() {
 	local tool
 	if [ "$(id -u)" != 0 ]; then
@@ -25,11 +25,27 @@ require_env() {
 		return
 	fi
 	for tool in "$@"; do
-		if ! command -v "$tool" >/dev/null; then
+		if [ "$tool" = /dev/fuse ]; then
+			[ -c /dev/fuse ] || { echo "no /dev/fuse: FUSE is not available here"; return; }
+		elif ! command -v "$tool" >/dev/null; then
 			echo "$tool not installed (see scripts/install-deps)"
 			return
 		fi
 	done
+}
+
+# test_image DIR: print the test image's OCI layout: $CLIP_TEST_IMAGE when set (one built
+# before, reused), else one built into DIR by scripts/build-test-image (its log shown on failure).
+test_image() {
+	if [ -n "${CLIP_TEST_IMAGE:-}" ]; then
+		echo "$CLIP_TEST_IMAGE"
+		return 0
+	fi
+	if ! "$CLIP_SOURCE_ROOT/scripts/build-test-image" "$1" >/dev/null 2>"$1.build.log"; then
+		cat "$1.build.log" >&2
+		return 1
+	fi
+	echo "$1"
 }
 
 # make_workdir: a fresh temp dir for this file's tests, removed by remove_workdir.
@@ -361,6 +377,28 @@ no_daemon() {
 		echo "a daemon for $1 is still running: $pids"
 		return 1
 	fi
+}
+
+# no_mount_under DIR: fail if anything is mounted at or below DIR (`unmount_under` unmounts them).
+no_mount_under() {
+	local left
+	left=$(awk '{ print $5 }' /proc/self/mountinfo | grep -F "$1" || true)
+	if [ -n "$left" ]; then
+		echo "still mounted: $left"
+		return 1
+	fi
+}
+
+# wait_for_no_daemon MNT: the daemon of an unmounted MNT exits within 10 s.
+wait_for_no_daemon() {
+	local tries=0
+	while [ -n "$(daemon_pids "$1")" ]; do
+		[ $((tries += 1)) -le 200 ] || {
+			echo "the daemon of $1 is still running"
+			return 1
+		}
+		sleep 0.05
+	done
 }
 
 # daemon_pid MNT: the live `clip mount` process serving MNT (exactly one, or fail).

@@ -32,16 +32,7 @@ setup_file() {
 	W=$(make_workdir)
 	export W
 	local t0=$SECONDS
-	if [ -n "${CLIP_TEST_IMAGE:-}" ]; then
-		IMAGE=$CLIP_TEST_IMAGE
-	else
-		IMAGE=$W/image
-		if ! "$CLIP_SOURCE_ROOT/scripts/build-test-image" "$IMAGE" >/dev/null \
-			2>"$W/build.log"; then
-			cat "$W/build.log" >&2
-			return 1
-		fi
-	fi
+	IMAGE=$(test_image "$W/image") || return 1
 	export IMAGE
 	echo "# test image ready in $((SECONDS - t0)) s" >&3
 

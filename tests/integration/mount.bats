@@ -22,25 +22,13 @@ load registry
 UMOCI_MTIME_PATHS=(/clip-test /clip-test/implicit /clip-test/implicit/sub)
 
 setup_file() {
-	CLIP_SKIP_REASON=$(require_env umoci debootstrap python3 tar findmnt fusermount3 chroot)
-	if [ -z "$CLIP_SKIP_REASON" ] && [ ! -c /dev/fuse ]; then
-		CLIP_SKIP_REASON="no /dev/fuse: FUSE is not available here"
-	fi
+	CLIP_SKIP_REASON=$(require_env /dev/fuse umoci debootstrap python3 tar findmnt fusermount3 chroot)
 	export CLIP_SKIP_REASON
 	[ -z "$CLIP_SKIP_REASON" ] || return 0
 
 	W=$(make_workdir)
 	export W
-	if [ -n "${CLIP_TEST_IMAGE:-}" ]; then
-		IMAGE=$CLIP_TEST_IMAGE
-	else
-		IMAGE=$W/image
-		if ! "$CLIP_SOURCE_ROOT/scripts/build-test-image" "$IMAGE" >/dev/null \
-			2>"$W/build.log"; then
-			cat "$W/build.log" >&2
-			return 1
-		fi
-	fi
+	IMAGE=$(test_image "$W/image") || return 1
 	export IMAGE
 	umoci unpack --image "$IMAGE:latest" "$W/bundle" >/dev/null
 	export ROOTFS=$W/bundle/rootfs

@@ -18,10 +18,7 @@ load helpers
 STRESS=$BATS_TEST_DIRNAME/tools/takeover_stress.py
 
 setup_file() {
-	CLIP_SKIP_REASON=$(require_env python3 findmnt fusermount3)
-	if [ -z "$CLIP_SKIP_REASON" ] && [ ! -c /dev/fuse ]; then
-		CLIP_SKIP_REASON="no /dev/fuse: FUSE is not available here"
-	fi
+	CLIP_SKIP_REASON=$(require_env /dev/fuse python3 findmnt fusermount3)
 	# FUSE_NOTIFY_RESEND is Linux 6.9's.
 	local major minor
 	IFS=. read -r major minor _ <<<"$(uname -r)"
@@ -34,16 +31,7 @@ setup_file() {
 
 	W=$(make_workdir)
 	export W
-	if [ -n "${CLIP_TEST_IMAGE:-}" ]; then
-		IMAGE=$CLIP_TEST_IMAGE
-	else
-		IMAGE=$W/image
-		if ! "$CLIP_SOURCE_ROOT/scripts/build-test-image" "$IMAGE" >/dev/null \
-			2>"$W/build.log"; then
-			cat "$W/build.log" >&2
-			return 1
-		fi
-	fi
+	IMAGE=$(test_image "$W/image") || return 1
 	export IMAGE
 	export ARCHIVE=$W/test.clip
 	"$CLIP" index "oci:$IMAGE:latest" -o "$ARCHIVE" --quiet
