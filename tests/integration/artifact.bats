@@ -376,3 +376,17 @@ as_user() {
 	"$CLIP" umount "$T/m"
 	registry_start reg anonymous
 }
+
+@test "clip bundle takes an image reference: its archive from the registry, run under runc" {
+	command -v runc >/dev/null || skip "runc not installed"
+	"$CLIP" push -q "$W/a.clip" --to "$REG/test/basic"
+	"$CLIP" bundle --cache-dir "$T/c" --no-index "$REG/test/basic:v1" "$T/b" \
+		-- /usr/bin/python3 -c 'print(6 * 7)' 3>&-
+	[ "$(stats_field "$T/b/lower" archive_origin)" = registry ]
+	run runc run -b "$T/b" "clip-artifact-$$"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "$output" = 42 ]
+	"$CLIP" unbundle "$T/b"
+	[ ! -e "$T/b" ]
+}
