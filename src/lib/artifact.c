@@ -517,8 +517,14 @@ static int check_archive(const char *tmp, const struct artifact_blob *b,
 {
 	struct clip_archive *a = NULL;
 	int r = clip_archive_open(tmp, &a, err);
+	if (r < 0 && r != -ENOTSUP) {
+		/* Whatever made it unreadable, for the caller it is a bad artifact. */
+		char why[sizeof(err->msg)];
+		snprintf(why, sizeof(why), "%s", err->msg);
+		return clip_err_set(err, EBADMSG, "%s", why);
+	}
 	if (r < 0)
-		return r == -ENOTSUP ? r : clip_err_set(err, EBADMSG, "%s", err->msg);
+		return r;
 	struct clip_archive_stats st;
 	clip_archive_stats(a, &st);
 	char subject[72];
