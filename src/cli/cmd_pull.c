@@ -140,8 +140,11 @@ int cmd_pull(int argc, char **argv)
 	o.store_dir = store;
 	struct cli_ref_result res;
 	int rc = cli_archive_for_ref(argv[optind], &o, &res);
-	if (rc == 0)
-		rc = copy_file(res.path, output);
+	if (rc != 0) {
+		free(store);
+		return rc;
+	}
+	rc = copy_file(res.path, output);
 	if (rc == 0 && !o.quiet)
 		printf("%s: archive of image %s (%s%s%s, %.2f s) -> %s\n", argv[optind],
 		       res.manifest,
@@ -149,8 +152,7 @@ int cmd_pull(int argc, char **argv)
 		       : strcmp(res.origin, "store") == 0  ? "from the local store"
 							   : "indexed here",
 		       res.artifact[0] ? ", artifact " : "", res.artifact, res.seconds, output);
-	if (rc == 0)
-		cli_ref_result_clear(&res);
+	cli_ref_result_clear(&res);
 	free(store);
 	return rc;
 }
