@@ -148,8 +148,8 @@ int clip_registry_manifest_put(struct clip_registry *reg, const char *reference,
 
 /* GET referrers/<digest>?artifactType=<artifact_type> (OCI 1.1): the image
  * index of the manifests whose subject is `digest`. -ENOENT when the
- * registry does not implement the API (it answers 404; one that does
- * answers an empty index). *filtered tells whether the registry applied
+ * registry does not implement the API (it answers 404, or 400, 405 or 501
+ * as some do; one that implements it answers an empty index). *filtered tells whether the registry applied
  * the artifactType filter (OCI-Filters-Applied); when not, the caller
  * filters. On success *out is the caller's. */
 int clip_registry_referrers(struct clip_registry *reg, const char *digest,

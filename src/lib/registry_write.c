@@ -190,6 +190,10 @@ int clip_registry_referrers(struct clip_registry *reg, const char *digest,
 		if (d.media_type == NULL)
 			r = clip_err_nomem(err);
 	}
+	/* The spec says 404 for a registry without the API; some answer 400
+	 * (no such route, taken for a bad reference), 405 or 501 instead. */
+	if (r < 0 && r != -ENOENT && (x.status == 400 || x.status == 405 || x.status == 501))
+		r = -ENOENT;
 	bool applied = r == 0 && x.oci_filters != NULL && artifact_type != NULL &&
 		       strstr(x.oci_filters, "artifactType") != NULL;
 	clip_transfer_clear(&x);
