@@ -221,6 +221,17 @@ same_file() {
 	[ "$status" -ne 0 ]
 	[[ $stderr == *"no usable archive"* ]]
 	[ ! -e "$T/q.clip" ]
+	# A registry that answers 400 on the referrers API (as some do, not 404): the tag is read.
+	"$CLIP" push -q "$W/a.clip" --to "$REG/test/basic"
+	fault_proxy_start fp reg
+	fault_set fp "$(fault_rule status '/referrers/' status=400 times=-1)"
+	run --separate-stderr "$CLIP" pull --cache-dir "$T/c3" --no-index \
+		"$(server_addr fp)/test/basic:v1" -o "$T/r.clip"
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	cmp "$W/a.clip" "$T/r.clip"
+	[ "$(server_requests fp 'r["status"] == 400')" -eq 1 ]
+	server_stop fp
 }
 
 @test "two pushers racing both stay listed; the newest is picked, --archive-digest picks another" {
