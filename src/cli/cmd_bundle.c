@@ -53,6 +53,8 @@ static void bundle_help(void)
 	       "with the image's Env, WorkingDir and User (resolved through the image's own\n"
 	       "/etc/passwd and /etc/group), its labels as annotations, and podman's default\n"
 	       "capabilities, namespaces and mounts. `clip unbundle BUNDLE` undoes it all.\n"
+	       "ARCHIVE may be an image reference ([docker://]REF): its archive is found as\n"
+	       "`clip mount` finds it (local store, registry, else indexed here).\n"
 	       "Needs root (overlayfs); BUNDLE must be new or empty.\n"
 	       "\n"
 	       "options:\n"
