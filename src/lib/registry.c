@@ -142,6 +142,25 @@ bool clip_registry_tag_valid(const char *s)
 	return true;
 }
 
+int clip_registry_check_reference(const struct clip_registry *reg, const char *reference,
+				  struct clip_err *err)
+{
+	if (reference == NULL ||
+	    !(clip_digest_valid(reference) || clip_registry_tag_valid(reference)))
+		return clip_err_set(err, EINVAL, "registry %s: invalid tag or digest \"%.200s\"",
+				    reg->name, reference != NULL ? reference : "(null)");
+	return 0;
+}
+
+int clip_registry_check_digest(const struct clip_registry *reg, const char *digest,
+			       struct clip_err *err)
+{
+	if (digest == NULL || !clip_digest_valid(digest))
+		return clip_err_set(err, EINVAL, "registry %s: invalid digest \"%.100s\"",
+				    reg->name, digest != NULL ? digest : "(null)");
+	return 0;
+}
+
 int clip_registry_api_transfer(struct clip_registry *reg, const char *method, const char *kind,
 			       const char *reference, struct clip_transfer *x, struct clip_err *err)
 {
@@ -375,10 +394,8 @@ int clip_registry_resolve(struct clip_registry *reg, const char *reference,
 	struct clip_err scratch;
 	if (err == NULL)
 		err = &scratch;
-	if (reference == NULL ||
-	    !(clip_digest_valid(reference) || clip_registry_tag_valid(reference)))
-		return clip_err_set(err, EINVAL, "registry %s: invalid tag or digest \"%.200s\"",
-				    reg->name, reference != NULL ? reference : "(null)");
+	if (clip_registry_check_reference(reg, reference, err) < 0)
+		return -EINVAL;
 	struct clip_image tmp;
 	memset(&tmp, 0, sizeof(tmp));
 	int r = resolve(reg, reference, platform, &tmp, err);
@@ -399,10 +416,8 @@ int clip_registry_manifest_get(struct clip_registry *reg, const char *reference,
 	struct clip_err scratch;
 	if (err == NULL)
 		err = &scratch;
-	if (reference == NULL ||
-	    !(clip_digest_valid(reference) || clip_registry_tag_valid(reference)))
-		return clip_err_set(err, EINVAL, "registry %s: invalid tag or digest \"%.200s\"",
-				    reg->name, reference != NULL ? reference : "(null)");
+	if (clip_registry_check_reference(reg, reference, err) < 0)
+		return -EINVAL;
 	struct clip_registry_document d = { 0 };
 	bool by_digest = strncmp(reference, "sha256:", 7) == 0;
 	int r = fetch_manifest(reg, reference, by_digest ? reference : NULL, 0, &d.body, &d.len,

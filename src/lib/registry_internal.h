@@ -187,6 +187,13 @@ int clip_registry_fetch_token(struct clip_registry *reg, const struct clip_auth_
 /* Whether `s` is a valid tag (the Distribution spec's grammar). */
 bool clip_registry_tag_valid(const char *s);
 
+/* 0 when `reference` is a tag or a digest, `digest` a digest; else -EINVAL
+ * with `err` naming the registry and the value. */
+int clip_registry_check_reference(const struct clip_registry *reg, const char *reference,
+				  struct clip_err *err);
+int clip_registry_check_digest(const struct clip_registry *reg, const char *digest,
+			       struct clip_err *err);
+
 /* Set up *x to `method` (a string literal) /v2/<repository>/<kind>/<reference>
  * with the registry's credentials (clip_transfer_init). */
 int clip_registry_api_transfer(struct clip_registry *reg, const char *method, const char *kind,

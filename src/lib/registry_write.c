@@ -32,9 +32,8 @@ int clip_registry_blob_exists(struct clip_registry *reg, const char *digest, str
 	struct clip_err scratch;
 	if (err == NULL)
 		err = &scratch;
-	if (digest == NULL || !clip_digest_valid(digest))
-		return clip_err_set(err, EINVAL, "registry %s: invalid digest \"%.100s\"",
-				    reg->name, digest != NULL ? digest : "(null)");
+	if (clip_registry_check_digest(reg, digest, err) < 0)
+		return -EINVAL;
 	struct clip_transfer x;
 	int r = clip_registry_api_transfer(reg, "HEAD", "blobs", digest, &x, err);
 	if (r < 0)
@@ -109,10 +108,8 @@ int clip_registry_manifest_put(struct clip_registry *reg, const char *reference,
 	struct clip_err scratch;
 	if (err == NULL)
 		err = &scratch;
-	if (reference == NULL ||
-	    !(clip_digest_valid(reference) || clip_registry_tag_valid(reference)))
-		return clip_err_set(err, EINVAL, "registry %s: invalid tag or digest \"%.200s\"",
-				    reg->name, reference != NULL ? reference : "(null)");
+	if (clip_registry_check_reference(reg, reference, err) < 0)
+		return -EINVAL;
 	if (strncmp(reference, "sha256:", 7) == 0) {
 		int r = clip_digest_verify(data, len, reference, err);
 		if (r < 0)
@@ -163,9 +160,8 @@ int clip_registry_referrers(struct clip_registry *reg, const char *digest,
 	struct clip_err scratch;
 	if (err == NULL)
 		err = &scratch;
-	if (digest == NULL || !clip_digest_valid(digest))
-		return clip_err_set(err, EINVAL, "registry %s: invalid digest \"%.100s\"",
-				    reg->name, digest != NULL ? digest : "(null)");
+	if (clip_registry_check_digest(reg, digest, err) < 0)
+		return -EINVAL;
 	if (artifact_type != NULL && !artifact_type_valid(artifact_type))
 		return clip_err_set(err, EINVAL, "registry %s: invalid artifact type \"%.100s\"",
 				    reg->name, artifact_type);
